@@ -1,0 +1,123 @@
+# twshim: an LD_PRELOAD library that decides who closes TCP connections first.
+CC ?= cc
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(PREFIX)/bin
+LIBDIR = $(PREFIX)/lib
+MANDIR = $(PREFIX)/share/man
+DATADIR = $(PREFIX)/share/twshim
+PKG_CONFIG ?= pkg-config
+B ?= build
+
+WARN = -std=gnu11 -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+       -Wwrite-strings -Wformat-security -fno-common
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+OPT ?= -O2 -g
+SAN ?=
+PKGS_LIB = libconfig libmnl
+CFLAGS_ALL = $(WARN) $(OPT) $(SAN) -fPIC -D_GNU_SOURCE -Iinclude -DTW_LIBDIR='"$(LIBDIR)"' \
+	     $(shell $(PKG_CONFIG) --cflags $(PKGS_LIB)) $(CFLAGS)
+LIBS_LIB = $(shell $(PKG_CONFIG) --libs $(PKGS_LIB)) -ldl -lpthread
+LIBS_TOOL = $(LIBS_LIB) $(shell $(PKG_CONFIG) --libs jansson)
+CRIT_CFLAGS = $(shell $(PKG_CONFIG) --cflags criterion jansson)
+CRIT_LIBS = $(shell $(PKG_CONFIG) --libs criterion jansson)
+
+CORE_SRC = $(wildcard core/*.c)
+SHIM_SRC = $(wildcard shim/*.c)
+TOOL_SRC = $(wildcard tools/*.c)
+EXAMPLE_SRC = $(wildcard examples/*.c)
+UNIT_SRC = $(wildcard tests/unit/*.c)
+INTEG_SRC = $(wildcard tests/integration/*.c)
+BENCH_SRC = $(wildcard bench/*.c)
+HDRS = $(wildcard include/*.h) $(wildcard tests/integration/*.h)
+
+CORE_OBJ = $(CORE_SRC:%.c=$(B)/obj/%.o)
+SHIM_OBJ = $(SHIM_SRC:%.c=$(B)/obj/%.o)
+TOOL_OBJ = $(TOOL_SRC:%.c=$(B)/obj/%.o)
+UNIT_OBJ = $(UNIT_SRC:%.c=$(B)/obj/%.o)
+INTEG_OBJ = $(INTEG_SRC:%.c=$(B)/obj/%.o)
+EXAMPLES = $(EXAMPLE_SRC:examples/%.c=$(B)/examples/%)
+
+LIB = $(B)/libtwshim.so
+CORE = $(B)/libtwcore.a
+TOOL = $(B)/twshim
+UNIT = $(B)/tests/unit
+INTEG = $(B)/tests/integration
+
+.PHONY: all test unit integration install uninstall clean demo bench deps asan ubsan tsan fuzz
+all: $(LIB) $(if $(TOOL_SRC),$(TOOL)) $(EXAMPLES)
+
+$(B)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(if $(filter tests/%,$<),$(CRIT_CFLAGS) -Itests/integration) -c $< -o $@
+
+$(CORE): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB): $(SHIM_OBJ) $(CORE) shim/twshim.map
+	$(CC) $(SAN) -shared -o $@ $(SHIM_OBJ) $(CORE) -Wl,--version-script=shim/twshim.map \
+		-Wl,-z,now -Wl,-z,relro $(LIBS_LIB) $(LDFLAGS)
+
+$(TOOL): $(TOOL_OBJ) $(CORE)
+	$(CC) $(SAN) -o $@ $(TOOL_OBJ) $(CORE) $(LIBS_TOOL) $(LDFLAGS)
+
+$(B)/examples/%: examples/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(OPT) $(SAN) -D_GNU_SOURCE -o $@ $< -lpthread
+
+$(UNIT): $(UNIT_OBJ) $(CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $(UNIT_OBJ) $(CORE) $(CRIT_LIBS) $(LIBS_LIB) $(LDFLAGS)
+
+$(INTEG): $(INTEG_OBJ) $(CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $(INTEG_OBJ) $(CORE) $(CRIT_LIBS) $(LIBS_LIB) $(LDFLAGS)
+
+# Criterion runs each test in a process of its own; integration tests also
+# enter a network namespace of their own, so they need root.
+CRITERION_FLAGS ?= --jobs=2
+test:
+	@./scripts/deps
+	$(MAKE) all $(UNIT) $(INTEG)
+	./tests/check-exports.sh $(LIB)
+	$(UNIT) $(CRITERION_FLAGS)
+	@if [ "$$(id -u)" = 0 ]; then \
+		TWSHIM_BUILD=$(abspath $(B)) $(INTEG) $(CRITERION_FLAGS); \
+	else \
+		echo "integration tests skipped: they need root for network namespaces (unshare -n)"; \
+	fi
+
+demo:
+	@./scripts/deps
+	$(MAKE) all
+	./examples/demo.sh $(B)
+
+bench: all
+	$(MAKE) -C bench B=$(abspath $(B))
+
+deps:
+	./scripts/deps
+
+# libFuzzer targets for the settings parsers, bounded in time; not part of test.
+fuzz:
+	$(MAKE) -f tests/fuzz/Makefile
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DATADIR)/policies
+	install -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/twshim
+	install -m 755 $(LIB) $(DESTDIR)$(LIBDIR)/libtwshim.so
+	install -m 644 man/twshim.1 $(DESTDIR)$(MANDIR)/man1/twshim.1
+	install -m 644 man/twshim.conf.5 $(DESTDIR)$(MANDIR)/man5/twshim.conf.5
+	install -m 644 policies/*.conf $(DESTDIR)$(DATADIR)/policies/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/twshim $(DESTDIR)$(LIBDIR)/libtwshim.so \
+		$(DESTDIR)$(MANDIR)/man1/twshim.1 $(DESTDIR)$(MANDIR)/man5/twshim.conf.5
+	rm -rf $(DESTDIR)$(DATADIR)
+
+clean:
+	rm -rf build build-asan build-ubsan build-tsan

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The one place for names the environment, the file system and the limits
+ * know twshim by.
+ */
+#ifndef TWSHIM_DEFAULTS_H
+#define TWSHIM_DEFAULTS_H
+
+#define TW_ENV_CONFIG		"TWSHIM_CONFIG"
+#define TW_ENV_OPTIONS		"TWSHIM_OPTIONS"
+#define TW_ENV_DEBUG		"TWSHIM_DEBUG"	/* 0 errors, 1 warnings, 2 debug */
+#define TW_SYSTEM_CONFIG	"/etc/twshim.conf"
+#define TW_LIB_NAME		"libtwshim.so"
+
+#define TW_DEFER_MS_DEFAULT	1000
+#define TW_EXIT_WAIT_MS_DEFAULT	1000
+#define TW_MS_MAX		600000
+
+/* fds at or above this are not tracked (the table is reserved, not allocated). */
+#define TW_FD_MAX		(1u << 20)
+/* connection slots reserved per process (128 bytes each, touched on use) */
+#define TW_CONN_MAX		(1u << 20)
+/* most connections one process keeps deferred at once */
+#define TW_DEFER_CAP		131072
+/* distinct log destinations one configuration may name */
+#define TW_SINKS_MAX		8
+/* A/B arms one configuration may name, over all groups */
+#define TW_ARMS_MAX		64
+/* longest process name kept for records and rule matching */
+#define TW_COMM_MAX		128
+/* longest log path after %p/%n expansion */
+#define TW_PATH_MAX		4096
+/* TIME_WAIT lasts TCP_TIMEWAIT_LEN on Linux (include/net/tcp.h) */
+#define TW_TIMEWAIT_SEC		60
+
+#endif
