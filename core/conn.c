@@ -1,0 +1,534 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Connection slots and the life of a tracked connection: opened at connect or
+ * accept, released when the program lets go of its last fd, ended now or
+ * handed to the closer, and recorded once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "diag.h"
+#include "diagmsg.h"
+#include "runtime.h"
+
+static struct tw_conn *slots;
+/* free list head: ABA tag in the high 32 bits, slot index + 1 in the low */
+static _Atomic uint64_t free_head;
+static _Atomic uint32_t slots_used;
+/* highest fd that ever held a connection: bounds the walk at exit */
+static _Atomic int fd_hi;
+
+_Static_assert(sizeof(struct tw_conn) <= 120, "a deferred connection must stay within 128 bytes");
+
+/*
+ * Reserves address space for every slot once, at start-up. MAP_NORESERVE:
+ * pages are backed only when a slot is first used.
+ */
+int conn_slots_init(void)
+{
+	void *p;
+
+	if (slots)
+		return 0;
+	p = mmap(NULL, (size_t)TW_CONN_MAX * sizeof(struct tw_conn), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	slots = p;
+	return 0;
+}
+
+struct tw_conn *conn_at(uint32_t idx)
+{
+	return &slots[idx];
+}
+
+uint32_t conn_index(const struct tw_conn *c)
+{
+	return (uint32_t)(c - slots);
+}
+
+/* Pops a slot from the free list, else takes a fresh one. Lock-free. */
+struct tw_conn *conn_alloc(void)
+{
+	uint64_t head = atomic_load(&free_head);
+	struct tw_conn *c = NULL;
+	uint32_t i;
+
+	if (!slots)
+		return NULL;
+	while ((uint32_t)head) {
+		uint32_t top = (uint32_t)head - 1;
+		uint32_t next = __atomic_load_n(&slots[top].next, __ATOMIC_RELAXED);
+		uint64_t nh = (((head >> 32) + 1) << 32) | next;
+
+		if (atomic_compare_exchange_weak(&free_head, &head, nh)) {
+			c = &slots[top];
+			break;
+		}
+	}
+	if (!c) {
+		i = atomic_fetch_add(&slots_used, 1);
+		if (i >= TW_CONN_MAX) {
+			atomic_fetch_sub(&slots_used, 1);
+			return NULL;
+		}
+		c = &slots[i];
+	}
+	memset(c, 0, sizeof(*c));
+	c->libfd = -1;
+	return c;
+}
+
+void conn_free(struct tw_conn *c)
+{
+	uint64_t head = atomic_load(&free_head), nh;
+
+	do {
+		__atomic_store_n(&c->next, (uint32_t)head, __ATOMIC_RELAXED);
+		nh = (((head >> 32) + 1) << 32) | (conn_index(c) + 1);
+	} while (!atomic_compare_exchange_weak(&free_head, &head, nh));
+}
+
+static void note_fd(int fd)
+{
+	int hi = atomic_load_explicit(&fd_hi, memory_order_relaxed);
+
+	while (fd > hi && !atomic_compare_exchange_weak(&fd_hi, &hi, fd))
+		;
+}
+
+static void conn_track(struct tw_conn *c, int fd)
+{
+	c->fd = fd;
+	c->gen = atomic_load(&rt.forkgen);
+	atomic_store(&c->nfds, 1);
+	note_fd(fd);
+	fdtab_set(fd, conn_index(c) + 1);
+}
+
+/*
+ * Starts tracking fd after connect or accept. remote is what the program
+ * connected to or what accept returned. Resolves the policy here, once, and
+ * starts the closer if this connection may need it: the close path must not
+ * create a thread.
+ */
+void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct tw_conn *c;
+
+	if (fdt_is_conn(fdtab_get(fd)))
+		return;
+	c = conn_alloc();
+	if (!c) {
+		SHIM_WARN("no connection slot left: fd %d is not tracked", fd);
+		return;
+	}
+	c->t_open_ns = clock_mono_ns();
+	if (addr_from_sockaddr(&c->remote, remote, len) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr(&c->local, (struct sockaddr *)&ss, sl) < 0) {
+		conn_free(c);
+		return;
+	}
+	if (role == TW_ROLE_SERVER)
+		c->flags |= CONN_SERVER;
+	conf_resolve(rt.conf, role, remote, len,
+		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
+	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
+		closer_start();
+	conn_track(c, fd);
+}
+
+/* the kernel's ephemeral range, to tell an inherited client from a server */
+static int port_ephemeral(uint16_t port)
+{
+	static int lo = -1, hi = -1;
+	char buf[64];
+	int fd, n;
+
+	if (lo < 0) {
+		lo = 32768;
+		hi = 60999;
+		fd = (int)syscall(SYS_open, "/proc/sys/net/ipv4/ip_local_port_range",
+				  O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n = (int)read(fd, buf, sizeof(buf) - 1);
+			syscall(SYS_close, fd);
+			if (n > 0) {
+				buf[n] = 0;
+				sscanf(buf, "%d %d", &lo, &hi);
+			}
+		}
+	}
+	return port >= lo && port <= hi;
+}
+
+/*
+ * Takes over a connected TCP socket the process inherited across exec
+ * (inetd-style servers, socket passing). Another process may still hold it,
+ * so it is marked shared: its end is recorded only when the kernel confirms
+ * that this process's close ended it. Its role is guessed from the ports: a
+ * local port in the ephemeral range is a client's.
+ */
+void conn_adopt(int fd)
+{
+	struct sockaddr_storage ls, ps;
+	socklen_t ll = sizeof(ls), pl = sizeof(ps);
+	struct tw_conn *c;
+	enum tw_role role;
+
+	if (getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&ps, &pl) < 0)
+		return;
+	c = conn_alloc();
+	if (!c)
+		return;
+	if (addr_from_sockaddr(&c->local, (struct sockaddr *)&ls, ll) < 0 ||
+	    addr_from_sockaddr(&c->remote, (struct sockaddr *)&ps, pl) < 0) {
+		conn_free(c);
+		return;
+	}
+	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
+	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+	c->t_open_ns = clock_mono_ns();
+	c->flags = CONN_SHARED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0);
+	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
+		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
+	conn_track(c, fd);
+}
+
+static const char *why_name(uint8_t why)
+{
+	static const char *const names[] = {
+		NULL, "shared", "no_fd", "cap", "no_closer", "linger",
+	};
+
+	return why < sizeof(names) / sizeof(names[0]) ? names[why] : NULL;
+}
+
+void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns)
+{
+	struct tw_record r = {
+		.pid = rt.pid,
+		.comm = rt.comm,
+		.role = (c->flags & CONN_SERVER) ? TW_ROLE_SERVER : TW_ROLE_CLIENT,
+		.policy = c->mode,
+		.state = c->state,
+		.end = (uint8_t)end,
+		.via = c->via,
+		.timeout = timeout,
+		.deferred = c->mode != TW_CLOSE_NORMAL,
+		.why = why_name(c->why),
+		.local = c->local,
+		.remote = c->remote,
+		.bytes_acked = c->bytes_acked,
+		.bytes_received = c->bytes_received,
+		.fd = c->fd,
+	};
+	char buf[TW_RECORD_MAX];
+	size_t n;
+
+	if (c->pol.sink == TW_SINK_NONE)
+		return;
+	if (!end_ns)
+		end_ns = c->t_close_ns;
+	r.ts_us = clock_real_us();
+	r.dur_us = (c->t_close_ns - c->t_open_ns) / 1000;
+	r.deferred_us = end_ns > c->t_close_ns ? (end_ns - c->t_close_ns) / 1000 : 0;
+	if (c->pol.arm)
+		r.arm = conf_arm_name(rt.conf, c->pol.arm);
+	n = record_format(buf, sizeof(buf), &r);
+	if (n)
+		sink_write(c->pol.sink, buf, n);
+}
+
+static int set_linger0(int fd)
+{
+	struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+	return (int)syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
+static int queued(int fd, unsigned long req)
+{
+	int n = 0;
+
+	if (ioctl(fd, req, &n) < 0)
+		return -1;
+	return n;
+}
+
+/* reads and drops what has arrived, so that a close does not become a reset */
+static void drain(int fd)
+{
+	char buf[4096];
+
+	for (int i = 0; i < 64; i++)
+		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/*
+ * After the program shut down writing and its fd now reads CLOSE, the peer
+ * either closed too (this side holds a TIME_WAIT socket, which no fd refers
+ * to) or reset the connection: only the kernel's table can tell.
+ */
+static enum tw_end end_after_shutdown_close(const struct tw_conn *c)
+{
+	struct diag_sock ds;
+
+	if (diag_lookup(&c->local, &c->remote, DIAG_ANY_COOKIE, &ds) == 1 &&
+	    ds.state == TW_TIME_WAIT)
+		return TW_END_ACTIVE;
+	return TW_END_RESET;
+}
+
+/*
+ * How a plain close of fd now ends c: by the TCP state, unless the program
+ * asked for a reset with SO_LINGER {1,0} or leaves unread data behind, which
+ * makes the kernel send RST instead of FIN (tcp_close(), TCPAbortOnClose).
+ */
+static enum tw_end end_if_closed(const struct tw_conn *c, int fd, int state)
+{
+	if (state == TW_CLOSE || state == TW_SYN_SENT || state == TW_SYN_RECV || !state) {
+		if ((c->flags & CONN_SHUT_WR) && c->state == TW_ESTABLISHED && state == TW_CLOSE)
+			return end_after_shutdown_close(c);
+		return TW_END_RESET;
+	}
+	if ((c->flags & CONN_LINGER0) || queued(fd, SIOCINQ) > 0)
+		return TW_END_ABORT;
+	return record_classify(c->state);
+}
+
+enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
+
+/*
+ * Hands c to the closer: the library keeps a duplicate of the socket, the
+ * program's fd is released by op (so its number is free at once), and the
+ * closer ends the connection later. Returns op's result, or 1 when nothing
+ * was done because the closer cannot take it (c->why says why).
+ */
+static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *ret)
+{
+	long libfd;
+
+	if (!closer_running()) {
+		c->why = WHY_NO_CLOSER;
+		return 1;
+	}
+	if (closer_count() >= TW_DEFER_CAP) {
+		c->why = WHY_CAP;
+		return 1;
+	}
+	libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	if (libfd < 0) {
+		c->why = WHY_NO_FD;
+		return 1;
+	}
+	fdtab_set((int)libfd, FDT_LIBCONN | (conn_index(c) + 1));
+	*ret = op(fd, arg);
+	c->libfd = (int)libfd;
+	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
+	if (!closer_submit(c)) {
+		/* the closer went away under us (fork): end it here and now */
+		c->why = WHY_NO_CLOSER;
+		c->mode = TW_CLOSE_NORMAL;
+		conn_record(c, end_if_closed(c, c->libfd, c->state), false, 0);
+		libfd_close(c->libfd);
+		conn_free(c);
+	}
+	return 0;
+}
+
+/*
+ * The program lets go of the last fd of c in this process. Decides, from the
+ * state the close meets and the policy, what is done now; releases the fd
+ * with op; records the end unless the closer will. Returns op's result with
+ * its errno.
+ */
+static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op, void *arg)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	bool shared = c->gen != atomic_load(&rt.forkgen) || (c->flags & CONN_SHARED);
+	int state = 0, ret = 0, saved;
+	enum act act = ACT_CLOSE;
+	enum tw_end end;
+	uint64_t cookie = DIAG_ANY_COOKIE;
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
+		state = ti.tcpi_state;
+	c->bytes_acked = ti.tcpi_bytes_acked;
+	c->bytes_received = ti.tcpi_bytes_received;
+	c->t_close_ns = clock_mono_ns();
+	c->fd = fd;
+	c->via = (c->flags & CONN_SHUT_WR) ? TW_VIA_SHUTDOWN : via;
+	if (!(c->flags & CONN_SHUT_WR))
+		c->state = (uint8_t)state;
+	c->mode = c->pol.close;
+	if (c->mode != TW_CLOSE_NORMAL && (c->flags & CONN_LINGER0)) {
+		c->mode = TW_CLOSE_NORMAL;	/* the program asked for a reset itself */
+		c->why = WHY_LINGER;
+	}
+	if (c->mode != TW_CLOSE_NORMAL && shared) {
+		/* another holder may still use it: change nothing under its feet */
+		c->mode = TW_CLOSE_NORMAL;
+		c->why = WHY_SHARED;
+	}
+
+	if (c->mode == TW_CLOSE_DEFER && state == TW_ESTABLISHED && !(c->flags & CONN_SHUT_WR)) {
+		act = ACT_HANDOFF;
+	} else if (c->mode == TW_CLOSE_ABORT &&
+		   (state == TW_ESTABLISHED || state == TW_FIN_WAIT1 ||
+		    state == TW_FIN_WAIT2 || state == TW_CLOSING)) {
+		act = queued(fd, SIOCOUTQ) == 0 ? ACT_ABORT_NOW : ACT_HANDOFF;
+	}
+
+	if (act == ACT_HANDOFF) {
+		if (handoff(c, fd, op, arg, &ret) == 0)
+			return ret;
+		/* it could not be handed over: the fallback, now, losing no data */
+		if (c->mode == TW_CLOSE_DEFER && c->pol.fallback == TW_FALLBACK_ABORT &&
+		    queued(fd, SIOCOUTQ) == 0) {
+			c->mode = TW_CLOSE_ABORT;
+			act = ACT_ABORT_NOW;
+		} else {
+			c->mode = TW_CLOSE_NORMAL;
+			act = ACT_CLOSE;
+		}
+	}
+
+	if (act == ACT_ABORT_NOW) {
+		set_linger0(fd);
+		end = TW_END_ABORT;
+	} else {
+		if (c->mode != TW_CLOSE_NORMAL)
+			drain(fd);	/* defer or abort met CLOSE_WAIT: close it cleanly */
+		end = end_if_closed(c, fd, state);
+	}
+	if (shared) {
+		socklen_t cl = sizeof(cookie);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
+			cookie = DIAG_ANY_COOKIE;
+	}
+	ret = op(fd, arg);
+	saved = errno;
+	if (shared && cookie != DIAG_ANY_COOKIE) {
+		struct diag_sock ds;
+
+		/* still held by a file somewhere: this close ended nothing */
+		if (diag_lookup(&c->local, &c->remote, cookie, &ds) == 1 && ds.inode != 0) {
+			conn_free(c);
+			errno = saved;
+			return ret;
+		}
+	}
+	conn_record(c, end, false, 0);
+	conn_free(c);
+	errno = saved;
+	return ret;
+}
+
+int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
+{
+	uint32_t v = fdtab_take(fd);
+	struct tw_conn *c;
+
+	if (!fdt_is_conn(v))
+		return op(fd, arg);
+	c = conn_at(v - 1);
+	if (atomic_fetch_sub(&c->nfds, 1) > 1)
+		return op(fd, arg);	/* another fd of this process still holds it */
+	return conn_end(c, fd, via, op, arg);
+}
+
+void conn_note_shutdown(int fd, int how)
+{
+	uint32_t v = fdtab_get(fd);
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	struct tw_conn *c;
+
+	if (!fdt_is_conn(v) || (how != SHUT_WR && how != SHUT_RDWR))
+		return;
+	c = conn_at(v - 1);
+	if (c->flags & CONN_SHUT_WR)
+		return;
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+		return;
+	c->state = ti.tcpi_state;
+	c->flags |= CONN_SHUT_WR;
+}
+
+void conn_note_linger(int fd, const void *optval, socklen_t optlen)
+{
+	uint32_t v = fdtab_get(fd);
+	const struct linger *l = optval;
+	struct tw_conn *c;
+
+	if (!fdt_is_conn(v) || !optval || optlen < sizeof(*l))
+		return;
+	c = conn_at(v - 1);
+	if (l->l_onoff && !l->l_linger)
+		c->flags |= CONN_LINGER0;
+	else
+		c->flags &= (uint8_t)~CONN_LINGER0;
+}
+
+void conn_note_sent(int fd)
+{
+	uint32_t v = fdtab_get(fd);
+
+	if (fdt_is_conn(v))
+		conn_at(v - 1)->flags |= CONN_SHARED;
+}
+
+void conn_note_dup(int oldfd, int newfd)
+{
+	uint32_t v = fdtab_get(oldfd);
+
+	if (oldfd == newfd)
+		return;
+	if (fdt_is_conn(v)) {
+		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);
+		note_fd(newfd);
+	} else if (v != FDT_TCP) {
+		v = FDT_NONE;
+	}
+	fdtab_set(newfd, v);
+}
+
+static int op_close(int fd, void *arg)
+{
+	(void)arg;
+	return (int)syscall(SYS_close, fd);
+}
+
+/*
+ * At exit every connection the program still holds ends: with its policy,
+ * recorded with via `via`; then the closer gets each deferred one at most its
+ * exit_wait_ms.
+ */
+void conn_exit_all(enum tw_via via)
+{
+	int hi = atomic_load(&fd_hi);
+
+	for (int fd = 0; fd <= hi; fd++)
+		if (fdt_is_conn(fdtab_get(fd)))
+			conn_release(fd, via, op_close, NULL);
+	closer_drain(clock_mono_ns());
+}
