@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the wrappers share: the real libc functions, resolved once with
+ * dlsym(RTLD_NEXT) under pthread_once.
+ */
+#ifndef TWSHIM_SHIM_H
+#define TWSHIM_SHIM_H
+
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+struct real {
+	int (*socket)(int, int, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*accept)(int, struct sockaddr *, socklen_t *);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	int (*close)(int);
+	int (*shutdown)(int, int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	int (*close_range)(unsigned, unsigned, int);
+	void (*closefrom)(int);
+	int (*fclose)(FILE *);
+	void (*_exit)(int) __attribute__((noreturn));
+	void (*_Exit)(int) __attribute__((noreturn));
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+};
+
+extern struct real real;
+
+/* Resolves every real function once; safe to call from any wrapper but close. */
+void shim_symbols(void);
+
+#define REAL(f) (__builtin_expect(real.f != NULL, 1) ? real.f : (shim_symbols(), real.f))
+
+#endif

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+/*
+ * setsockopt() and sendmsg(): the two ways a program changes how a connection
+ * ends without closing it: SO_LINGER {1,0} (its close will reset), and
+ * SCM_RIGHTS (another process will hold it).
+ */
+#include <errno.h>
+#include <sys/socket.h>
+
+#include "runtime.h"
+#include "shim.h"
+
+static int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	int r = REAL(setsockopt)(fd, level, name, val, len), saved = errno;
+
+	if (r == 0 && rt.tracking && level == SOL_SOCKET && name == SO_LINGER) {
+		conn_note_linger(fd, val, len);
+		errno = saved;
+	}
+	return r;
+}
+
+/* Connections passed away with SCM_RIGHTS get a second holder the library cannot see. */
+static ssize_t shim_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	if (rt.tracking && msg && msg->msg_controllen) {
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+			size_t n;
+
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < n; i++) {
+				int sent;
+
+				__builtin_memcpy(&sent, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				conn_note_sent(sent);
+			}
+		}
+	}
+	return REAL(sendmsg)(fd, msg, flags);
+}
+
+SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	return shim_setsockopt(fd, level, name, val, len);
+}
+
+SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	return shim_sendmsg(fd, msg, flags);
+}
