@@ -31,7 +31,7 @@ EXAMPLE_SRC = $(wildcard examples/*.c)
 UNIT_SRC = $(wildcard tests/unit/*.c)
 INTEG_SRC = $(wildcard tests/integration/*.c)
 BENCH_SRC = $(wildcard bench/*.c)
-HDRS = $(wildcard include/*.h) $(wildcard tests/integration/*.h)
+HDRS = $(wildcard include/*.h) $(wildcard tests/integration/*.h) $(wildcard tools/*.h)
 
 CORE_OBJ = $(CORE_SRC:%.c=$(B)/obj/%.o)
 SHIM_OBJ = $(SHIM_SRC:%.c=$(B)/obj/%.o)
@@ -100,6 +100,10 @@ bench: all
 
 deps:
 	./scripts/deps
+
+# The whole suite under a sanitizer, in a build directory of its own.
+asan ubsan tsan:
+	./tests/sanitize.sh $@
 
 # libFuzzer targets for the settings parsers, bounded in time; not part of test.
 fuzz:
