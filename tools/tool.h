@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The twshim command-line tool: what its subcommands share.
+ */
+#ifndef TWSHIM_TOOL_H
+#define TWSHIM_TOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+
+/* where `make install` puts the library; the Makefile passes it */
+#ifndef TW_LIBDIR
+#define TW_LIBDIR "/usr/local/lib"
+#endif
+
+/* exit codes, the same for every subcommand */
+#define EXIT_OK		0
+#define EXIT_FAIL	1
+#define EXIT_USAGE	2
+
+/* malformed lines named on stderr per run of the tool; the rest are only counted */
+#define MALFORMED_SHOWN	10
+
+/* a string inside the line being read; not NUL-terminated */
+struct strv {
+	const char *p;
+	size_t n;
+};
+
+/* The fields of one close record the tool uses, valid during the callback only. */
+struct rec {
+	double ts;
+	long long pid;
+	struct strv comm;
+	bool server;		/* role */
+	struct tw_addr local, remote;
+	struct strv local_text, remote_text;
+	struct strv arm;	/* p == NULL: no arm */
+	uint8_t tw;		/* enum tw_where */
+	bool deferred;		/* deferred_ms present */
+	bool timeout;
+};
+
+/* Counts kept over all files one command reads. */
+struct rec_stats {
+	unsigned long long records;
+	unsigned long long malformed;
+	unsigned long long shown;	/* malformed lines named on stderr so far */
+	int open_errors;		/* files that could not be read */
+};
+
+/*
+ * Reads close records from path ("-" for stdin), one JSON object a line,
+ * and calls cb for each well-formed one. Blank lines are skipped; any other
+ * line that is not a record is counted in stats->malformed and, for the
+ * first MALFORMED_SHOWN, named on stderr as "prog: file:line: why". cb
+ * returns 0 to go on. Returns 0, or -errno when the file could not be read
+ * (also said on stderr).
+ */
+int records_read(const char *prog, const char *path, int (*cb)(const struct rec *r, void *arg),
+		 void *arg, struct rec_stats *stats);
+/* Says on stderr how many malformed lines were not named, if any. */
+void records_summary(const char *prog, const struct rec_stats *stats);
+/*
+ * Parses one record line (no newline needed). Returns 0 and fills *r, or
+ * -EINVAL with why in err. *r points into line, or into *hold, which the
+ * caller must json_decref() (when not NULL) once done with *r.
+ */
+int record_parse(const char *line, size_t len, struct rec *r, void **hold, char *err,
+		 size_t errlen);
+/* Parses "1.2.3.4:80" or "[2001:db8::1]:80"; 0 or -EINVAL. */
+int endpoint_parse(const char *text, size_t len, struct tw_addr *out);
+
+/* wall clock in seconds, as the records' ts */
+double now_realtime(void);
+/* CLOCK_MONOTONIC in nanoseconds */
+uint64_t now_mono_ns(void);
+/* The directory of the running twshim binary (from /proc/self/exe), or "" */
+const char *self_dir(void);
+/* The preload library to use: next to the tool, else TW_LIBDIR; NULL if neither exists. */
+const char *preload_lib_path(void);
+/*
+ * Prepends lib to LD_PRELOAD, keeping what it held. 0 or -errno.
+ */
+int env_prepend_preload(const char *lib);
+/* Appends extra to TWSHIM_OPTIONS with a comma; 0 or -errno. */
+int env_append_options(const char *extra);
+
+/* What report and ab count for a set of records. */
+struct counts {
+	unsigned long long conns, tw_local, tw_peer, tw_none, deferred, timeouts, tw_now;
+};
+
+/* Adds one record; tw_now counts tw=local records newer than now - TIME_WAIT's 60 s. */
+void counts_add(struct counts *c, const struct rec *r, double now);
+
+/* A left-aligned text table for people; every cell a string. */
+struct table {
+	size_t ncols, nrows, cap;
+	char **cells;		/* nrows * ncols */
+	bool *right;		/* per column: align right (numbers) */
+};
+
+void table_init(struct table *t, size_t ncols);
+void table_add(struct table *t, const char *const *cells);
+void table_print(const struct table *t, FILE *f);
+void table_free(struct table *t);
+
+/* "twshim CMD: message" and a pointer to --help on stderr; returns EXIT_USAGE */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+int cmd_run(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_tw(int argc, char **argv);
+int cmd_ab(int argc, char **argv);
+
+#endif
