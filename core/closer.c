@@ -329,56 +329,84 @@ static void *closer_main(void *arg)
 }
 
 /*
- * Starts the closer: epoll and eventfd in the library's fd range, and the
- * thread, created with every signal blocked so that no handler of the
- * program ever runs on it. Called from connect/accept, never from close.
+ * The closer's epoll and eventfd, in the library's fd range. Made at start-up
+ * when the settings may defer, so that the program's fd table does not grow
+ * under it later. Holds start_lock, or runs in a fork child.
+ */
+static int closer_fds(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+	int ep, efd, err;
+
+	if (atomic_load(&cl.epfd) >= 0)
+		return 0;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return -errno;
+	ep = libfd_move(ep, FDT_LIB);
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	efd = libfd_move(efd, FDT_LIB);
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0) {
+		err = -errno;
+		libfd_close(efd);
+		goto fail;
+	}
+	atomic_store(&cl.evfd, efd);
+	atomic_store(&cl.epfd, ep);
+	return 0;
+fail:
+	libfd_close(ep);
+	return err;
+}
+
+int closer_init(void)
+{
+	int err;
+
+	pthread_mutex_lock(&cl.start_lock);
+	err = closer_fds();
+	pthread_mutex_unlock(&cl.start_lock);
+	return err;
+}
+
+/*
+ * Starts the closer thread, created with every signal blocked so that no
+ * handler of the program ever runs on it. Called from connect/accept, never
+ * from close, which must not allocate.
  */
 int closer_start(void)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
 	sigset_t all, old;
 	pthread_attr_t attr;
 	pthread_t tid;
-	int ep = -1, efd = -1, err = 0;
+	int err = 0;
 
 	pthread_mutex_lock(&cl.start_lock);
 	if (atomic_load(&cl.running))
 		goto out;
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0 || (ep = libfd_move(ep, FDT_LIB)) < 0)
+	err = closer_fds();
+	if (err < 0)
 		goto fail;
-	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (efd < 0 || (efd = libfd_move(efd, FDT_LIB)) < 0)
-		goto fail;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0)
-		goto fail;
-	atomic_store(&cl.epfd, ep);
-	atomic_store(&cl.evfd, efd);
 	sigfillset(&all);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 128 * 1024);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&tid, &attr, closer_main, NULL);
+	err = -pthread_create(&tid, &attr, closer_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
-	if (err) {
-		errno = err;
+	if (err < 0)
 		goto fail;
-	}
 	atomic_store(&cl.running, true);
 out:
 	pthread_mutex_unlock(&cl.start_lock);
 	return 0;
 fail:
-	err = -errno;
 	SHIM_ERR("cannot start the deferred closer: %s; deferred closes fall back", strerror(-err));
-	if (ep >= 0)
-		libfd_close(ep);
-	if (efd >= 0)
-		libfd_close(efd);
-	atomic_store(&cl.epfd, -1);
-	atomic_store(&cl.evfd, -1);
 	pthread_mutex_unlock(&cl.start_lock);
 	return err;
 }
@@ -483,11 +511,12 @@ static void forget(struct tw_conn *c)
 /*
  * In a forked child: the thread did not come along, and the child's copies
  * of the deferred sockets must not keep the parent's connections open. Close
- * them all and start again empty.
+ * them all and start again empty, with an epoll instance of its own.
  */
 void closer_fork_child(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	bool had_fds = atomic_load(&cl.epfd) >= 0;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -510,4 +539,7 @@ void closer_fork_child(void)
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
 	pthread_cond_init(&cl.idle, NULL);
+	/* the epoll instance was the parent's too: the child needs its own */
+	if (had_fds)
+		closer_fds();
 }

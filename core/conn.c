@@ -281,14 +281,17 @@ static void drain(int fd)
 }
 
 /*
- * After the program shut down writing and its fd now reads CLOSE, the peer
- * either closed too (this side holds a TIME_WAIT socket, which no fd refers
- * to) or reset the connection: only the kernel's table can tell.
+ * The fd reads CLOSE: the connection is over already. A FIN sent first from
+ * this side left a TIME_WAIT socket that no fd refers to, which only the
+ * kernel's table shows; a FIN the peer sent first left nothing here; else it
+ * was reset.
  */
-static enum tw_end end_after_shutdown_close(const struct tw_conn *c)
+static enum tw_end end_of_closed(const struct tw_conn *c)
 {
 	struct diag_sock ds;
 
+	if ((c->flags & CONN_SHUT_WR) && c->state == TW_CLOSE_WAIT)
+		return TW_END_PASSIVE;
 	if (diag_lookup(&c->local, &c->remote, DIAG_ANY_COOKIE, &ds) == 1 &&
 	    ds.state == TW_TIME_WAIT)
 		return TW_END_ACTIVE;
@@ -296,20 +299,20 @@ static enum tw_end end_after_shutdown_close(const struct tw_conn *c)
 }
 
 /*
- * How a plain close of fd now ends c: by the TCP state, unless the program
- * asked for a reset with SO_LINGER {1,0} or leaves unread data behind, which
- * makes the kernel send RST instead of FIN (tcp_close(), TCPAbortOnClose).
+ * How a plain close of fd now ends c: by the TCP state (the one the
+ * program's shutdown met, if it shut down), unless the program asked for a
+ * reset with SO_LINGER {1,0} or leaves unread data behind, which makes the
+ * kernel send RST instead of FIN (tcp_close(), TCPAbortOnClose).
  */
 static enum tw_end end_if_closed(const struct tw_conn *c, int fd, int state)
 {
-	if (state == TW_CLOSE || state == TW_SYN_SENT || state == TW_SYN_RECV || !state) {
-		if ((c->flags & CONN_SHUT_WR) && c->state == TW_ESTABLISHED && state == TW_CLOSE)
-			return end_after_shutdown_close(c);
+	if (state == TW_CLOSE)
+		return end_of_closed(c);
+	if (state == TW_SYN_SENT || state == TW_SYN_RECV || !state)
 		return TW_END_RESET;
-	}
 	if ((c->flags & CONN_LINGER0) || queued(fd, SIOCINQ) > 0)
 		return TW_END_ABORT;
-	return record_classify(c->state);
+	return record_classify((c->flags & CONN_SHUT_WR) ? c->state : state);
 }
 
 enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
@@ -419,7 +422,29 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 			drain(fd);	/* defer or abort met CLOSE_WAIT: close it cleanly */
 		end = end_if_closed(c, fd, state);
 	}
-	if (shared) {
+	/*
+	 * A FIN already sent though this process did not shut down: another
+	 * holder did, and that holder records the end it decided.
+	 */
+	if (!(c->flags & CONN_SHUT_WR) &&
+	    (state == TW_FIN_WAIT1 || state == TW_FIN_WAIT2 || state == TW_CLOSING ||
+	     state == TW_LAST_ACK || (state == TW_CLOSE && end == TW_END_ACTIVE))) {
+		c->via = TW_VIA_SHUTDOWN;
+		if (shared) {
+			ret = op(fd, arg);
+			conn_free(c);
+			return ret;
+		}
+	}
+	/*
+	 * Shared and still open both ways: only the close that releases the
+	 * last reference sends a FIN. After it the kernel has the socket
+	 * orphaned (no inode) or gone; still held, it keeps its inode. A socket
+	 * already over (CLOSE) is out of the kernel's lookup table, so this
+	 * cannot be asked of it.
+	 */
+	if (shared && (state == TW_ESTABLISHED || state == TW_CLOSE_WAIT) &&
+	    !(c->flags & CONN_SHUT_WR)) {
 		socklen_t cl = sizeof(cookie);
 
 		if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
@@ -427,10 +452,9 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	}
 	ret = op(fd, arg);
 	saved = errno;
-	if (shared && cookie != DIAG_ANY_COOKIE) {
+	if (cookie != DIAG_ANY_COOKIE) {
 		struct diag_sock ds;
 
-		/* still held by a file somewhere: this close ended nothing */
 		if (diag_lookup(&c->local, &c->remote, cookie, &ds) == 1 && ds.inode != 0) {
 			conn_free(c);
 			errno = saved;

@@ -21,15 +21,18 @@ struct rt rt = { .libfd_base = 3 };
 
 /*
  * Moves fd to the library's range (at or above rt.libfd_base, close-on-exec)
- * and marks the new number in the table. Returns the new fd, or -errno with
- * fd left as it was. The raw syscalls keep the library's own wrappers out.
+ * and marks it in the table as the library's. Returns the fd's number: the
+ * new one, or fd itself when no number up there was free. The raw syscalls
+ * keep the library's own wrappers out.
  */
 int libfd_move(int fd, uint32_t mark)
 {
 	long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
 
-	if (nfd < 0)
-		return -errno;
+	if (nfd < 0) {
+		fdtab_set(fd, mark);
+		return fd;
+	}
 	fdtab_set((int)nfd, mark);
 	syscall(SYS_close, fd);
 	return (int)nfd;

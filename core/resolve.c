@@ -134,10 +134,14 @@ arm:
 }
 
 /* A level that could give a record or a close other than normal. */
+static bool level_closes(const struct conf_level *lv)
+{
+	return (lv->set & CONF_BIT(CONF_K_CLOSE)) && lv->close != TW_CLOSE_NORMAL;
+}
+
 static bool level_tracks(const struct conf_level *lv)
 {
-	return ((lv->set & CONF_BIT(CONF_K_LOG)) && lv->sink != TW_SINK_NONE) ||
-	       ((lv->set & CONF_BIT(CONF_K_CLOSE)) && lv->close != TW_CLOSE_NORMAL);
+	return ((lv->set & CONF_BIT(CONF_K_LOG)) && lv->sink != TW_SINK_NONE) || level_closes(lv);
 }
 
 /* reuseaddr from a level and, for split=process, its drawn arm; false: not named */
@@ -234,16 +238,26 @@ void conf_finish(struct conf *c, uint64_t seed)
 	sinks_prune(c);
 
 	c->tracking = level_tracks(&c->top);
-	for (k = 0; k < c->nrules; k++)
+	c->closing = level_closes(&c->top);
+	for (k = 0; k < c->nrules; k++) {
 		c->tracking |= level_tracks(&c->rules[k].lv);
-	for (k = 0; k < c->narms; k++)
+		c->closing |= level_closes(&c->rules[k].lv);
+	}
+	for (k = 0; k < c->narms; k++) {
 		c->tracking |= level_tracks(&c->arms[k].lv);
+		c->closing |= level_closes(&c->arms[k].lv);
+	}
 	conf_reseed(c, seed);
 }
 
 bool conf_tracking(const struct conf *c)
 {
 	return c && c->tracking;
+}
+
+bool conf_closing(const struct conf *c)
+{
+	return c && c->closing;
 }
 
 bool conf_reuseaddr(const struct conf *c)

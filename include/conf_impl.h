@@ -88,6 +88,7 @@ struct conf {
 	char *sinks[TW_SINKS_MAX];
 	size_t nsinks;
 	bool tracking;		/* computed by conf_finish() */
+	bool closing;		/* some level closes other than normally; conf_finish() */
 	bool reuseaddr;		/* for this process, after its per-process draw */
 };
 

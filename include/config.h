@@ -53,6 +53,8 @@ void conf_free(struct conf *c);
 
 /* true when some connection may be recorded or closed other than normally */
 bool conf_tracking(const struct conf *c);
+/* true when some connection may be closed under `defer` or `abort` */
+bool conf_closing(const struct conf *c);
 /* SO_REUSEADDR on this process's new TCP sockets (selected by `process` only) */
 bool conf_reuseaddr(const struct conf *c);
 /*

@@ -151,6 +151,7 @@ void conn_exit_all(enum tw_via via);
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns);
 
 /* core/closer.c: the deferred closer */
+int closer_init(void);
 int closer_start(void);
 bool closer_running(void);
 /* hands c (c->libfd open, c->mode set) to the closer; false when over the cap */
