@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "addr.h"
+#include "defaults.h"
 
 /* TCP_INFO tcpi_state values (include/net/tcp_states.h) */
 enum tw_tcp_state {
