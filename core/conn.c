@@ -177,9 +177,8 @@ static int port_ephemeral(uint16_t port)
 
 /*
  * Takes over a connected TCP socket the process inherited across exec
- * (inetd-style servers, socket passing). Another process may still hold it,
- * so it is marked shared: its end is recorded only when the kernel confirms
- * that this process's close ended it. Its role is guessed from the ports: a
+ * (inetd-style servers, socket passing). The parent may still hold it, so
+ * it is treated as shared until its close finds that nobody else does. Its role is guessed from the ports: a
  * local port in the ephemeral range is a client's.
  */
 void conn_adopt(int fd)
@@ -203,7 +202,7 @@ void conn_adopt(int fd)
 	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
 	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
 	c->t_open_ns = clock_mono_ns();
-	c->flags = CONN_SHARED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0);
+	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0);
 	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
@@ -281,16 +280,16 @@ static void drain(int fd)
 }
 
 /*
- * The fd reads CLOSE: the connection is over already. A FIN sent first from
+ * The connection is over (CLOSE). If the peer's FIN had come first when the
+ * program last looked (c->state), it ended passively. A FIN sent first from
  * this side left a TIME_WAIT socket that no fd refers to, which only the
- * kernel's table shows; a FIN the peer sent first left nothing here; else it
- * was reset.
+ * kernel's table shows. Else it was reset.
  */
 static enum tw_end end_of_closed(const struct tw_conn *c)
 {
 	struct diag_sock ds;
 
-	if ((c->flags & CONN_SHUT_WR) && c->state == TW_CLOSE_WAIT)
+	if (c->state == TW_CLOSE_WAIT || c->state == TW_LAST_ACK)
 		return TW_END_PASSIVE;
 	if (diag_lookup(&c->local, &c->remote, DIAG_ANY_COOKIE, &ds) == 1 &&
 	    ds.state == TW_TIME_WAIT)
@@ -313,6 +312,30 @@ static enum tw_end end_if_closed(const struct tw_conn *c, int fd, int state)
 	if ((c->flags & CONN_LINGER0) || queued(fd, SIOCINQ) > 0)
 		return TW_END_ABORT;
 	return record_classify((c->flags & CONN_SHUT_WR) ? c->state : state);
+}
+
+/*
+ * After the close of a shared connection: did it release the last reference?
+ * Still held, the kernel's socket keeps its inode. Released, it is orphaned
+ * (inode 0) or gone, and when two holders closed at the same instant both
+ * see that: the first to claim its cookie records it. Returns true when this
+ * process records it, with *end corrected by what the kernel shows now.
+ */
+static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end)
+{
+	struct diag_sock ds;
+	int found = diag_lookup(&c->local, &c->remote, cookie, &ds);
+
+	if (found == 1 && ds.inode != 0)
+		return false;
+	if (!shared_claim(cookie))
+		return false;
+	if (found == 1)
+		*end = ds.state == TW_CLOSE ? end_of_closed(c) : record_classify(ds.state);
+	else if (*end == TW_END_ACTIVE && end_of_closed(c) != TW_END_ACTIVE)
+		/* an active close leaves FIN_WAIT or TIME_WAIT here for a minute: the peer was first */
+		*end = TW_END_PASSIVE;
+	return true;
 }
 
 enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
@@ -365,7 +388,8 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 {
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
-	bool shared = c->gen != atomic_load(&rt.forkgen) || (c->flags & CONN_SHARED);
+	bool shared = c->gen != atomic_load(&rt.forkgen) ||
+		      (c->flags & (CONN_SHARED | CONN_INHERITED));
 	int state = 0, ret = 0, saved;
 	enum act act = ACT_CLOSE;
 	enum tw_end end;
@@ -387,9 +411,13 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		c->why = WHY_LINGER;
 	}
 	if (c->mode != TW_CLOSE_NORMAL && shared) {
-		/* another holder may still use it: change nothing under its feet */
-		c->mode = TW_CLOSE_NORMAL;
-		c->why = WHY_SHARED;
+		if (!(c->flags & CONN_SHARED) && !holders_elsewhere(fd)) {
+			shared = false;		/* open across fork or exec, but ours alone now */
+		} else {
+			/* another holder may still use it: change nothing under its feet */
+			c->mode = TW_CLOSE_NORMAL;
+			c->why = WHY_SHARED;
+		}
 	}
 
 	if (c->mode == TW_CLOSE_DEFER && state == TW_ESTABLISHED && !(c->flags & CONN_SHUT_WR)) {
@@ -449,17 +477,21 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 
 		if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
 			cookie = DIAG_ANY_COOKIE;
+		/* a last look, as near the close as can be: the other holder may have moved on */
+		tl = sizeof(ti);
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0) {
+			c->state = ti.tcpi_state;
+			c->bytes_acked = ti.tcpi_bytes_acked;
+			c->bytes_received = ti.tcpi_bytes_received;
+			end = end_if_closed(c, fd, c->state);
+		}
 	}
 	ret = op(fd, arg);
 	saved = errno;
-	if (cookie != DIAG_ANY_COOKIE) {
-		struct diag_sock ds;
-
-		if (diag_lookup(&c->local, &c->remote, cookie, &ds) == 1 && ds.inode != 0) {
-			conn_free(c);
-			errno = saved;
-			return ret;
-		}
+	if (cookie != DIAG_ANY_COOKIE && !shared_released(c, cookie, &end)) {
+		conn_free(c);
+		errno = saved;
+		return ret;
 	}
 	conn_record(c, end, false, 0);
 	conn_free(c);

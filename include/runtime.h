@@ -48,9 +48,9 @@ struct tw_conn {
 enum conn_flags {
 	CONN_SERVER	= 1 << 0,	/* accepted, not connected */
 	CONN_SHUT_WR	= 1 << 1,	/* the program shut down writing; state is as it was then */
-	CONN_SHARED	= 1 << 2,	/* another process may hold it (adopted, sent away) */
+	CONN_SHARED	= 1 << 2,	/* sent away with SCM_RIGHTS: another process holds it */
 	CONN_LINGER0	= 1 << 3,	/* the program set SO_LINGER {1,0}: its close resets */
-	CONN_EXITING	= 1 << 4,	/* closer: the process is exiting */
+	CONN_INHERITED	= 1 << 4,	/* adopted across exec: the parent may hold it */
 };
 
 enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LINGER };
@@ -149,6 +149,12 @@ void conn_exit_all(enum tw_via via);
  * the real end (0: now is the program's close).
  */
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns);
+
+/* core/shared.c: connections more than one process holds */
+bool holders_elsewhere(int fd);
+int shared_init(void);
+/* true for the first process to claim the cookie: it writes the record */
+bool shared_claim(uint64_t cookie);
 
 /* core/closer.c: the deferred closer */
 int closer_init(void);

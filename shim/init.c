@@ -197,6 +197,7 @@ __attribute__((constructor)) static void shim_init(void)
 		return;
 	}
 	rt.libfd_base = libfd_base_pick();
+	shared_init();
 	sink_open_all(c);
 	if (conf_closing(c) && closer_init() < 0)
 		SHIM_ERR("cannot prepare the deferred closer; deferred closes fall back");
