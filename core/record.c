@@ -30,16 +30,24 @@ static void puts_lit(struct out *o, const char *s)
 	put(o, s, strlen(s));
 }
 
-static void put_u64(struct out *o, uint64_t v)
+size_t fmt_u64(char *buf, uint64_t v)
 {
-	char tmp[24];
-	int i = sizeof(tmp);
+	char tmp[20];
+	size_t i = sizeof(tmp);
 
 	do {
 		tmp[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	put(o, tmp + i, sizeof(tmp) - (size_t)i);
+	memcpy(buf, tmp + i, sizeof(tmp) - i);
+	return sizeof(tmp) - i;
+}
+
+static void put_u64(struct out *o, uint64_t v)
+{
+	char tmp[20];
+
+	put(o, tmp, fmt_u64(tmp, v));
 }
 
 /* v / 10^digits with exactly `digits` decimals */

@@ -34,15 +34,7 @@ struct linux_dirent64 {
 
 static char *put_u(char *p, unsigned long v)
 {
-	char tmp[24];
-	int i = sizeof(tmp);
-
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	memcpy(p, tmp + i, sizeof(tmp) - (size_t)i);
-	return p + sizeof(tmp) - i;
+	return p + fmt_u64(p, v);
 }
 
 static int open_dir(const char *path)

@@ -30,16 +30,13 @@ static unsigned nsinks;
 
 static char *put_num(char *p, char *end, unsigned v)
 {
-	char tmp[12];
-	int i = sizeof(tmp);
+	char tmp[20];
+	size_t n = fmt_u64(tmp, v);
 
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	while (i < (int)sizeof(tmp) && p < end)
-		*p++ = tmp[i++];
-	return p;
+	if (n > (size_t)(end - p))
+		n = (size_t)(end - p);
+	memcpy(p, tmp, n);
+	return p + n;
 }
 
 /*
