@@ -64,9 +64,11 @@ $(LIB): $(SHIM_OBJ) $(CORE) shim/twshim.map
 $(TOOL): $(TOOL_OBJ) $(CORE)
 	$(CC) $(SAN) -o $@ $(TOOL_OBJ) $(CORE) $(LIBS_TOOL) $(LDFLAGS)
 
-$(B)/examples/%: examples/%.c
+# Each example is one program; what they share is in examples/common/.
+EXAMPLE_COMMON = $(wildcard examples/common/*.c)
+$(B)/examples/%: examples/%.c $(EXAMPLE_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(OPT) $(SAN) -D_GNU_SOURCE -o $@ $< -lpthread
+	$(CC) $(WARN) $(OPT) $(SAN) -D_GNU_SOURCE -Iexamples/common -o $@ $< $(EXAMPLE_COMMON) -lpthread
 
 $(UNIT): $(UNIT_OBJ) $(CORE)
 	@mkdir -p $(dir $@)
