@@ -501,9 +501,12 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {
-	uint32_t v = fdtab_take(fd);
+	uint32_t v;
 	struct tw_conn *c;
 
+	if (rt_foreign())
+		return op(fd, arg);
+	v = fdtab_take(fd);
 	if (!fdt_is_conn(v))
 		return op(fd, arg);
 	c = conn_at(v - 1);
@@ -557,7 +560,7 @@ void conn_note_dup(int oldfd, int newfd)
 {
 	uint32_t v = fdtab_get(oldfd);
 
-	if (oldfd == newfd)
+	if (oldfd == newfd || (v == FDT_NONE && fdtab_get(newfd) == FDT_NONE) || rt_foreign())
 		return;
 	if (fdt_is_conn(v)) {
 		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);

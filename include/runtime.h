@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "config.h"
@@ -111,6 +113,17 @@ struct rt {
 };
 
 extern struct rt rt;
+
+/*
+ * A child made by vfork() (or clone with CLONE_VM) runs in this process's
+ * memory with an fd table of its own: what it does to its fds must leave the
+ * table alone. Its pid tells it apart (the fork handlers keep rt.pid). One
+ * syscall, paid only on paths that change the table for a tracked fd.
+ */
+static inline bool rt_foreign(void)
+{
+	return syscall(SYS_getpid) != rt.pid;
+}
 
 /* core/conn.c: connection slots and their life */
 int conn_slots_init(void);
