@@ -165,9 +165,23 @@ void sink_write(unsigned i, const char *buf, size_t len)
 	do {
 		n = write(fd, buf, len);
 	} while (n < 0 && errno == EINTR);
-	if ((n < 0 || (size_t)n != len) && !atomic_exchange(&s->warned, true))
-		SHIM_ERR("log: cannot write to %s: %s; records may be lost", s->name,
+	if (n > 0 && (size_t)n < len && s->kind == SINK_FILE) {
+		/*
+		 * The disk filled up in the middle of the record: take the part
+		 * back so that the file never holds half a line. With O_APPEND
+		 * the offset after the write is the end of our part.
+		 */
+		off_t end = lseek(fd, 0, SEEK_CUR);
+
+		if (end >= n && ftruncate(fd, end - n) == 0)
+			errno = ENOSPC;
+	}
+	if (n == (ssize_t)len) {
+		atomic_store(&s->warned, false);
+	} else if (!atomic_exchange(&s->warned, true)) {
+		SHIM_ERR("log: cannot write to %s: %s; records are lost until it can", s->name,
 			 n < 0 ? strerrordesc_np(errno) : "short write");
+	}
 	errno = saved;
 }
 
