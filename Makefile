@@ -85,6 +85,7 @@ test:
 	@./scripts/deps
 	$(MAKE) all $(UNIT) $(INTEG)
 	./tests/check-exports.sh $(LIB)
+	MAKE="$(MAKE)" ./tests/check-install.sh
 	$(UNIT) $(CRITERION_FLAGS)
 	@if [ "$$(id -u)" = 0 ]; then \
 		TWSHIM_BUILD=$(abspath $(B)) $(INTEG) $(CRITERION_FLAGS); \

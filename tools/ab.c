@@ -735,12 +735,9 @@ int cmd_ab(int argc, char **argv)
 		fprintf(stderr, "twshim ab: --netns needs root (unshare CLONE_NEWNET)\n");
 		return EXIT_FAIL;
 	}
-	ab.lib = preload_lib_path();
-	if (!ab.lib) {
-		fprintf(stderr, "twshim ab: %s not found in %s nor in %s\n", TW_LIB_NAME,
-			self_dir()[0] ? self_dir() : "the tool's directory", TW_LIBDIR);
+	ab.lib = preload_lib_path("ab");
+	if (!ab.lib)
 		return EXIT_FAIL;
-	}
 	if (make_dir(&ab))
 		return EXIT_FAIL;
 	ret = EXIT_FAIL;

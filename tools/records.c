@@ -548,19 +548,30 @@ const char *self_dir(void)
 	return dir;
 }
 
-const char *preload_lib_path(void)
+/*
+ * The library next to the tool (the build directory), then in ../lib beside
+ * it (an installed tree, wherever PREFIX or DESTDIR put it), then where
+ * `make install` was told it goes. NULL, after a message naming `cmd`, when
+ * it is in none of them.
+ */
+const char *preload_lib_path(const char *cmd)
 {
-	static char path[PATH_MAX + 32];
+	static char path[PATH_MAX + 32], resolved[PATH_MAX];
 	const char *dir = self_dir();
 
 	if (dir[0]) {
 		snprintf(path, sizeof(path), "%s/%s", dir, TW_LIB_NAME);
 		if (access(path, R_OK) == 0)
 			return path;
+		snprintf(path, sizeof(path), "%s/../lib/%s", dir, TW_LIB_NAME);
+		if (access(path, R_OK) == 0 && realpath(path, resolved))
+			return resolved;
 	}
 	snprintf(path, sizeof(path), "%s/%s", TW_LIBDIR, TW_LIB_NAME);
 	if (access(path, R_OK) == 0)
 		return path;
+	fprintf(stderr, "twshim %s: %s not found in %s, in its ../lib, nor in %s\n", cmd,
+		TW_LIB_NAME, dir[0] ? dir : "the tool's directory", TW_LIBDIR);
 	return NULL;
 }
 

@@ -114,10 +114,8 @@ int cmd_run(int argc, char **argv)
 	}
 	conf_free(conf);
 
-	lib = preload_lib_path();
+	lib = preload_lib_path("run");
 	if (!lib) {
-		fprintf(stderr, "twshim run: %s not found in %s nor in %s\n", TW_LIB_NAME,
-			self_dir()[0] ? self_dir() : "the tool's directory", TW_LIBDIR);
 		ret = EXIT_FAIL;
 		goto out;
 	}

@@ -81,8 +81,8 @@ double now_realtime(void);
 uint64_t now_mono_ns(void);
 /* The directory of the running twshim binary (from /proc/self/exe), or "" */
 const char *self_dir(void);
-/* The preload library to use: next to the tool, else TW_LIBDIR; NULL if neither exists. */
-const char *preload_lib_path(void);
+/* The preload library to use: next to the tool, in its ../lib, else TW_LIBDIR. */
+const char *preload_lib_path(const char *cmd);
 /*
  * Prepends lib to LD_PRELOAD, keeping what it held. 0 or -errno.
  */
