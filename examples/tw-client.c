@@ -16,40 +16,32 @@
  * Exit status: 0 when every connection succeeded, 1 otherwise, 2 on a usage
  * error.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PROG		"tw-client"
-#define SLICE_MS	50
 #define MAX_HELD	65536	/* connections kept open at once (--close never, --end exit) */
 
-enum close_mode { CLOSE_FIRST, CLOSE_LAST, CLOSE_SHUTDOWN, CLOSE_RESET, CLOSE_NEVER };
-enum end_mode { END_CLOSE, END_DUP2, END_CLOSE_RANGE, END_FCLOSE, END_EXIT };
 enum close_all { ALL_NONE, ALL_CLOSE_RANGE, ALL_CLOSEFROM };
 
-static const char *const close_names[] = { "first", "last", "shutdown", "reset", "never" };
-static const char *const end_names[] = { "close", "dup2", "close_range", "fclose", "exit" };
 static const char *const all_names[] = { "none", "close_range", "closefrom" };
 
-#define ERR_EOF		(-1)	/* the server closed before the reply was complete */
+const struct prog prog = { .name = PROG, .hint_bad_value = true };
 
 struct opts {
 	struct sockaddr_storage addr;
@@ -66,7 +58,7 @@ struct opts {
 	int idle_ms;
 	int timeout_ms;
 	int interval_ms;
-	bool blocking;
+	unsigned io_flags;	/* IO_BLOCKING with --blocking */
 	bool dup;
 	bool stop_on_error;
 	bool report_fds;
@@ -87,11 +79,8 @@ static struct opts o = {
 };
 
 static long next_conn;		/* connection numbers, from 1, in the order they start */
-static long n_ok, n_failed;
-static long first_error_conn;
-static int first_error;
-static char first_error_op[32];
-static volatile sig_atomic_t stop;
+static long n_ok;
+static struct failures fails;
 static int null_fd = -1;
 
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -145,106 +134,6 @@ static void usage(FILE *f)
 "connection succeeded, 1 otherwise, 2 on a usage error.\n");
 }
 
-static void __attribute__((format(printf, 1, 2))) die_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '" PROG " --help'.\n");
-	exit(2);
-}
-
-static const char *err_name(int err)
-{
-	const char *n;
-
-	if (err == ERR_EOF)
-		return "EOF";
-	if (err == 0)
-		return "";
-	n = strerrorname_np(err);
-	return n ? n : "EUNKNOWN";
-}
-
-static long parse_num(const char *s, long min, long max, const char *what)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		die_usage("%s: expected a number from %ld to %ld, got '%s'", what, min, max, s);
-	return v;
-}
-
-static int parse_enum(const char *s, const char *const *names, int n, const char *what)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (!strcmp(s, names[i]))
-			return i;
-	die_usage("%s: unknown value '%s'", what, s);
-	return 0;
-}
-
-/* "1.2.3.4:80" or "[::1]:80" into a sockaddr; -1 when it is not such text. */
-static int parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *colon, *hs;
-	size_t hl;
-	long port;
-	char *end;
-
-	memset(ss, 0, sizeof(*ss));
-	if (text[0] == '[') {
-		const char *rb = strchr(text, ']');
-
-		if (!rb || rb[1] != ':')
-			return -1;
-		hs = text + 1;
-		hl = (size_t)(rb - hs);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return -1;
-		hs = text;
-		hl = (size_t)(colon - text);
-	}
-	if (hl == 0 || hl >= sizeof(host))
-		return -1;
-	memcpy(host, hs, hl);
-	host[hl] = '\0';
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || *end || port < 1 || port > 65535)
-		return -1;
-	if (text[0] != '[') {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -1;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return -1;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-	}
-	return 0;
-}
-
 static void parse_args(int argc, char **argv)
 {
 	enum {
@@ -290,13 +179,15 @@ static void parse_args(int argc, char **argv)
 			o.threads = (int)parse_num(optarg, 1, 1024, "--threads");
 			break;
 		case OPT_CLOSE:
-			o.close = parse_enum(optarg, close_names, 5, "--close");
+			o.close = parse_enum(optarg, close_names, ARRAY_SIZE(close_names),
+					     "--close");
 			break;
 		case OPT_END:
-			o.end = parse_enum(optarg, end_names, 5, "--end");
+			o.end = parse_enum(optarg, end_names, ARRAY_SIZE(end_names), "--end");
 			break;
 		case OPT_CLOSE_ALL:
-			o.close_all = parse_enum(optarg, all_names, 3, "--close-all");
+			o.close_all = parse_enum(optarg, all_names, ARRAY_SIZE(all_names),
+						 "--close-all");
 			break;
 		case OPT_REQUEST:
 			o.request_bytes = parse_num(optarg, 1, LONG_MAX, "--request-bytes");
@@ -323,7 +214,7 @@ static void parse_args(int argc, char **argv)
 			o.interval_ms = (int)parse_num(optarg, 0, 600000, "--interval-ms");
 			break;
 		case OPT_BLOCKING:
-			o.blocking = true;
+			o.io_flags |= IO_BLOCKING;
 			break;
 		case OPT_DUP:
 			o.dup = true;
@@ -356,116 +247,11 @@ static void parse_args(int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		die_usage("%s", optind >= argc ? "missing ADDR:PORT" : "more than one ADDR:PORT");
-	if (parse_addr(argv[optind], &o.addr, &o.addrlen) < 0)
+	if (parse_addr(argv[optind], 1, &o.addr, &o.addrlen) < 0)
 		die_usage("expected ADDR:PORT such as 127.0.0.1:8080 or [::1]:8080, got '%s'",
 			  argv[optind]);
 	if (o.fork_after && o.threads > 1)
 		die_usage("%s", "--fork-after needs a single thread");
-}
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/*
- * Waits until fd is ready for events; 0, -ETIMEDOUT or -errno. A blocking
- * socket is simply reported ready: its own timeouts bound the call.
- */
-static int wait_fd(int fd, short events, int timeout_ms)
-{
-	long deadline = now_ms() + timeout_ms;
-
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		long left = deadline - now_ms();
-		int n;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		n = poll(&p, 1, (int)left);
-		if (n > 0)
-			return 0;
-		if (n < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-/* One read with a timeout: bytes read, 0 at EOF, or -errno. */
-static ssize_t read_some(int fd, char *buf, size_t len, int timeout_ms)
-{
-	for (;;) {
-		ssize_t n = read(fd, buf, len);
-		int ret;
-
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		/* SO_RCVTIMEO ran out on a blocking socket */
-		if (errno == EAGAIN && o.blocking)
-			return -ETIMEDOUT;
-		if (errno != EAGAIN)
-			return -errno;
-		ret = wait_fd(fd, POLLIN, timeout_ms);
-		if (ret < 0)
-			return ret;
-	}
-}
-
-static int write_all(int fd, const char *buf, size_t len, int timeout_ms)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		int ret;
-
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN && o.blocking)
-			return -ETIMEDOUT;
-		if (n < 0 && errno != EAGAIN)
-			return -errno;
-		ret = wait_fd(fd, POLLOUT, timeout_ms);
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
-}
-
-/* Writes n bytes of c, the last one a newline when line is set. */
-static int write_fill(int fd, long n, char c, bool line)
-{
-	char buf[65536];
-
-	memset(buf, c, sizeof(buf));
-	while (n > 0) {
-		size_t k = n > (long)sizeof(buf) ? sizeof(buf) : (size_t)n;
-		int ret;
-
-		if (line && (long)k == n)
-			buf[k - 1] = '\n';
-		ret = write_all(fd, buf, k, o.timeout_ms);
-		if (ret < 0)
-			return -ret;
-		n -= (long)k;
-	}
-	return 0;
 }
 
 /*
@@ -490,7 +276,7 @@ static int connect_one(void)
 			err = errno;
 			goto fail;
 		}
-		ret = wait_fd(fd, POLLOUT, o.timeout_ms);
+		ret = wait_fd(fd, POLLOUT, o.timeout_ms, o.io_flags);
 		if (ret < 0) {
 			err = -ret;
 			goto fail;
@@ -511,7 +297,7 @@ static int connect_one(void)
 		close(fd);
 		fd = copy;
 	}
-	if (o.blocking) {
+	if (o.io_flags & IO_BLOCKING) {
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -528,7 +314,7 @@ static int read_reply(int fd)
 	char buf[16384];
 
 	for (;;) {
-		ssize_t n = read_some(fd, buf, sizeof(buf), o.timeout_ms);
+		ssize_t n = read_some(fd, buf, sizeof(buf), o.timeout_ms, o.io_flags);
 
 		if (n < 0)
 			return (int)-n;
@@ -536,29 +322,6 @@ static int read_reply(int fd)
 			return ERR_EOF;
 		if (memchr(buf, '\n', (size_t)n))
 			return 0;
-	}
-}
-
-/* Reads and discards until the server's EOF (or --idle-ms); 0 or an error code. */
-static int wait_eof(int fd)
-{
-	int limit = o.idle_ms >= 0 ? o.idle_ms : o.timeout_ms;
-	long deadline = now_ms() + limit;
-	char buf[16384];
-
-	for (;;) {
-		long left = deadline - now_ms();
-		ssize_t n;
-
-		if (left <= 0)
-			return o.idle_ms >= 0 ? 0 : ETIMEDOUT;
-		n = read_some(fd, buf, sizeof(buf), (int)left);
-		if (n == 0)
-			return 0;
-		if (n == -ETIMEDOUT && o.idle_ms >= 0)
-			return 0;
-		if (n < 0)
-			return (int)-n;
 	}
 }
 
@@ -570,45 +333,9 @@ static void hold(int fd)
 	pthread_mutex_unlock(&held_lock);
 }
 
-/* Releases fd the way --end says; END_EXIT keeps it open. 0 or an error code. */
-static int release(int fd)
-{
-	FILE *f;
-
-	switch (o.end) {
-	case END_CLOSE:
-		return close(fd) < 0 ? errno : 0;
-	case END_DUP2:
-		/* the way daemons point a descriptor at /dev/null */
-		if (dup2(null_fd, fd) < 0)
-			return errno;
-		return close(fd) < 0 ? errno : 0;
-	case END_CLOSE_RANGE:
-		return close_range((unsigned)fd, (unsigned)fd, 0) < 0 ? errno : 0;
-	case END_FCLOSE:
-		f = fdopen(fd, "r+");
-		if (!f)
-			return errno;
-		return fclose(f) == EOF ? errno : 0;
-	case END_EXIT:
-		hold(fd);
-		return 0;
-	}
-	return 0;
-}
-
 static void note_error(long conn, const char *op, int err)
 {
-	long zero = 0;
-
-	__atomic_add_fetch(&n_failed, 1, __ATOMIC_SEQ_CST);
-	if (__atomic_compare_exchange_n(&first_error_conn, &zero, conn, false,
-					__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-		first_error = err;
-		snprintf(first_error_op, sizeof(first_error_op), "%s", op);
-		fprintf(stderr, PROG ": connection %ld: %s: %s (%s)\n", conn, op, err_name(err),
-			err == ERR_EOF ? "server closed early" : strerror(err));
-	}
+	note_failure(&fails, conn, op, err, "server closed early");
 	if (o.verbose)
 		printf("conn %ld failed %s %s\n", conn, op, err_name(err));
 }
@@ -625,44 +352,25 @@ static int one_connection(long conn)
 		return -fd;
 	}
 	op = "write";
-	err = write_fill(fd, o.request_bytes, 'q', true);
+	err = write_fill(fd, o.request_bytes, 'q', true, o.timeout_ms, o.io_flags);
 	if (!err && !o.no_reply) {
 		op = "read";
 		err = read_reply(fd);
 	}
 	if (!err && o.write_bytes) {
 		op = "write-bytes";
-		err = write_fill(fd, o.write_bytes, 'd', false);
+		err = write_fill(fd, o.write_bytes, 'd', false, o.timeout_ms, o.io_flags);
 	}
 	if (!err) {
 		op = "end";
-		switch (o.close) {
-		case CLOSE_FIRST:
-		case CLOSE_NEVER:
-			break;
-		case CLOSE_LAST:
-			err = wait_eof(fd);
-			break;
-		case CLOSE_SHUTDOWN:
-			if (shutdown(fd, SHUT_WR) < 0)
-				err = errno;
-			else
-				err = wait_eof(fd);
-			break;
-		case CLOSE_RESET: {
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-			if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
-				err = errno;
-			break;
-		}
-		}
+		err = end_conn(fd, o.close, o.idle_ms, o.timeout_ms, o.io_flags);
 	}
-	if (o.close == CLOSE_NEVER) {
+	/* --close never and --end exit keep it open until the process exits */
+	if (o.close == CLOSE_NEVER || o.end == END_EXIT) {
 		hold(fd);
 		rerr = 0;
 	} else {
-		rerr = release(fd);
+		rerr = release_fd(fd, o.end, null_fd);
 	}
 	if (err) {
 		note_error(conn, op, err);
@@ -720,7 +428,7 @@ static void fork_child(void)
 	}
 	if (child > 0)
 		return;
-	sleep_ms(o.child_ms);
+	sleep_ms(o.child_ms, 0);
 	count_fds(&fds, &sockets);
 	printf("child_pid=%d child_fds=%ld child_sockets=%ld\n", (int)getpid(), fds, sockets);
 	fflush(stdout);
@@ -737,7 +445,7 @@ static void *worker(void *arg)
 		int err;
 
 		if (i && o.interval_ms)
-			sleep_ms(o.interval_ms);
+			sleep_ms(o.interval_ms, 0);
 		err = one_connection(conn);
 		if (err && o.stop_on_error) {
 			stop = 1;
@@ -747,12 +455,6 @@ static void *worker(void *arg)
 			fork_child();
 	}
 	return NULL;
-}
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stop = 1;
 }
 
 /* Waits for the --fork-after child, killing it if it outlives its time by far. */
@@ -770,23 +472,18 @@ static void wait_child(void)
 			waitpid(child, &status, 0);
 			break;
 		}
-		sleep_ms(10);
+		sleep_ms(10, 0);
 	}
 }
 
 int main(int argc, char **argv)
 {
-	struct sigaction sa = { .sa_handler = on_stop };
 	long fds_start = 0, sockets_start = 0, fds_end, sockets_end;
-	pthread_t *tids;
-	int i;
 
 	/* measured before anything of ours is open */
 	count_fds(&fds_start, &sockets_start);
 	parse_args(argc, argv);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	stop_on_signals();
 	if (o.end == END_DUP2) {
 		null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null_fd < 0) {
@@ -795,26 +492,8 @@ int main(int argc, char **argv)
 		}
 	}
 
-	if (o.threads == 1) {
-		worker(NULL);
-	} else {
-		tids = calloc((size_t)o.threads, sizeof(*tids));
-		if (!tids) {
-			perror(PROG ": calloc");
-			return 1;
-		}
-		for (i = 0; i < o.threads; i++) {
-			int ret = pthread_create(&tids[i], NULL, worker, NULL);
-
-			if (ret) {
-				fprintf(stderr, PROG ": pthread_create: %s\n", strerror(ret));
-				return 1;
-			}
-		}
-		for (i = 0; i < o.threads; i++)
-			pthread_join(tids[i], NULL);
-		free(tids);
-	}
+	if (run_threads(o.threads, worker) < 0)
+		return 1;
 
 	if (o.close_all == ALL_CLOSE_RANGE) {
 		if (close_range(3, ~0U, 0) < 0)
@@ -827,7 +506,7 @@ int main(int argc, char **argv)
 		null_fd = -1;
 	}
 	if (o.sleep_end_ms)
-		sleep_ms(o.sleep_end_ms);
+		sleep_ms(o.sleep_end_ms, 0);
 	wait_child();
 	if (null_fd >= 0)
 		close(null_fd);
@@ -837,8 +516,8 @@ int main(int argc, char **argv)
 		       fds_start, fds_end, sockets_start, sockets_end);
 	}
 	printf("ok=%ld failed=%ld first_error=%s first_error_conn=%ld first_error_op=%s\n",
-	       n_ok, n_failed, err_name(first_error), first_error_conn, first_error_op);
+	       n_ok, fails.count, err_name(fails.first_err), fails.first_conn, fails.first_op);
 	fflush(stdout);
 	/* connections kept by --close never or --end exit end here, in exit() */
-	return n_failed ? 1 : 0;
+	return fails.count ? 1 : 0;
 }

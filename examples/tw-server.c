@@ -22,35 +22,27 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define PROG		"tw-server"
-#define SLICE_MS	50		/* longest sleep between checks of the stop flag */
 #define LINE_MAX_BYTES	65536		/* longest request line accepted */
 #define MAX_CHILDREN	65536
 
-enum close_mode { CLOSE_FIRST, CLOSE_LAST, CLOSE_SHUTDOWN, CLOSE_RESET, CLOSE_NEVER };
-enum end_mode { END_CLOSE, END_DUP2, END_CLOSE_RANGE, END_FCLOSE, END_EXIT };
 enum parent_close { PARENT_AT_ONCE, PARENT_BEFORE_CHILD, PARENT_AFTER_CHILD };
 
-static const char *const close_names[] = { "first", "last", "shutdown", "reset", "never" };
-static const char *const end_names[] = { "close", "dup2", "close_range", "fclose", "exit" };
 static const char *const parent_names[] = { "at-once", "before-child", "after-child" };
 
-/* Error codes beyond errno for the summary. */
-#define ERR_EOF		(-1)	/* the peer closed before the exchange was complete */
+const struct prog prog = { .name = PROG, .hint_bad_value = false };
 
 struct opts {
 	struct sockaddr_storage addr;
@@ -80,11 +72,8 @@ struct opts {
 struct stats {
 	long claimed;		/* connections taken by an accepting thread */
 	long served;
-	long failed;
 	long drained;
-	long first_error_conn;	/* 0: none yet */
-	int first_error;
-	char first_error_op[32];
+	struct failures fail;
 };
 
 static struct opts o = {
@@ -98,7 +87,6 @@ static struct opts o = {
 	.timeout_ms = 5000,
 };
 static struct stats *st;
-static volatile sig_atomic_t stop;
 static int listen_fd = -1;
 static int null_fd = -1;
 
@@ -149,112 +137,6 @@ static void usage(FILE *f)
 "stops it cleanly.\n");
 }
 
-static void __attribute__((format(printf, 1, 2))) die_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '" PROG " --help'.\n");
-	exit(2);
-}
-
-static const char *err_name(int err)
-{
-	const char *n;
-
-	if (err == ERR_EOF)
-		return "EOF";
-	if (err == 0)
-		return "";
-	n = strerrorname_np(err);
-	return n ? n : "EUNKNOWN";
-}
-
-static long parse_num(const char *s, long min, long max, const char *what)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max) {
-		fprintf(stderr, PROG ": %s: expected a number from %ld to %ld, got '%s'\n",
-			what, min, max, s);
-		exit(2);
-	}
-	return v;
-}
-
-static int parse_enum(const char *s, const char *const *names, int n, const char *what)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		if (!strcmp(s, names[i]))
-			return i;
-	fprintf(stderr, PROG ": %s: unknown value '%s'\n", what, s);
-	exit(2);
-}
-
-/*
- * "1.2.3.4:80" or "[::1]:80" into a sockaddr. Returns 0, or -1 when the text
- * is not such an address.
- */
-static int parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *colon, *hs;
-	size_t hl;
-	long port;
-	char *end;
-
-	memset(ss, 0, sizeof(*ss));
-	if (text[0] == '[') {
-		const char *rb = strchr(text, ']');
-
-		if (!rb || rb[1] != ':')
-			return -1;
-		hs = text + 1;
-		hl = (size_t)(rb - hs);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return -1;
-		hs = text;
-		hl = (size_t)(colon - text);
-	}
-	if (hl == 0 || hl >= sizeof(host))
-		return -1;
-	memcpy(host, hs, hl);
-	host[hl] = '\0';
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || *end || port < 0 || port > 65535)
-		return -1;
-	if (text[0] != '[') {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -1;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return -1;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-	}
-	return 0;
-}
-
 static void parse_args(int argc, char **argv)
 {
 	enum {
@@ -299,16 +181,18 @@ static void parse_args(int argc, char **argv)
 			o.count = parse_num(optarg, 1, LONG_MAX, "--count");
 			break;
 		case OPT_CLOSE:
-			o.close = parse_enum(optarg, close_names, 5, "--close");
+			o.close = parse_enum(optarg, close_names, ARRAY_SIZE(close_names),
+					     "--close");
 			break;
 		case OPT_END:
-			o.end = parse_enum(optarg, end_names, 5, "--end");
+			o.end = parse_enum(optarg, end_names, ARRAY_SIZE(end_names), "--end");
 			break;
 		case OPT_FORK:
 			o.fork_mode = true;
 			break;
 		case OPT_PARENT_CLOSE:
-			o.parent_close = parse_enum(optarg, parent_names, 3, "--parent-close");
+			o.parent_close = parse_enum(optarg, parent_names, ARRAY_SIZE(parent_names),
+						    "--parent-close");
 			break;
 		case OPT_THREADS:
 			o.threads = (int)parse_num(optarg, 1, 1024, "--threads");
@@ -367,7 +251,7 @@ static void parse_args(int argc, char **argv)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
-	if (parse_addr(listen_text, &o.addr, &o.addrlen) < 0)
+	if (parse_addr(listen_text, 0, &o.addr, &o.addrlen) < 0)
 		die_usage("--listen: expected ADDR:PORT such as 127.0.0.1:8080 or [::1]:8080, "
 			  "got '%s'", listen_text);
 	if (o.fork_mode && o.threads > 1)
@@ -376,106 +260,9 @@ static void parse_args(int argc, char **argv)
 		die_usage("%s", "--parent-close needs --fork");
 }
 
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleeps ms, in slices, returning early when asked to stop. */
-static void sleep_ms(int ms)
-{
-	long deadline = now_ms() + ms;
-	long left;
-
-	while (!stop && (left = deadline - now_ms()) > 0) {
-		struct timespec ts = { 0, (left > SLICE_MS ? SLICE_MS : left) * 1000000L };
-
-		nanosleep(&ts, NULL);
-	}
-}
-
-/*
- * Waits until fd is ready for events or timeout_ms passes. Returns 0 when
- * ready, -ETIMEDOUT, -ECANCELED when asked to stop, or -errno.
- */
-static int wait_fd(int fd, short events, int timeout_ms)
-{
-	long deadline = now_ms() + timeout_ms;
-
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		long left = deadline - now_ms();
-		int n;
-
-		if (stop)
-			return -ECANCELED;
-		if (left <= 0)
-			return -ETIMEDOUT;
-		n = poll(&p, 1, (int)(left > SLICE_MS ? SLICE_MS : left));
-		if (n > 0)
-			return 0;
-		if (n < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-/* One read with a timeout: bytes read, 0 at EOF, or -errno. */
-static ssize_t read_some(int fd, char *buf, size_t len, int timeout_ms)
-{
-	for (;;) {
-		ssize_t n = read(fd, buf, len);
-		int ret;
-
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		ret = wait_fd(fd, POLLIN, timeout_ms);
-		if (ret < 0)
-			return ret;
-	}
-}
-
-/* Writes all of buf within timeout_ms per step; 0 or -errno. */
-static int write_all(int fd, const char *buf, size_t len, int timeout_ms)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-		int ret;
-
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != EAGAIN)
-			return -errno;
-		ret = wait_fd(fd, POLLOUT, timeout_ms);
-		if (ret < 0)
-			return ret;
-	}
-	return 0;
-}
-
 static void note_error(long conn, const char *op, int err)
 {
-	long zero = 0;
-
-	__atomic_add_fetch(&st->failed, 1, __ATOMIC_SEQ_CST);
-	if (__atomic_compare_exchange_n(&st->first_error_conn, &zero, conn, false,
-					__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-		st->first_error = err;
-		snprintf(st->first_error_op, sizeof(st->first_error_op), "%s", op);
-		fprintf(stderr, PROG ": connection %ld: %s: %s (%s)\n", conn, op, err_name(err),
-			err == ERR_EOF ? "peer closed early" : strerror(err));
-	}
+	note_failure(&st->fail, conn, op, err, "peer closed early");
 }
 
 /* Reads the request: one line, or request_bytes bytes. 0 or an error code. */
@@ -490,7 +277,7 @@ static int read_request(int fd)
 
 		if (o.request_bytes && (long)want > o.request_bytes - got)
 			want = (size_t)(o.request_bytes - got);
-		n = read_some(fd, buf, want, o.timeout_ms);
+		n = read_some(fd, buf, want, o.timeout_ms, IO_STOPPABLE);
 		if (n < 0)
 			return (int)-n;
 		if (n == 0)
@@ -501,27 +288,6 @@ static int read_request(int fd)
 		if (!o.request_bytes && got > LINE_MAX_BYTES)
 			return EMSGSIZE;
 	}
-}
-
-static int write_reply(int fd)
-{
-	static __thread char buf[16384];
-	long left = o.reply_bytes;
-
-	memset(buf, 'r', sizeof(buf));
-	while (left > 0) {
-		size_t n = left > (long)sizeof(buf) ? sizeof(buf) : (size_t)left;
-		int ret;
-
-		if ((long)n == left)
-			buf[n - 1] = '\n';
-		ret = write_all(fd, buf, n, o.timeout_ms);
-		buf[n - 1] = 'r';
-		if (ret < 0)
-			return -ret;
-		left -= (long)n;
-	}
-	return 0;
 }
 
 /* Reads o.drain bytes, at the --slow-read pace. Returns 0 or an error code. */
@@ -538,69 +304,14 @@ static int drain(int fd, long *got)
 			want = (size_t)o.slow_chunk;
 		if ((long)want > o.drain - *got)
 			want = (size_t)(o.drain - *got);
-		n = read_some(fd, buf, want, o.timeout_ms);
+		n = read_some(fd, buf, want, o.timeout_ms, IO_STOPPABLE);
 		if (n < 0)
 			return (int)-n;
 		if (n == 0)
 			return ERR_EOF;
 		*got += n;
 		if (o.slow_ms && *got < o.drain)
-			sleep_ms(o.slow_ms);
-	}
-	return 0;
-}
-
-/*
- * Reads and discards until the peer's EOF. With --idle-ms, giving up after
- * that long is not an error. Returns 0 or an error code.
- */
-static int wait_eof(int fd)
-{
-	static __thread char buf[16384];
-	int limit = o.idle_ms >= 0 ? o.idle_ms : o.timeout_ms;
-	long deadline = now_ms() + limit;
-
-	for (;;) {
-		long left = deadline - now_ms();
-		ssize_t n;
-
-		if (left <= 0)
-			return o.idle_ms >= 0 ? 0 : ETIMEDOUT;
-		n = read_some(fd, buf, sizeof(buf), (int)left);
-		if (n == 0)
-			return 0;
-		if (n == -ETIMEDOUT && o.idle_ms >= 0)
-			return 0;
-		if (n < 0)
-			return (int)-n;
-	}
-}
-
-/*
- * Releases fd the way --end says. END_EXIT leaves it open: it goes when the
- * process exits. Returns 0 or an error code.
- */
-static int release(int fd)
-{
-	FILE *f;
-
-	switch (o.end) {
-	case END_CLOSE:
-		return close(fd) < 0 ? errno : 0;
-	case END_DUP2:
-		/* the way daemons point a descriptor at /dev/null */
-		if (dup2(null_fd, fd) < 0)
-			return errno;
-		return close(fd) < 0 ? errno : 0;
-	case END_CLOSE_RANGE:
-		return close_range((unsigned)fd, (unsigned)fd, 0) < 0 ? errno : 0;
-	case END_FCLOSE:
-		f = fdopen(fd, "r+");
-		if (!f)
-			return errno;
-		return fclose(f) == EOF ? errno : 0;
-	case END_EXIT:
-		return 0;
+			sleep_ms(o.slow_ms, IO_STOPPABLE);
 	}
 	return 0;
 }
@@ -615,7 +326,7 @@ static void serve(int fd, long conn)
 	err = read_request(fd);
 	if (!err) {
 		op = "write";
-		err = write_reply(fd);
+		err = write_fill(fd, o.reply_bytes, 'r', true, o.timeout_ms, IO_STOPPABLE);
 	}
 	if (!err && o.drain) {
 		op = "drain";
@@ -623,34 +334,14 @@ static void serve(int fd, long conn)
 		__atomic_add_fetch(&st->drained, drained, __ATOMIC_SEQ_CST);
 	}
 	if (!err && o.close_delay_ms)
-		sleep_ms(o.close_delay_ms);
+		sleep_ms(o.close_delay_ms, IO_STOPPABLE);
 	if (!err) {
 		op = "end";
-		switch (o.close) {
-		case CLOSE_FIRST:
-		case CLOSE_NEVER:
-			break;
-		case CLOSE_LAST:
-			err = wait_eof(fd);
-			break;
-		case CLOSE_SHUTDOWN:
-			if (shutdown(fd, SHUT_WR) < 0)
-				err = errno;
-			else
-				err = wait_eof(fd);
-			break;
-		case CLOSE_RESET: {
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-			if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
-				err = errno;
-			break;
-		}
-		}
+		err = end_conn(fd, o.close, o.idle_ms, o.timeout_ms, IO_STOPPABLE);
 	}
 	if (err == ECANCELED)
 		err = 0;	/* asked to stop: not the connection's fault */
-	rerr = o.close == CLOSE_NEVER ? 0 : release(fd);
+	rerr = o.close == CLOSE_NEVER ? 0 : release_fd(fd, o.end, null_fd);
 	if (err)
 		note_error(conn, op, err);
 	else if (rerr)
@@ -683,10 +374,10 @@ static int accept_one(void)
 		if (errno != EAGAIN) {
 			fprintf(stderr, PROG ": accept: %s (%s)\n", err_name(errno),
 				strerror(errno));
-			sleep_ms(SLICE_MS);
+			sleep_ms(SLICE_MS, IO_STOPPABLE);
 			continue;
 		}
-		ret = wait_fd(listen_fd, POLLIN, 3600 * 1000);
+		ret = wait_fd(listen_fd, POLLIN, 3600 * 1000, IO_STOPPABLE);
 		if (ret == -ECANCELED)
 			return -1;
 	}
@@ -766,11 +457,8 @@ static void wait_children(void)
 			reap(true);
 			break;
 		}
-		{
-			struct timespec ts = { 0, 10 * 1000000L };
-
-			nanosleep(&ts, NULL);
-		}
+		/* not cut short by stop: this is the wait that follows it */
+		sleep_ms(10, 0);
 	}
 }
 
@@ -787,7 +475,7 @@ static void wait_child(pid_t pid)
 			waitpid(pid, &status, 0);
 			break;
 		}
-		sleep_ms(1);
+		sleep_ms(1, IO_STOPPABLE);
 	}
 	for (i = 0; i < nchildren; i++)
 		if (children[i] == pid)
@@ -832,7 +520,7 @@ static void fork_loop(void)
 
 				close(sync[1]);
 				/* EOF once the parent closed its copy and the pipe */
-				if (wait_fd(sync[0], POLLIN, o.timeout_ms) == 0)
+				if (wait_fd(sync[0], POLLIN, o.timeout_ms, IO_STOPPABLE) == 0)
 					while (read(sync[0], &c, 1) < 0 && errno == EINTR)
 						;
 				close(sync[0]);
@@ -840,7 +528,7 @@ static void fork_loop(void)
 			serve(fd, conn);
 			if (o.close == CLOSE_NEVER)
 				while (!stop)
-					sleep_ms(SLICE_MS * 4);
+					sleep_ms(SLICE_MS * 4, IO_STOPPABLE);
 			fflush(stdout);
 			exit(0);
 		}
@@ -855,12 +543,6 @@ static void fork_loop(void)
 		}
 	}
 	wait_children();
-}
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stop = 1;
 }
 
 static int setup_listener(void)
@@ -903,14 +585,10 @@ static int setup_listener(void)
 
 int main(int argc, char **argv)
 {
-	struct sigaction sa = { .sa_handler = on_stop };
-	pthread_t *tids = NULL;
-	int port, i;
+	int port;
 
 	parse_args(argc, argv);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	stop_on_signals();
 
 	st = mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (st == MAP_FAILED) {
@@ -929,35 +607,17 @@ int main(int argc, char **argv)
 	printf("listening %d\n", port);
 	fflush(stdout);
 
-	if (o.fork_mode) {
+	if (o.fork_mode)
 		fork_loop();
-	} else if (o.threads > 1) {
-		tids = calloc((size_t)o.threads, sizeof(*tids));
-		if (!tids) {
-			perror(PROG ": calloc");
-			return 1;
-		}
-		for (i = 0; i < o.threads; i++) {
-			int ret = pthread_create(&tids[i], NULL, worker, NULL);
-
-			if (ret) {
-				fprintf(stderr, PROG ": pthread_create: %s\n", strerror(ret));
-				return 1;
-			}
-		}
-		for (i = 0; i < o.threads; i++)
-			pthread_join(tids[i], NULL);
-		free(tids);
-	} else {
-		worker(NULL);
-	}
+	else if (run_threads(o.threads, worker) < 0)
+		return 1;
 
 	if (!stop && o.exit_delay_ms)
-		sleep_ms(o.exit_delay_ms);
+		sleep_ms(o.exit_delay_ms, IO_STOPPABLE);
 	/* held connections (--close never, --end exit) stay open through exit() */
 	printf("served=%ld failed=%ld drained=%ld first_error=%s first_error_conn=%ld "
-	       "first_error_op=%s\n", st->served, st->failed, st->drained,
-	       err_name(st->first_error), st->first_error_conn, st->first_error_op);
+	       "first_error_op=%s\n", st->served, st->fail.count, st->drained,
+	       err_name(st->fail.first_err), st->fail.first_conn, st->fail.first_op);
 	fflush(stdout);
-	return st->failed ? 1 : 0;
+	return st->fail.count ? 1 : 0;
 }

@@ -335,18 +335,36 @@ static char **collect_argv(const char *prog, va_list ap)
 	return argv;
 }
 
+/* lab_spawnv() with the arguments of a NULL-terminated va_list */
+static struct lab_proc *spawn_va(const char *name, const struct lab_opts *o, const char *prog,
+				 va_list ap)
+{
+	char **argv = collect_argv(prog, ap);
+	struct lab_proc *p = lab_spawnv(name, o, prog, argv);
+
+	free(argv);
+	return p;
+}
+
 struct lab_proc *lab_spawn(const char *name, const struct lab_opts *o, const char *prog, ...)
 {
 	struct lab_proc *p;
 	va_list ap;
-	char **argv;
 
 	va_start(ap, prog);
-	argv = collect_argv(prog, ap);
+	p = spawn_va(name, o, prog, ap);
 	va_end(ap);
-	p = lab_spawnv(name, o, prog, argv);
-	free(argv);
 	return p;
+}
+
+const struct lab_opts *lab_traced(const char *log, const char *more)
+{
+	struct lab_opts *o = calloc(1, sizeof(*o));
+
+	cr_assert(o, "out of memory");
+	o->preload = true;
+	o->options = more ? lab_fmt("log=%s,%s", log, more) : lab_fmt("log=%s", log);
+	return o;
 }
 
 int lab_exit_code(const struct lab_proc *p)
@@ -433,13 +451,10 @@ struct lab_proc *lab_start_server(const char *name, const struct lab_opts *o,
 {
 	struct lab_proc *p;
 	va_list ap;
-	char **argv;
 
 	va_start(ap, prog);
-	argv = collect_argv(prog, ap);
+	p = spawn_va(name, o, prog, ap);
 	va_end(ap);
-	p = lab_spawnv(name, o, prog, argv);
-	free(argv);
 	lab_wait_listening(p, 5000);
 	return p;
 }
@@ -449,14 +464,11 @@ struct lab_proc *lab_run(const char *name, const struct lab_opts *o, int timeout
 {
 	struct lab_proc *p;
 	va_list ap;
-	char **argv;
 	int rc;
 
 	va_start(ap, prog);
-	argv = collect_argv(prog, ap);
+	p = spawn_va(name, o, prog, ap);
 	va_end(ap);
-	p = lab_spawnv(name, o, prog, argv);
-	free(argv);
 	rc = lab_wait(p, timeout_ms);
 	cr_assert(rc != -1, "%s did not finish within %d ms (killed); stdout:\n%s\nstderr:\n%s",
 		  p->name, timeout_ms, lab_stdout(p), lab_stderr(p));
@@ -486,6 +498,15 @@ char *lab_read_file(const char *path)
 	fclose(f);
 	buf[len] = '\0';
 	return buf;
+}
+
+void lab_write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	cr_assert(f, "open %s: %s", path, strerror(errno));
+	fputs(text, f);
+	cr_assert(fclose(f) == 0, "write %s: %s", path, strerror(errno));
 }
 
 char *lab_stdout(const struct lab_proc *p)
@@ -537,6 +558,16 @@ void lab_value_str(const char *text, const char *key, char *buf, size_t len)
 	if (v)
 		memcpy(buf, v, n);
 	buf[n] = '\0';
+}
+
+void lab_assert_ok(const struct lab_proc *p, long n)
+{
+	char *out = lab_stdout(p);
+	long ok = lab_value_long(out, "ok");
+
+	cr_assert_eq(ok, n, "%s: ok=%ld, expected %ld; stdout:\n%s\nstderr:\n%s", p->name, ok, n,
+		     out, lab_stderr(p));
+	free(out);
 }
 
 int lab_wait_listening(struct lab_proc *p, int timeout_ms)
@@ -656,6 +687,15 @@ static int count_cb(const struct diag_sock *s, void *arg)
 	return 0;
 }
 
+const char *lab_tuple_key(const json_t *obj)
+{
+	const char *local = json_string_value(json_object_get(obj, "local"));
+	const char *remote = json_string_value(json_object_get(obj, "remote"));
+
+	cr_assert(local && remote, "no local/remote address");
+	return lab_fmt("%s %s", local, remote);
+}
+
 long lab_tcp_count(uint32_t states)
 {
 	long n = 0;
@@ -664,6 +704,19 @@ long lab_tcp_count(uint32_t states)
 	ret = diag_dump(states, count_cb, &n);
 	cr_assert(ret == 0, "sock_diag dump: %s", strerror(-ret));
 	return n;
+}
+
+void lab_assert_tw(int server_port, long client, long server)
+{
+	struct lab_tw tw;
+
+	lab_tw_count(&tw, server_port);
+	if (client >= 0)
+		cr_assert_eq(tw.client, client, "client-side TIME_WAIT of port %d: %ld, "
+			     "expected %ld", server_port, tw.client, client);
+	if (server >= 0)
+		cr_assert_eq(tw.server, server, "server-side TIME_WAIT of port %d: %ld, "
+			     "expected %ld", server_port, tw.server, server);
 }
 
 /* -- close records -------------------------------------------------------- */
@@ -814,6 +867,24 @@ void lab_records_check(const json_t *recs)
 		check_one(json_array_get(recs, i), i);
 }
 
+json_t *lab_records_checked(const char *path)
+{
+	json_t *recs = lab_records(path);
+
+	lab_records_check(recs);
+	return recs;
+}
+
+json_t *lab_records_expect(const char *path, size_t n, const char *want)
+{
+	json_t *recs = lab_records_checked(path);
+
+	lab_rec_assert_count(recs, "", n);
+	if (want)
+		lab_rec_assert_all(recs, "", want);
+	return recs;
+}
+
 /* Does the JSON value v read as the text want? */
 static bool value_is(const json_t *v, const char *want)
 {
@@ -876,6 +947,14 @@ size_t lab_rec_count(const json_t *recs, const char *filter)
 		if (lab_rec_match(json_array_get(recs, i), filter))
 			n++;
 	return n;
+}
+
+void lab_rec_assert_count(const json_t *recs, const char *filter, size_t n)
+{
+	size_t got = lab_rec_count(recs, filter);
+
+	cr_assert_eq(got, n, "records matching '%s': %zu, expected %zu\n(%s)", filter, got, n,
+		     lab_rec_summary(recs));
 }
 
 json_t *lab_rec_find(const json_t *recs, const char *filter)

@@ -46,6 +46,13 @@ struct lab_opts {
 };
 
 /*
+ * Options for a program that runs with the library preloaded and writes its
+ * close records to log: TWSHIM_OPTIONS "log=LOG", then ",MORE" when more is
+ * not NULL (e.g. "close=defer,defer_ms=200"). Lives until the test process exits.
+ */
+const struct lab_opts *lab_traced(const char *log, const char *more);
+
+/*
  * Enters a private network namespace: unshare(CLONE_NEWNET), lo up,
  * tcp_tw_reuse=0 and an ip_local_port_range of `ports` ports from 40000
  * (40000..40099 for 100). Also makes the scratch directory. Skips the test
@@ -134,6 +141,8 @@ bool lab_running(struct lab_proc *p);
 
 /* Whole contents of a file, NUL-terminated; "" when it does not exist. */
 char *lab_read_file(const char *path);
+/* Creates or truncates path and writes text into it; fails the test on error. */
+void lab_write_file(const char *path, const char *text);
 /* what the program wrote so far */
 char *lab_stdout(const struct lab_proc *p);
 char *lab_stderr(const struct lab_proc *p);
@@ -144,6 +153,11 @@ char *lab_stderr(const struct lab_proc *p);
  */
 long lab_value_long(const char *text, const char *key);
 void lab_value_str(const char *text, const char *key, char *buf, size_t len);
+/*
+ * Fails the test, with the program's stdout and stderr, unless the summary
+ * line of tw-client p says ok=n (n connections succeeded).
+ */
+void lab_assert_ok(const struct lab_proc *p, long n);
 
 /* The kernel's TIME_WAIT sockets in this namespace, split by side. */
 struct lab_tw {
@@ -171,8 +185,20 @@ long lab_tw_total(void);
  * address format. The caller owns the reference.
  */
 json_t *lab_tw_list(void);
+/*
+ * "LOCAL REMOTE" of a close record or of a lab_tw_list() entry (both carry
+ * "local" and "remote" in the same text): a key that matches the two by
+ * 4-tuple. Lives until the test process exits.
+ */
+const char *lab_tuple_key(const json_t *obj);
 /* TCP sockets in the given state (1 << TW_* bits of record.h) */
 long lab_tcp_count(uint32_t states);
+/*
+ * lab_tw_count(server_port), then fails the test unless the client side
+ * holds `client` TIME_WAIT sockets and the server side `server`; -1 leaves
+ * that side unchecked.
+ */
+void lab_assert_tw(int server_port, long client, long server);
 
 /*
  * Reads a JSON-Lines close-record file into an array (owned by the caller).
@@ -185,6 +211,14 @@ json_t *lab_records(const char *path);
  * known values, end/tw agreement. Fails the test on the first mismatch.
  */
 void lab_records_check(const json_t *recs);
+/* lab_records() and then lab_records_check(): the records of path, checked. */
+json_t *lab_records_checked(const char *path);
+/*
+ * lab_records_checked(), then fails the test unless it holds n records and
+ * each matches want (a filter as in lab_rec_count; NULL: not checked).
+ * Returns the records (owned by the caller).
+ */
+json_t *lab_records_expect(const char *path, size_t n, const char *want);
 /*
  * Counts records matching a filter: comma-separated terms, each
  * "key=value" (equal: strings as text, numbers and booleans by their JSON
@@ -192,6 +226,8 @@ void lab_records_check(const json_t *recs);
  * "role=client,end=active,tw=local,pid=1234". "" matches all.
  */
 size_t lab_rec_count(const json_t *recs, const char *filter);
+/* Fails the test, with lab_rec_summary(), unless n records match filter. */
+void lab_rec_assert_count(const json_t *recs, const char *filter, size_t n);
 /* the first record matching filter, or NULL */
 json_t *lab_rec_find(const json_t *recs, const char *filter);
 /* does one record match the filter? */

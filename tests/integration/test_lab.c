@@ -19,16 +19,26 @@ static char *client_run(const struct lab_opts *o, int timeout_ms, const char *n,
 	return lab_stdout(c);
 }
 
+/*
+ * In a lab of 100 ports: a tw-server ending its connections with
+ * server_close (returned in *srv), and n connections to it from a tw-client
+ * ending them with client_close. Returns the client's stdout.
+ */
+static char *exchange(const char *server_close, const char *n, const char *client_close,
+		      struct lab_proc **srv)
+{
+	lab_enter(100);
+	*srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close", server_close,
+				"-l", lab_addr4(lab_port()), NULL);
+	return client_run(NULL, 20000, n, client_close, (*srv)->port);
+}
+
 Test(lab, client_closes_first_exhausts_100_ports_at_100, .timeout = 30)
 {
 	struct lab_proc *srv;
-	struct lab_tw tw;
 	char err[64], *out;
 
-	lab_enter(100);
-	srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close", "last",
-			       "-l", lab_addr4(lab_port()), NULL);
-	out = client_run(NULL, 20000, "300", "first", srv->port);
+	out = exchange("last", "300", "first", &srv);
 
 	cr_assert_eq(lab_value_long(out, "ok"), 100, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "failed"), 200, "client: %s", out);
@@ -36,9 +46,7 @@ Test(lab, client_closes_first_exhausts_100_ports_at_100, .timeout = 30)
 	cr_assert_str_eq(err, "EADDRNOTAVAIL", "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "first_error_conn"), 101, "client: %s", out);
 
-	lab_tw_count(&tw, srv->port);
-	cr_assert_eq(tw.client, 100, "client-side TIME_WAIT: %ld", tw.client);
-	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT: %ld", tw.server);
+	lab_assert_tw(srv->port, 100, 0);
 	cr_assert_eq(lab_stop(srv, 5000), 0, "server: %s", lab_stderr(srv));
 }
 
@@ -48,10 +56,7 @@ Test(lab, server_closes_first_never_exhausts_ports, .timeout = 30)
 	struct lab_tw tw;
 	char *out;
 
-	lab_enter(100);
-	srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close", "first",
-			       "-l", lab_addr4(lab_port()), NULL);
-	out = client_run(NULL, 20000, "1000", "last", srv->port);
+	out = exchange("first", "1000", "last", &srv);
 
 	cr_assert_eq(lab_value_long(out, "ok"), 1000, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "failed"), 0, "client: %s", out);
@@ -110,23 +115,20 @@ Test(lab, records_parse_filter_and_schema, .timeout = 10)
 {
 	const char *path;
 	json_t *recs;
-	FILE *f;
 
 	lab_enter(100);
 	path = lab_path("sample.jsonl");
-	f = fopen(path, "w");
-	cr_assert(f);
-	fputs("{\"ts\":1700000000.000001,\"pid\":42,\"comm\":\"tw-client\",\"role\":\"client\","
-	      "\"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:8080\",\"policy\":\"defer\","
-	      "\"state\":\"ESTABLISHED\",\"end\":\"passive\",\"tw\":\"peer\",\"via\":\"close\","
-	      "\"dur_ms\":0.120,\"deferred_ms\":3.000,\"bytes_acked\":5,\"bytes_received\":64,"
-	      "\"fd\":3}\n", f);
-	fputs("{\"ts\":1700000000.5,\"pid\":43,\"comm\":\"tw-server\",\"role\":\"server\","
-	      "\"local\":\"[::1]:8080\",\"remote\":\"[::1]:40000\",\"policy\":\"normal\","
-	      "\"state\":\"CLOSE_WAIT\",\"end\":\"passive\",\"tw\":\"peer\",\"via\":\"exit\","
-	      "\"dur_ms\":1,\"timeout\":true,\"bytes_acked\":65,\"bytes_received\":4,"
-	      "\"fd\":4}\n", f);
-	fclose(f);
+	lab_write_file(path,
+		"{\"ts\":1700000000.000001,\"pid\":42,\"comm\":\"tw-client\",\"role\":\"client\","
+		"\"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:8080\",\"policy\":\"defer\","
+		"\"state\":\"ESTABLISHED\",\"end\":\"passive\",\"tw\":\"peer\",\"via\":\"close\","
+		"\"dur_ms\":0.120,\"deferred_ms\":3.000,\"bytes_acked\":5,\"bytes_received\":64,"
+		"\"fd\":3}\n"
+		"{\"ts\":1700000000.5,\"pid\":43,\"comm\":\"tw-server\",\"role\":\"server\","
+		"\"local\":\"[::1]:8080\",\"remote\":\"[::1]:40000\",\"policy\":\"normal\","
+		"\"state\":\"CLOSE_WAIT\",\"end\":\"passive\",\"tw\":\"peer\",\"via\":\"exit\","
+		"\"dur_ms\":1,\"timeout\":true,\"bytes_acked\":65,\"bytes_received\":4,"
+		"\"fd\":4}\n");
 
 	recs = lab_records(path);
 	lab_records_check(recs);

@@ -14,30 +14,18 @@
 #define RUN_MS	60000
 #define FOUR_MIB	"4194304"
 
-static const struct lab_opts *traced(const char *log, const char *policy)
+/* A test's lab: 100 ephemeral ports, a service port, the client's log. */
+struct run {
+	const char *log;
+	int port;
+	struct lab_proc *s, *c;
+};
+
+static void run_enter(struct run *r)
 {
-	struct lab_opts *o = calloc(1, sizeof(*o));
-
-	cr_assert(o);
-	o->preload = true;
-	o->options = lab_fmt("log=%s%s%s", log, policy ? "," : "", policy ? policy : "");
-	return o;
-}
-
-static json_t *records(const char *log)
-{
-	json_t *r = lab_records(log);
-
-	lab_records_check(r);
-	return r;
-}
-
-static void assert_count(const json_t *recs, const char *filter, size_t want)
-{
-	size_t got = lab_rec_count(recs, filter);
-
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
+	lab_enter(100);
+	r->log = lab_path("client.jsonl");
+	r->port = lab_port();
 }
 
 /*
@@ -53,94 +41,89 @@ static struct lab_proc *idle_server(int port)
 				"--close", "last", "--idle-ms", "20", "--threads", "16", NULL);
 }
 
-/* 1,000 connections, the client closing first, under policy; returns the client. */
-static struct lab_proc *thousand_closes(const char *log, const char *policy, int port)
+/*
+ * A server, not preloaded, that replies at once and closes first delay_ms
+ * later, with `threads` threads; n: "-n" (NULL: serves until stopped).
+ */
+static struct lab_proc *delayed_server(int port, const char *delay_ms, const char *threads,
+				       const char *n)
 {
-	return lab_run("client", traced(log, policy), RUN_MS, lab_example("tw-client"), "-n",
-		       "1000", "--close", "first", lab_addr4(port), NULL);
+	/* a NULL n ends the argument list early */
+	return lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
+				"--close", "first", "--close-delay", delay_ms, "--threads",
+				threads, n ? "-n" : NULL, n, NULL);
+}
+
+/*
+ * Enters the lab and makes 1,000 connections to an idle_server(), the
+ * client closing first, under policy.
+ */
+static void thousand_closes(struct run *r, const char *policy)
+{
+	run_enter(r);
+	r->s = idle_server(r->port);
+	r->c = lab_run("client", lab_traced(r->log, policy), RUN_MS, lab_example("tw-client"),
+		       "-n", "1000", "--close", "first", lab_addr4(r->port), NULL);
+}
+
+/*
+ * Waits (up to 5 s) for n records in log: deferred connections are recorded
+ * when they end, after the program's close. Checks them and their count.
+ */
+static json_t *records_wait(const char *log, size_t n)
+{
+	json_t *recs = lab_records_wait(log, "", n, 5000);
+
+	lab_records_check(recs);
+	lab_rec_assert_count(recs, "", n);
+	return recs;
 }
 
 Test(policies, normal_client_closes_first_fails_at_connection_101, .timeout = 90)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
+	struct run r;
 	char err[64], *out;
 	json_t *recs;
-	int port;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = idle_server(port);
-	c = thousand_closes(log, "close=normal", port);
-	out = lab_stdout(c);
-
-	cr_assert_eq(lab_exit_code(c), 1, "client: %s", out);
+	thousand_closes(&r, "close=normal");
+	out = lab_stdout(r.c);
+	cr_assert_eq(lab_exit_code(r.c), 1, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "ok"), 100, "client: %s", out);
 	lab_value_str(out, "first_error", err, sizeof(err));
 	cr_assert_str_eq(err, "EADDRNOTAVAIL", "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "first_error_conn"), 101, "client: %s", out);
 
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 100, "client-side TIME_WAIT: %ld", tw.client);
-	recs = records(log);
-	assert_count(recs, "tw=local", 100);
-	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=normal", c->pid));
-	lab_stop(s, 5000);
+	lab_assert_tw(r.port, 100, -1);
+	recs = lab_records_checked(r.log);
+	lab_rec_assert_count(recs, "tw=local", 100);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=normal", r.c->pid));
+	lab_stop(r.s, 5000);
 }
 
 Test(policies, defer_client_closes_first_completes_1000, .timeout = 90)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *recs;
-	char *out;
-	int port;
+	struct run r;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = idle_server(port);
-	c = thousand_closes(log, "close=defer", port);
-	out = lab_stdout(c);
-
-	cr_assert_eq(lab_value_long(out, "ok"), 1000, "client: %s%s", out, lab_stderr(c));
-	cr_assert_eq(lab_exit_code(c), 0, "client: %s", out);
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
-
-	recs = records(log);
-	assert_count(recs, "", 1000);
-	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=defer,end=passive,tw=peer,"
-					     "via=close,deferred_ms,!timeout", c->pid));
-	lab_stop(s, 5000);
+	thousand_closes(&r, "close=defer");
+	lab_assert_ok(r.c, 1000);
+	cr_assert_eq(lab_exit_code(r.c), 0, "client: %s", lab_stdout(r.c));
+	lab_assert_tw(r.port, 0, -1);
+	lab_records_expect(r.log, 1000, lab_fmt("pid=%d,role=client,policy=defer,end=passive,"
+						"tw=peer,via=close,deferred_ms,!timeout",
+						r.c->pid));
+	lab_stop(r.s, 5000);
 }
 
 Test(policies, abort_client_closes_first_completes_1000_without_timewait, .timeout = 90)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	json_t *recs;
-	char *out;
-	int port;
+	struct run r;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = idle_server(port);
-	c = thousand_closes(log, "close=abort", port);
-	out = lab_stdout(c);
-
-	cr_assert_eq(lab_value_long(out, "ok"), 1000, "client: %s%s", out, lab_stderr(c));
-	cr_assert_eq(lab_exit_code(c), 0, "client: %s", out);
+	thousand_closes(&r, "close=abort");
+	lab_assert_ok(r.c, 1000);
+	cr_assert_eq(lab_exit_code(r.c), 0, "client: %s", lab_stdout(r.c));
 	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT anywhere: %ld", lab_tw_total());
-
-	recs = records(log);
-	assert_count(recs, "", 1000);
-	lab_rec_assert_all(recs, "", "role=client,policy=abort,end=abort,tw=none,!timeout");
-	lab_stop(s, 5000);
+	lab_records_expect(r.log, 1000, "role=client,policy=abort,end=abort,tw=none,!timeout");
+	lab_stop(r.s, 5000);
 }
 
 /*
@@ -165,18 +148,18 @@ Test(policies, defer_server_closes_first_moves_timewait_to_client, .timeout = 60
 	dlog = lab_path("defer.jsonl");
 	pn = lab_port();
 	pd = lab_port();
-	sn = lab_start_server("server-normal", traced(nlog, "close=normal"),
+	sn = lab_start_server("server-normal", lab_traced(nlog, "close=normal"),
 			      lab_example("tw-server"), "-l", lab_addr4(pn), "--close", "first",
 			      "-n", "40", NULL);
-	sd = lab_start_server("server-defer", traced(dlog, "close=defer"),
+	sd = lab_start_server("server-defer", lab_traced(dlog, "close=defer"),
 			      lab_example("tw-server"), "-l", lab_addr4(pd), "--close", "first",
 			      "-n", "40", NULL);
 	c = lab_run("client-normal", NULL, RUN_MS, lab_example("tw-client"), "-n", "40",
 		    "--close", "last", "--idle-ms", "20", lab_addr4(pn), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 40, "%s", lab_stdout(c));
+	lab_assert_ok(c, 40);
 	c = lab_run("client-defer", NULL, RUN_MS, lab_example("tw-client"), "-n", "40",
 		    "--close", "last", "--idle-ms", "20", lab_addr4(pd), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 40, "%s", lab_stdout(c));
+	lab_assert_ok(c, 40);
 	cr_assert_neq(lab_wait(sn, 10000), -1);
 	cr_assert_neq(lab_wait(sd, 10000), -1);
 
@@ -187,11 +170,9 @@ Test(policies, defer_server_closes_first_moves_timewait_to_client, .timeout = 60
 	cr_assert_eq(tw.server, 0, "defer: server-side TIME_WAIT %ld", tw.server);
 	cr_assert_eq(tw.client, 40, "defer: client-side TIME_WAIT %ld", tw.client);
 
-	recs = records(nlog);
-	assert_count(recs, "role=server,policy=normal,end=active,tw=local", 40);
-	recs = records(dlog);
-	assert_count(recs, "", 40);
-	lab_rec_assert_all(recs, "", "role=server,policy=defer,end=passive,tw=peer,!timeout");
+	recs = lab_records_checked(nlog);
+	lab_rec_assert_count(recs, "role=server,policy=normal,end=active,tw=local", 40);
+	lab_records_expect(dlog, 40, "role=server,policy=defer,end=passive,tw=peer,!timeout");
 }
 
 /*
@@ -200,26 +181,20 @@ Test(policies, defer_server_closes_first_moves_timewait_to_client, .timeout = 60
  */
 static json_t *never_closing_peer(const char *fallback, struct lab_proc **server_out)
 {
-	const char *log;
-	struct lab_proc *s, *c;
+	struct run r;
 	json_t *recs;
-	int port;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "--close", "never", NULL);
-	c = lab_run("client", traced(log, lab_fmt("close=defer,defer_ms=200,fallback=%s,"
-						  "exit_wait_ms=3000", fallback)),
-		    RUN_MS, lab_example("tw-client"), "-n", "5", "--close", "first",
-		    lab_addr4(port), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "%s", lab_stdout(c));
-	recs = lab_records_wait(log, "", 5, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", 5);
+	run_enter(&r);
+	r.s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(r.port),
+			       "--close", "never", NULL);
+	r.c = lab_run("client", lab_traced(r.log, lab_fmt("close=defer,defer_ms=200,fallback=%s,"
+							  "exit_wait_ms=3000", fallback)),
+		      RUN_MS, lab_example("tw-client"), "-n", "5", "--close", "first",
+		      lab_addr4(r.port), NULL);
+	lab_assert_ok(r.c, 5);
+	recs = records_wait(r.log, 5);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=defer,timeout=true,deferred_ms",
-					     c->pid));
+					     r.c->pid));
 	for (size_t i = 0; i < json_array_size(recs); i++) {
 		double d = json_number_value(json_object_get(json_array_get(recs, i),
 							     "deferred_ms"));
@@ -227,7 +202,7 @@ static json_t *never_closing_peer(const char *fallback, struct lab_proc **server
 		cr_assert(d >= 190 && d < 3000, "deferred_ms %.3f: the fallback should come "
 			  "defer_ms (200) after the close", d);
 	}
-	*server_out = s;
+	*server_out = r.s;
 	return recs;
 }
 
@@ -263,38 +238,32 @@ Test(policies, defer_peer_never_closes_falls_back_to_abort, .timeout = 60)
  */
 static void four_mib_to_slow_reader(const char *policy, const char *end)
 {
-	const char *log;
-	struct lab_proc *s, *c;
+	struct run r;
 	json_t *recs;
 	char *out;
-	int port;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
+	run_enter(&r);
 	/*
 	 * Under abort the server must not close right after reading: its FIN
 	 * would let the library close normally (the peer closed first, nothing
 	 * to abort). It waits 2 s instead; the reset comes before.
 	 */
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "-n", "1", "--drain", FOUR_MIB, "--slow-read", "65536:5",
-			     "--rcvbuf", "65536", "--close", "first", "--timeout", "20000",
-			     "--close-delay", strcmp(policy, "abort") ? "0" : "2000", NULL);
-	c = lab_run("client", traced(log, lab_fmt("close=%s,defer_ms=20000,exit_wait_ms=20000",
-						  policy)),
-		    RUN_MS, lab_example("tw-client"), "-n", "1", "--write-bytes", FOUR_MIB,
-		    "--sndbuf", "262144", "--timeout", "20000", lab_addr4(port), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 1, "%s%s", lab_stdout(c),
-		     lab_stderr(c));
-	cr_assert_neq(lab_wait(s, 30000), -1, "server did not finish");
-	out = lab_stdout(s);
-	cr_assert_eq(lab_value_long(out, "drained"), 4194304, "server: %s%s", out, lab_stderr(s));
-	cr_assert_eq(lab_value_long(out, "failed"), 0, "server: %s%s", out, lab_stderr(s));
+	r.s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(r.port),
+			       "-n", "1", "--drain", FOUR_MIB, "--slow-read", "65536:5",
+			       "--rcvbuf", "65536", "--close", "first", "--timeout", "20000",
+			       "--close-delay", strcmp(policy, "abort") ? "0" : "2000", NULL);
+	r.c = lab_run("client", lab_traced(r.log, lab_fmt("close=%s,defer_ms=20000,"
+							  "exit_wait_ms=20000", policy)),
+		      RUN_MS, lab_example("tw-client"), "-n", "1", "--write-bytes", FOUR_MIB,
+		      "--sndbuf", "262144", "--timeout", "20000", lab_addr4(r.port), NULL);
+	lab_assert_ok(r.c, 1);
+	cr_assert_neq(lab_wait(r.s, 30000), -1, "server did not finish");
+	out = lab_stdout(r.s);
+	cr_assert_eq(lab_value_long(out, "drained"), 4194304, "server: %s%s", out,
+		     lab_stderr(r.s));
+	cr_assert_eq(lab_value_long(out, "failed"), 0, "server: %s%s", out, lab_stderr(r.s));
 
-	recs = lab_records_wait(log, "", 1, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", 1);
+	recs = records_wait(r.log, 1);
 	lab_rec_assert_all(recs, "", lab_fmt("policy=%s,end=%s,!timeout", policy, end));
 	/* what TCP_INFO saw at the program's close: the 4 MiB were not all acknowledged */
 	cr_assert(json_integer_value(json_object_get(json_array_get(recs, 0), "bytes_acked"))
@@ -314,153 +283,116 @@ Test(policies, no_data_lost_4mib_to_slow_reader_under_abort, .timeout = 60)
 
 Test(policies, defer_fd_table_back_to_start_after_connections_end, .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	json_t *recs;
+	struct run r;
 	char *out;
-	int port;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
+	run_enter(&r);
 	/* the server closes 30 ms after replying: every client close is really deferred */
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "--close", "first", "--close-delay", "30", "--threads", "16", NULL);
-	c = lab_run("client", traced(log, "close=defer"), RUN_MS, lab_example("tw-client"),
-		    "-n", "50", "--close", "first", "--report-fds", "--sleep-end", "1000",
-		    lab_addr4(port), NULL);
-	out = lab_stdout(c);
-	cr_assert_eq(lab_value_long(out, "ok"), 50, "client: %s", out);
+	r.s = delayed_server(r.port, "30", "16", NULL);
+	r.c = lab_run("client", lab_traced(r.log, "close=defer"), RUN_MS,
+		      lab_example("tw-client"), "-n", "50", "--close", "first", "--report-fds",
+		      "--sleep-end", "1000", lab_addr4(r.port), NULL);
+	lab_assert_ok(r.c, 50);
+	out = lab_stdout(r.c);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start"),
 		     "sockets left open: %s", out);
 	cr_assert_eq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start"),
 		     "fd table: %s", out);
-	recs = records(log);
-	assert_count(recs, "policy=defer,end=passive", 50);
-	lab_stop(s, 5000);
+	lab_rec_assert_count(lab_records_checked(r.log), "policy=defer,end=passive", 50);
+	lab_stop(r.s, 5000);
 }
 
 Test(policies, defer_survives_close_range_of_all_fds_with_100_deferred, .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *recs;
-	int port;
+	struct run r;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
+	run_enter(&r);
 	/* replies at once, closes 1 s later: all 100 are deferred at the close_range() */
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "--close", "first", "--close-delay", "1000", "--threads", "100",
-			     "-n", "100", NULL);
-	c = lab_run("client", traced(log, "close=defer,defer_ms=10000,exit_wait_ms=10000"),
-		    RUN_MS, lab_example("tw-client"), "-n", "100", "--close", "first",
-		    "--close-all", "close_range", lab_addr4(port), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 100, "client: %s%s", lab_stdout(c),
-		     lab_stderr(c));
-	cr_assert_neq(lab_wait(s, 10000), -1);
+	r.s = delayed_server(r.port, "1000", "100", "100");
+	r.c = lab_run("client", lab_traced(r.log, "close=defer,defer_ms=10000,exit_wait_ms=10000"),
+		      RUN_MS, lab_example("tw-client"), "-n", "100", "--close", "first",
+		      "--close-all", "close_range", lab_addr4(r.port), NULL);
+	lab_assert_ok(r.c, 100);
+	cr_assert_neq(lab_wait(r.s, 10000), -1);
 
-	recs = lab_records_wait(log, "", 100, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", 100);
-	lab_rec_assert_all(recs, "", "policy=defer,end=passive,tw=peer,!timeout");
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
-	cr_assert_eq(tw.server, 100, "server-side TIME_WAIT: %ld", tw.server);
+	lab_rec_assert_all(records_wait(r.log, 100), "",
+			   "policy=defer,end=passive,tw=peer,!timeout");
+	lab_assert_tw(r.port, 0, 100);
 }
 
 Test(policies, defer_fork_while_connections_deferred, .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
+	struct run r;
 	json_t *recs;
 	char *out;
-	int port;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "--close", "first", "--close-delay", "300", "--threads", "32", NULL);
+	run_enter(&r);
+	r.s = delayed_server(r.port, "300", "32", NULL);
 	/* the child is forked with 10 connections deferred and outlives their end */
-	c = lab_run("client", traced(log, "close=defer,defer_ms=5000"), RUN_MS,
-		    lab_example("tw-client"), "-n", "20", "--close", "first", "--fork-after",
-		    "10", "--child-ms", "800", "--report-fds", lab_addr4(port), NULL);
-	out = lab_stdout(c);
-	cr_assert_eq(lab_value_long(out, "ok"), 20, "client: %s%s", out, lab_stderr(c));
+	r.c = lab_run("client", lab_traced(r.log, "close=defer,defer_ms=5000"), RUN_MS,
+		      lab_example("tw-client"), "-n", "20", "--close", "first", "--fork-after",
+		      "10", "--child-ms", "800", "--report-fds", lab_addr4(r.port), NULL);
+	lab_assert_ok(r.c, 20);
+	out = lab_stdout(r.c);
 	cr_assert(lab_value_long(out, "child_pid") > 0, "no child report: %s", out);
 
-	recs = lab_records_wait(log, "", 20, 5000);
-	lab_records_check(recs);
 	/* the parent's connections are recorded once, by the parent; the child adds none */
-	assert_count(recs, "", 20);
+	recs = records_wait(r.log, 20);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=defer,end=passive,tw=peer",
-					     c->pid));
+					     r.c->pid));
 	/* the child does not keep the parent's deferred connections open */
 	cr_assert_eq(lab_value_long(out, "child_sockets"), 0, "child: %s", out);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "parent: %s", out);
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
-	lab_stop(s, 5000);
+	lab_assert_tw(r.port, 0, -1);
+	lab_stop(r.s, 5000);
 }
 
 Test(policies, defer_short_lived_client_exiting_after_request_leaves_no_timewait,
      .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *s, *c;
+	struct lab_proc *c;
 	struct lab_tw tw;
-	json_t *recs;
-	int port, i;
+	struct run r;
+	int i;
 
-	lab_enter(100);
-	log = lab_path("client.jsonl");
-	port = lab_port();
+	run_enter(&r);
 	/* closes promptly: 20 ms after its reply */
-	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
-			     "--close", "first", "--close-delay", "20", "--threads", "4", NULL);
+	r.s = delayed_server(r.port, "20", "4", NULL);
 	/* without the library each exit closes first: one client-side TIME_WAIT each */
 	for (i = 0; i < 10; i++) {
 		c = lab_run("plain", NULL, RUN_MS, lab_example("tw-client"), "--end", "exit",
-			    lab_addr4(port), NULL);
+			    lab_addr4(r.port), NULL);
 		cr_assert_eq(lab_exit_code(c), 0, "%s", lab_stderr(c));
 	}
-	lab_tw_count(&tw, port);
+	lab_tw_count(&tw, r.port);
 	cr_assert_eq(tw.client, 10, "without the library: client-side TIME_WAIT %ld", tw.client);
 
 	/* deferred: exit waits for the server's FIN (and reads the reply nobody read) */
 	for (i = 0; i < 10; i++) {
-		c = lab_run("deferred", traced(log, "close=defer"), RUN_MS,
+		c = lab_run("deferred", lab_traced(r.log, "close=defer"), RUN_MS,
 			    lab_example("tw-client"), "--no-reply", "--end", "exit",
-			    lab_addr4(port), NULL);
+			    lab_addr4(r.port), NULL);
 		cr_assert_eq(lab_exit_code(c), 0, "%s", lab_stderr(c));
 	}
-	lab_tw_count(&tw, port);
+	lab_tw_count(&tw, r.port);
 	cr_assert_eq(tw.client, 10, "with close=defer: client-side TIME_WAIT %ld (10 before)",
 		     tw.client);
-	recs = records(log);
-	assert_count(recs, "", 10);
-	lab_rec_assert_all(recs, "", "role=client,policy=defer,via=exit,end=passive,tw=peer");
-	lab_stop(s, 5000);
+	lab_records_expect(r.log, 10, "role=client,policy=defer,via=exit,end=passive,tw=peer");
+	lab_stop(r.s, 5000);
 }
 
 /* Serves 10 connections, closing first, so that its port is left in TIME_WAIT. */
 static void leave_server_timewait(int port, const struct lab_opts *o)
 {
 	struct lab_proc *s, *c;
-	struct lab_tw tw;
 
 	s = lab_start_server("server", o, lab_example("tw-server"), "-l", lab_addr4(port),
 			     "--close", "first", "-n", "10", NULL);
 	c = lab_run("client", NULL, RUN_MS, lab_example("tw-client"), "-n", "10", "--close",
 		    "last", lab_addr4(port), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 10, "%s", lab_stdout(c));
+	lab_assert_ok(c, 10);
 	cr_assert_eq(lab_wait(s, 10000), 0, "server: %s", lab_stderr(s));
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.server, 10, "server-side TIME_WAIT: %ld", tw.server);
+	lab_assert_tw(port, -1, 10);
 }
 
 /* Starts tw-server on port and returns its exit code if it exits within 1 s, else -1. */
@@ -485,7 +417,7 @@ Test(policies, reuseaddr_lets_a_restarted_server_bind_over_its_timewait, .timeou
 	int port;
 
 	lab_enter(1000);
-	reuse = traced(lab_path("server.jsonl"), "reuseaddr=1");
+	reuse = lab_traced(lab_path("server.jsonl"), "reuseaddr=1");
 	port = lab_port();
 	leave_server_timewait(port, reuse);
 
@@ -493,16 +425,15 @@ Test(policies, reuseaddr_lets_a_restarted_server_bind_over_its_timewait, .timeou
 	cr_assert_eq(restart(port, NULL, &s), 1, "plain restart should fail: %s",
 		     lab_stderr(s));
 	cr_assert(strstr(lab_stderr(s), "EADDRINUSE"), "stderr: %s", lab_stderr(s));
-	cr_assert_eq(restart(port, traced(lab_path("r.jsonl"), "reuseaddr=0"), &s), 1,
+	cr_assert_eq(restart(port, lab_traced(lab_path("r.jsonl"), "reuseaddr=0"), &s), 1,
 		     "restart with reuseaddr=0 should fail: %s", lab_stderr(s));
 	cr_assert(strstr(lab_stderr(s), "EADDRINUSE"), "stderr: %s", lab_stderr(s));
 
 	/* with reuseaddr=1 preloaded it binds and serves */
 	s = lab_start_server("restart-reuse", reuse, lab_example("tw-server"), "-l",
 			     lab_addr4(port), "-n", "1", NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(lab_run("client2", NULL, RUN_MS,
-						       lab_example("tw-client"),
-						       lab_addr4(port), NULL)), "ok"), 1);
+	lab_assert_ok(lab_run("client2", NULL, RUN_MS, lab_example("tw-client"), lab_addr4(port),
+			      NULL), 1);
 	cr_assert_eq(lab_wait(s, 10000), 0, "server: %s", lab_stderr(s));
 }
 
@@ -516,7 +447,7 @@ Test(policies, without_reuseaddr_the_old_server_timewait_blocks_even_a_reuseaddr
 	port = lab_port();
 	/* the old listener had no SO_REUSEADDR: its TIME_WAIT sockets do not share */
 	leave_server_timewait(port, NULL);
-	cr_assert_eq(restart(port, traced(lab_path("r.jsonl"), "reuseaddr=1"), &s), 1,
+	cr_assert_eq(restart(port, lab_traced(lab_path("r.jsonl"), "reuseaddr=1"), &s), 1,
 		     "bind should fail: %s", lab_stderr(s));
 	cr_assert(strstr(lab_stderr(s), "EADDRINUSE"), "stderr: %s", lab_stderr(s));
 }

@@ -13,23 +13,12 @@
 
 #define RUN_MS	30000	/* bound on one example program's run */
 
-/* The library preloaded, writing records to log; extra options may follow. */
-static const struct lab_opts *traced(const char *log, const char *extra)
-{
-	struct lab_opts *o = calloc(1, sizeof(*o));
-
-	cr_assert(o);
-	o->preload = true;
-	o->options = extra ? lab_fmt("log=%s,%s", log, extra) : lab_fmt("log=%s", log);
-	return o;
-}
-
 /* A traced tw-server on a fresh port, serving n connections (0: until stopped). */
 static struct lab_proc *server(const char *log, const char *addr, long n, const char *close_mode,
 			       const char *more)
 {
-	return lab_start_server("server", traced(log, NULL), lab_example("tw-server"), "-l", addr,
-				"-n", lab_fmt("%ld", n ? n : 1000000), "--close", close_mode,
+	return lab_start_server("server", lab_traced(log, NULL), lab_example("tw-server"), "-l",
+				addr, "-n", lab_fmt("%ld", n ? n : 1000000), "--close", close_mode,
 				more ? more : "--verbose", NULL);
 }
 
@@ -38,15 +27,12 @@ static struct lab_proc *client_ok(const char *log, long n, const char *addr, con
 				  const char *more, const char *more2)
 {
 	struct lab_proc *c;
-	char *out;
 
-	c = lab_run("client", traced(log, NULL), RUN_MS, lab_example("tw-client"), "-n",
+	c = lab_run("client", lab_traced(log, NULL), RUN_MS, lab_example("tw-client"), "-n",
 		    lab_fmt("%ld", n), "--close", close_mode, more ? more : "--verbose",
 		    more2 ? more2 : "--verbose", addr, NULL);
-	out = lab_stdout(c);
-	cr_assert_eq(lab_exit_code(c), 0, "client failed: %s\n%s", out, lab_stderr(c));
-	cr_assert_eq(lab_value_long(out, "ok"), n, "client: %s", out);
-	free(out);
+	cr_assert_eq(lab_exit_code(c), 0, "client failed: %s\n%s", lab_stdout(c), lab_stderr(c));
+	lab_assert_ok(c, n);
 	return c;
 }
 
@@ -59,231 +45,154 @@ static void server_done(struct lab_proc *s)
 		      lab_stderr(s));
 }
 
-/* Records of one file, checked against the schema. */
-static json_t *records(const char *log)
-{
-	json_t *r = lab_records(log);
+/*
+ * The usual run: n connections from a traced tw-client to a traced
+ * tw-server, each writing its records to a file of its own. The fields
+ * before `clog` say what to run; run_pair() fills in the rest.
+ */
+struct run {
+	long n;
+	bool ipv6;
+	const char *server_close;
+	const char *server_more;	/* one more server argument (NULL: --verbose) */
+	bool fork;			/* an inetd-style server: --fork, and no server_more */
+	const char *parent_close;	/* with fork: --parent-close WHEN (NULL: not given) */
+	const char *client_close;
+	const char *client_more[2];	/* two more client arguments (NULL: --verbose) */
 
-	lab_records_check(r);
-	return r;
+	const char *clog, *slog;
+	int port;
+	struct lab_proc *s, *c;
+};
+
+/* A fresh lab of 1,000 ports, the two log paths and a service port. */
+static void run_enter(struct run *r)
+{
+	lab_enter(1000);
+	r->clog = lab_path("client.jsonl");
+	r->slog = lab_path("server.jsonl");
+	r->port = lab_port();
 }
 
-static void assert_count(const json_t *recs, const char *filter, size_t want)
+/*
+ * Enters the lab, starts the server, runs the client to its end (all n
+ * connections must succeed) and waits for the server to finish.
+ */
+static void run_pair(struct run *r)
 {
-	size_t got = lab_rec_count(recs, filter);
+	const char *addr;
 
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
+	run_enter(r);
+	addr = r->ipv6 ? lab_addr6(r->port) : lab_addr4(r->port);
+	if (r->fork)
+		/* a NULL parent_close ends the argument list early */
+		r->s = lab_start_server("server", lab_traced(r->slog, NULL),
+					lab_example("tw-server"), "-l", addr, "-n",
+					lab_fmt("%ld", r->n), "--fork", "--close", r->server_close,
+					r->parent_close ? "--parent-close" : NULL, r->parent_close,
+					NULL);
+	else
+		r->s = server(r->slog, addr, r->n, r->server_close, r->server_more);
+	r->c = client_ok(r->clog, r->n, addr, r->client_close, r->client_more[0],
+			 r->client_more[1]);
+	server_done(r->s);
 }
 
 Test(records, client_closes_first, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = 20, .server_close = "last", .client_close = "first" };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 20, "last", NULL);
-	c = client_ok(clog, 20, lab_addr4(port), "first", NULL, NULL);
-	server_done(s);
-
-	cr = records(clog);
-	assert_count(cr, "", 20);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,comm=tw-client,role=client,policy=normal,"
-					   "state=ESTABLISHED,end=active,tw=local,via=close,"
-					   "remote=127.0.0.1:%d,bytes_received=64", c->pid, port));
-	sr = records(slog);
-	assert_count(sr, "", 20);
-	lab_rec_assert_all(sr, "", lab_fmt("pid=%d,comm=tw-server,role=server,policy=normal,"
-					   "state=CLOSE_WAIT,end=passive,tw=peer,via=close,"
-					   "local=127.0.0.1:%d", s->pid, port));
-
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 20, "client-side TIME_WAIT: %ld", tw.client);
-	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT: %ld", tw.server);
+	run_pair(&r);
+	lab_records_expect(r.clog, 20, lab_fmt("pid=%d,comm=tw-client,role=client,policy=normal,"
+					       "state=ESTABLISHED,end=active,tw=local,via=close,"
+					       "remote=127.0.0.1:%d,bytes_received=64", r.c->pid,
+					       r.port));
+	lab_records_expect(r.slog, 20, lab_fmt("pid=%d,comm=tw-server,role=server,policy=normal,"
+					       "state=CLOSE_WAIT,end=passive,tw=peer,via=close,"
+					       "local=127.0.0.1:%d", r.s->pid, r.port));
+	lab_assert_tw(r.port, 20, 0);
 }
 
 Test(records, server_closes_first, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = 20, .server_close = "first", .client_close = "last" };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 20, "first", NULL);
-	c = client_ok(clog, 20, lab_addr4(port), "last", NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
-	assert_count(sr, "", 20);
-	lab_rec_assert_all(sr, "", lab_fmt("pid=%d,role=server,state=ESTABLISHED,end=active,"
-					   "tw=local,via=close,bytes_acked=64", s->pid));
-	cr = records(clog);
-	assert_count(cr, "", 20);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,state=CLOSE_WAIT,end=passive,"
-					   "tw=peer,via=close", c->pid));
-
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.server, 20, "server-side TIME_WAIT: %ld", tw.server);
-	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+	run_pair(&r);
+	lab_records_expect(r.slog, 20, lab_fmt("pid=%d,role=server,state=ESTABLISHED,end=active,"
+					       "tw=local,via=close,bytes_acked=64", r.s->pid));
+	lab_records_expect(r.clog, 20, lab_fmt("pid=%d,role=client,state=CLOSE_WAIT,end=passive,"
+					       "tw=peer,via=close", r.c->pid));
+	lab_assert_tw(r.port, 0, 20);
 }
 
 Test(records, shutdown_then_close_is_one_active_record, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = 15, .server_close = "last", .client_close = "shutdown" };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 15, "last", NULL);
-	c = client_ok(clog, 15, lab_addr4(port), "shutdown", NULL, NULL);
-	server_done(s);
-
-	cr = records(clog);
+	run_pair(&r);
 	/* shutdown() sent the FIN; the close() after it must not add a second line */
-	assert_count(cr, "", 15);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,state=ESTABLISHED,end=active,"
-					   "tw=local,via=shutdown", c->pid));
-	sr = records(slog);
-	assert_count(sr, "", 15);
-	lab_rec_assert_all(sr, "", "end=passive,tw=peer,state=CLOSE_WAIT");
-
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 15, "client-side TIME_WAIT: %ld", tw.client);
-	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT: %ld", tw.server);
+	lab_records_expect(r.clog, 15, lab_fmt("pid=%d,role=client,state=ESTABLISHED,end=active,"
+					       "tw=local,via=shutdown", r.c->pid));
+	lab_records_expect(r.slog, 15, "end=passive,tw=peer,state=CLOSE_WAIT");
+	lab_assert_tw(r.port, 15, 0);
 }
 
 Test(records, server_shutdown_then_close_is_one_active_record, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = 10, .server_close = "shutdown", .client_close = "last" };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 10, "shutdown", NULL);
-	client_ok(clog, 10, lab_addr4(port), "last", NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
-	assert_count(sr, "", 10);
-	lab_rec_assert_all(sr, "", "role=server,end=active,tw=local,via=shutdown");
-	cr = records(clog);
-	assert_count(cr, "", 10);
-	lab_rec_assert_all(cr, "", "role=client,end=passive,tw=peer");
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.server, 10, "server-side TIME_WAIT: %ld", tw.server);
-	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+	run_pair(&r);
+	lab_records_expect(r.slog, 10, "role=server,end=active,tw=local,via=shutdown");
+	lab_records_expect(r.clog, 10, "role=client,end=passive,tw=peer");
+	lab_assert_tw(r.port, 0, 10);
 }
 
 Test(records, peer_reset_is_recorded_as_reset_on_the_other_side, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = 10, .server_close = "last", .client_close = "reset" };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 10, "last", NULL);
-	client_ok(clog, 10, lab_addr4(port), "reset", NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
-	assert_count(sr, "", 10);
-	lab_rec_assert_all(sr, "", "role=server,end=reset,tw=none");
-	cr = records(clog);
-	assert_count(cr, "", 10);
+	run_pair(&r);
+	lab_records_expect(r.slog, 10, "role=server,end=reset,tw=none");
 	/* the client's own SO_LINGER {1,0}: a reset by this side, no TIME_WAIT anywhere */
-	lab_rec_assert_all(cr, "", "role=client,tw=none,end!=active,end!=passive");
+	lab_records_expect(r.clog, 10, "role=client,tw=none,end!=active,end!=passive");
 	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT after resets: %ld", lab_tw_total());
 }
 
 Test(records, ipv6_loopback, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	json_t *cr, *sr, *kernel;
-	struct lab_tw tw;
+	struct run r = { .n = 12, .ipv6 = true, .server_close = "last", .client_close = "first" };
+	json_t *cr, *kernel;
 	size_t i;
-	int port;
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr6(port), 12, "last", NULL);
-	c = client_ok(clog, 12, lab_addr6(port), "first", NULL, NULL);
-	server_done(s);
+	run_pair(&r);
+	cr = lab_records_expect(r.clog, 12, lab_fmt("pid=%d,role=client,end=active,tw=local,"
+						    "remote=[::1]:%d", r.c->pid, r.port));
+	lab_records_expect(r.slog, 12, lab_fmt("role=server,end=passive,local=[::1]:%d", r.port));
 
-	cr = records(clog);
-	assert_count(cr, "", 12);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,end=active,tw=local,"
-					   "remote=[::1]:%d", c->pid, port));
-	sr = records(slog);
-	assert_count(sr, "", 12);
-	lab_rec_assert_all(sr, "", lab_fmt("role=server,end=passive,local=[::1]:%d", port));
-
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 12, "client-side TIME_WAIT: %ld", tw.client);
+	lab_assert_tw(r.port, 12, -1);
 	/* the same 4-tuples, in the same text, as the kernel's */
 	kernel = lab_tw_list();
 	for (i = 0; i < json_array_size(kernel); i++) {
 		json_t *k = json_array_get(kernel, i);
+		const char *local = json_string_value(json_object_get(k, "local"));
+		const char *remote = json_string_value(json_object_get(k, "remote"));
 
-		assert_count(cr, lab_fmt("local=%s,remote=%s",
-					 json_string_value(json_object_get(k, "local")),
-					 json_string_value(json_object_get(k, "remote"))), 1);
+		lab_rec_assert_count(cr, lab_fmt("local=%s,remote=%s", local, remote), 1);
 	}
 }
 
 /* A client ending each connection with `end`, to a server waiting for its EOF. */
 static void client_end_via(const char *end, const char *via, long n)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = n, .server_close = "last", .server_more = "--threads=16",
+			 .client_close = "first", .client_more = { "--end", end } };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), n, "last", "--threads=16");
-	c = client_ok(clog, n, lab_addr4(port), "first", "--end", end);
-	server_done(s);
-
-	cr = records(clog);
-	assert_count(cr, "", (size_t)n);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,state=ESTABLISHED,end=active,"
-					   "tw=local,via=%s", c->pid, via));
-	sr = records(slog);
-	assert_count(sr, "", (size_t)n);
-	lab_rec_assert_all(sr, "", "role=server,end=passive,tw=peer");
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, n, "client-side TIME_WAIT: %ld", tw.client);
+	run_pair(&r);
+	lab_records_expect(r.clog, (size_t)n, lab_fmt("pid=%d,role=client,state=ESTABLISHED,"
+						      "end=active,tw=local,via=%s", r.c->pid,
+						      via));
+	lab_records_expect(r.slog, (size_t)n, "role=server,end=passive,tw=peer");
+	lab_assert_tw(r.port, n, -1);
 }
 
 Test(records, dup2_over_socket, .timeout = 60)
@@ -310,28 +219,14 @@ Test(records, exit_with_connections_open, .timeout = 60)
 /* A client keeping n connections open, then closing every fd from 3 with `how`. */
 static void client_closes_all_with(const char *how, long n)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr, *sr;
-	int port;
+	struct run r = { .n = n, .server_close = "last", .server_more = "--threads=16",
+			 .client_close = "never", .client_more = { "--close-all", how } };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), n, "last", "--threads=16");
-	c = client_ok(clog, n, lab_addr4(port), "never", "--close-all", how);
-	server_done(s);
-
-	cr = records(clog);
-	assert_count(cr, "", (size_t)n);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,end=active,tw=local,via=%s",
-					   c->pid, how));
-	sr = records(slog);
-	assert_count(sr, "", (size_t)n);
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, n, "client-side TIME_WAIT: %ld", tw.client);
+	run_pair(&r);
+	lab_records_expect(r.clog, (size_t)n, lab_fmt("pid=%d,role=client,end=active,tw=local,"
+						      "via=%s", r.c->pid, how));
+	lab_records_expect(r.slog, (size_t)n, NULL);
+	lab_assert_tw(r.port, n, -1);
 }
 
 Test(records, close_range_over_many_sockets, .timeout = 60)
@@ -346,27 +241,14 @@ Test(records, closefrom_over_many_sockets, .timeout = 60)
 
 Test(records, closing_a_dup_then_the_last_holder_records_once, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s, *c;
-	struct lab_tw tw;
-	json_t *cr;
-	int port;
-
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 10, "last", NULL);
 	/* the original fd is closed right after connect; the dup ends the connection */
-	c = client_ok(clog, 10, lab_addr4(port), "first", "--dup", NULL);
-	server_done(s);
+	struct run r = { .n = 10, .server_close = "last", .client_close = "first",
+			 .client_more = { "--dup" } };
 
-	cr = records(clog);
-	assert_count(cr, "", 10);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,end=active,tw=local,via=close,"
-					   "state=ESTABLISHED,bytes_received=64", c->pid));
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.client, 10, "client-side TIME_WAIT: %ld", tw.client);
+	run_pair(&r);
+	lab_records_expect(r.clog, 10, lab_fmt("pid=%d,end=active,tw=local,via=close,"
+					       "state=ESTABLISHED,bytes_received=64", r.c->pid));
+	lab_assert_tw(r.port, 10, -1);
 }
 
 /*
@@ -376,27 +258,15 @@ Test(records, closing_a_dup_then_the_last_holder_records_once, .timeout = 60)
  */
 Test(records, inetd_style_server_records_in_the_child, .timeout = 60)
 {
-	const char *clog, *slog;
-	struct lab_proc *s;
-	struct lab_tw tw;
+	struct run r = { .n = 20, .fork = true, .parent_close = "before-child",
+			 .server_close = "first", .client_close = "last" };
 	json_t *sr, *pids;
 	size_t i;
-	int port;
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = lab_start_server("server", traced(slog, NULL), lab_example("tw-server"), "-l",
-			     lab_addr4(port), "-n", "20", "--fork", "--close", "first",
-			     "--parent-close", "before-child", NULL);
-	client_ok(clog, 20, lab_addr4(port), "last", NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
+	run_pair(&r);
 	/* the parent's close of its copy ends nothing and writes nothing */
-	assert_count(sr, "", 20);
-	assert_count(sr, lab_fmt("pid=%d", s->pid), 0);
+	sr = lab_records_expect(r.slog, 20, NULL);
+	lab_rec_assert_count(sr, lab_fmt("pid=%d", r.s->pid), 0);
 	lab_rec_assert_all(sr, "", "role=server,end=active,tw=local,via=close,state=ESTABLISHED");
 	pids = json_object();
 	for (i = 0; i < json_array_size(sr); i++) {
@@ -407,9 +277,8 @@ Test(records, inetd_style_server_records_in_the_child, .timeout = 60)
 	}
 	cr_assert_eq(json_object_size(pids), 20, "one child per connection, one record each: "
 		     "%zu distinct pids", json_object_size(pids));
-	assert_count(records(clog), "end=passive", 20);
-	lab_tw_count(&tw, port);
-	cr_assert_eq(tw.server, 20, "server-side TIME_WAIT: %ld", tw.server);
+	lab_rec_assert_count(lab_records_checked(r.clog), "end=passive", 20);
+	lab_assert_tw(r.port, -1, 20);
 }
 
 /*
@@ -423,28 +292,13 @@ Test(records, inetd_style_server_records_in_the_child, .timeout = 60)
 static void forked_child_then_parent(const char *server_close, const char *client_close,
 				     bool parent_records, const char *want)
 {
-	const char *clog, *slog;
-	struct lab_proc *s;
-	json_t *sr;
-	int port;
+	struct run r = { .n = 5, .fork = true, .parent_close = "after-child",
+			 .server_close = server_close, .client_close = client_close };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = lab_start_server("server", traced(slog, NULL), lab_example("tw-server"), "-l",
-			     lab_addr4(port), "-n", "5", "--fork", "--close", server_close,
-			     "--parent-close", "after-child", NULL);
-	client_ok(clog, 5, lab_addr4(port), client_close, NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
-	assert_count(sr, "", 5);
-	if (parent_records)
-		lab_rec_assert_all(sr, "", lab_fmt("pid=%d,%s", s->pid, want));
-	else
-		lab_rec_assert_all(sr, "", lab_fmt("pid!=%d,%s", s->pid, want));
-	assert_count(records(clog), "", 5);
+	run_pair(&r);
+	lab_records_expect(r.slog, 5, lab_fmt("pid%s=%d,%s", parent_records ? "" : "!",
+					      r.s->pid, want));
+	lab_records_expect(r.clog, 5, NULL);
 }
 
 Test(records, forked_child_closes_first_parent_close_records, .timeout = 60)
@@ -453,7 +307,7 @@ Test(records, forked_child_closes_first_parent_close_records, .timeout = 60)
 
 	forked_child_then_parent("first", "last", true,
 				 "role=server,end=active,tw=local,via=close");
-	assert_count(records(lab_path("client.jsonl")), "end=passive", 5);
+	lab_rec_assert_count(lab_records_checked(lab_path("client.jsonl")), "end=passive", 5);
 	lab_tw_count(&tw, 0);
 	cr_assert_eq(tw.total, 5, "TIME_WAIT: %ld", tw.total);
 }
@@ -462,14 +316,14 @@ Test(records, forked_child_closes_after_peer_parent_close_records, .timeout = 60
 {
 	forked_child_then_parent("last", "first", true,
 				 "role=server,end=passive,tw=peer,via=close");
-	assert_count(records(lab_path("client.jsonl")), "end=active", 5);
+	lab_rec_assert_count(lab_records_checked(lab_path("client.jsonl")), "end=active", 5);
 }
 
 Test(records, forked_child_shutdown_ends_it_parent_close_adds_nothing, .timeout = 60)
 {
 	forked_child_then_parent("shutdown", "last", false,
 				 "role=server,end=active,tw=local,via=shutdown");
-	assert_count(records(lab_path("client.jsonl")), "end=passive", 5);
+	lab_rec_assert_count(lab_records_checked(lab_path("client.jsonl")), "end=passive", 5);
 }
 
 /*
@@ -480,24 +334,12 @@ Test(records, forked_child_shutdown_ends_it_parent_close_adds_nothing, .timeout 
  */
 static void inetd_racing(const char *server_close, const char *client_close, const char *want)
 {
-	const char *clog, *slog;
-	struct lab_proc *s;
-	json_t *sr;
-	int port;
+	struct run r = { .n = 150, .fork = true, .server_close = server_close,
+			 .client_close = client_close };
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = lab_start_server("server", traced(slog, NULL), lab_example("tw-server"), "-l",
-			     lab_addr4(port), "-n", "150", "--fork", "--close", server_close, NULL);
-	client_ok(clog, 150, lab_addr4(port), client_close, NULL, NULL);
-	server_done(s);
-
-	sr = records(slog);
-	assert_count(sr, "", 150);
-	lab_rec_assert_all(sr, "", want);
-	assert_count(records(clog), "", 150);
+	run_pair(&r);
+	lab_records_expect(r.slog, 150, want);
+	lab_records_expect(r.clog, 150, NULL);
 }
 
 Test(records, inetd_parent_close_racing_child_close_after_peer, .timeout = 60)
@@ -512,28 +354,18 @@ Test(records, inetd_parent_close_racing_child_close_first, .timeout = 60)
 
 Test(records, eight_threads_times_1000_connections_one_record_each, .timeout = 120)
 {
-	const char *clog, *slog;
+	struct run r = { 0 };
 	struct lab_proc *s, *c;
-	json_t *cr, *sr;
-	int port;
 
-	lab_enter(1000);
-	clog = lab_path("client.jsonl");
-	slog = lab_path("server.jsonl");
-	port = lab_port();
-	s = server(slog, lab_addr4(port), 8000, "first", "--threads=8");
-	c = lab_run("client", traced(clog, NULL), 90000, lab_example("tw-client"), "--threads",
-		    "8", "-n", "1000", "--close", "last", lab_addr4(port), NULL);
-	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 8000, "client: %s%s", lab_stdout(c),
-		     lab_stderr(c));
+	run_enter(&r);
+	s = server(r.slog, lab_addr4(r.port), 8000, "first", "--threads=8");
+	c = lab_run("client", lab_traced(r.clog, NULL), 90000, lab_example("tw-client"),
+		    "--threads", "8", "-n", "1000", "--close", "last", lab_addr4(r.port), NULL);
+	lab_assert_ok(c, 8000);
 	server_done(s);
 
-	cr = records(clog);
-	assert_count(cr, "", 8000);
-	lab_rec_assert_all(cr, "", lab_fmt("pid=%d,role=client,end=passive", c->pid));
-	sr = records(slog);
-	assert_count(sr, "", 8000);
-	lab_rec_assert_all(sr, "", lab_fmt("pid=%d,role=server,end=active", s->pid));
+	lab_records_expect(r.clog, 8000, lab_fmt("pid=%d,role=client,end=passive", c->pid));
+	lab_records_expect(r.slog, 8000, lab_fmt("pid=%d,role=server,end=active", s->pid));
 }
 
 /* Adds each record's tw=local 4-tuple to set, keyed "local remote" -> comm/pid. */
@@ -547,8 +379,7 @@ static void add_tuples(json_t *set, const json_t *recs)
 
 		if (!lab_rec_match(r, "tw=local"))
 			continue;
-		key = lab_fmt("%s %s", json_string_value(json_object_get(r, "local")),
-			      json_string_value(json_object_get(r, "remote")));
+		key = lab_tuple_key(r);
 		cr_assert_null(json_object_get(set, key), "two tw=local records for %s", key);
 		json_object_set(set, key, json_object_get(r, "pid"));
 	}
@@ -575,11 +406,11 @@ Test(records, timewait_of_each_process_equals_its_local_records, .timeout = 90)
 	pb = lab_port();
 	pc = lab_port();
 	/* A closes first, B waits for the client, C shuts down first and is inetd-style */
-	sa = lab_start_server("server-a", traced(logs[0], NULL), lab_example("tw-server"), "-l",
+	sa = lab_start_server("server-a", lab_traced(logs[0], NULL), lab_example("tw-server"), "-l",
 			      lab_addr4(pa), "--close", "first", "-n", "40", NULL);
-	sb = lab_start_server("server-b", traced(logs[1], NULL), lab_example("tw-server"), "-l",
+	sb = lab_start_server("server-b", lab_traced(logs[1], NULL), lab_example("tw-server"), "-l",
 			      lab_addr6(pb), "--close", "last", "-n", "40", "--threads", "4", NULL);
-	sc = lab_start_server("server-c", traced(logs[2], NULL), lab_example("tw-server"), "-l",
+	sc = lab_start_server("server-c", lab_traced(logs[2], NULL), lab_example("tw-server"), "-l",
 			      lab_addr4(pc), "--close", "shutdown", "--fork", "--parent-close",
 			      "before-child", "-n", "15", NULL);
 	procs[0] = sa;
@@ -597,7 +428,7 @@ Test(records, timewait_of_each_process_equals_its_local_records, .timeout = 90)
 	set = json_object();
 	per_pid = json_object();
 	for (i = 0; i < 6; i++) {
-		json_t *recs = records(logs[i]);
+		json_t *recs = lab_records_checked(logs[i]);
 
 		add_tuples(set, recs);
 		json_decref(recs);
@@ -607,9 +438,7 @@ Test(records, timewait_of_each_process_equals_its_local_records, .timeout = 90)
 		     "kernel holds %zu TIME_WAIT sockets, records say %zu",
 		     json_array_size(kernel), json_object_size(set));
 	for (i = 0; i < json_array_size(kernel); i++) {
-		json_t *k = json_array_get(kernel, i);
-		const char *key = lab_fmt("%s %s", json_string_value(json_object_get(k, "local")),
-					  json_string_value(json_object_get(k, "remote")));
+		const char *key = lab_tuple_key(json_array_get(kernel, i));
 		json_t *owner = json_object_get(set, key);
 		const char *pk;
 		json_t *n;
