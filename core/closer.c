@@ -422,7 +422,7 @@ bool closer_submit(struct tw_conn *c)
 	atomic_fetch_add(&cl.count, 1);
 	head = atomic_load(&cl.subs);
 	do {
-		c->next = head;
+		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
 	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is full of wake-ups already */

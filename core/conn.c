@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 #include <linux/sockios.h>
@@ -107,6 +108,51 @@ static void note_fd(int fd)
 		;
 }
 
+/*
+ * Changes of the table and fork() keep out of each other's way, so that a
+ * child never inherits half of one: fds copied before a close and the table
+ * after it, or a connection judged unshared just before the fork made it
+ * shared. Not a lock: both sides give up waiting after a bound, so a signal
+ * handler that closes a socket while its thread forks cannot deadlock.
+ */
+static _Atomic int table_busy;
+static _Atomic bool table_forking;
+
+static void table_enter(void)
+{
+	for (int i = 0; i < 10000; i++) {
+		atomic_fetch_add(&table_busy, 1);
+		if (!atomic_load(&table_forking))
+			return;
+		atomic_fetch_sub(&table_busy, 1);
+		sched_yield();
+	}
+	atomic_fetch_add(&table_busy, 1);
+}
+
+static void table_leave(void)
+{
+	atomic_fetch_sub(&table_busy, 1);
+}
+
+void conn_fork_prepare(void)
+{
+	atomic_store(&table_forking, true);
+	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
+		sched_yield();
+}
+
+void conn_fork_parent(void)
+{
+	atomic_store(&table_forking, false);
+}
+
+void conn_fork_child(void)
+{
+	atomic_store(&table_busy, 0);
+	atomic_store(&table_forking, false);
+}
+
 static void conn_track(struct tw_conn *c, int fd)
 {
 	c->fd = fd;
@@ -122,7 +168,8 @@ static void conn_track(struct tw_conn *c, int fd)
  * starts the closer if this connection may need it: the close path must not
  * create a thread.
  */
-void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen_t len)
+static void conn_open_locked(int fd, enum tw_role role, const struct sockaddr *remote,
+			     socklen_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -149,6 +196,13 @@ void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
 	conn_track(c, fd);
+}
+
+void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen_t len)
+{
+	table_enter();
+	conn_open_locked(fd, role, remote, len);
+	table_leave();
 }
 
 /* the kernel's ephemeral range, to tell an inherited client from a server */
@@ -338,6 +392,64 @@ static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end
 	return true;
 }
 
+/*
+ * A normal close of a connection only this process holds. Who sent the
+ * first FIN is decided in the kernel the moment ours goes out, and the
+ * peer's may be on its way: judged from the state before the close, a close
+ * racing the peer's FIN would be recorded active with the TIME_WAIT on the
+ * peer. So the FIN goes out first, with shutdown(SHUT_WR), exactly as the
+ * close would send it, and the state it produced says who was first:
+ * FIN_WAIT or CLOSING, this side (both sides hold TIME_WAIT after a
+ * simultaneous close); LAST_ACK, the peer; CLOSE, over already, and a
+ * TIME_WAIT socket tells which. Not when the close would send
+ * RST instead (unread data, SO_LINGER {1,0}) or a FIN went already.
+ * Returns 0 with *end set, or -1 when the general path must decide.
+ */
+static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	bool ours_acked = false, theirs_after = false;
+
+	if ((c->flags & (CONN_SHUT_WR | CONN_LINGER0)) || queued(fd, SIOCINQ) != 0 ||
+	    syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
+	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+		return -1;
+	switch (ti.tcpi_state) {
+	case TW_FIN_WAIT1:
+		*end = TW_END_ACTIVE;
+		break;
+	case TW_FIN_WAIT2:
+		*end = TW_END_ACTIVE;
+		ours_acked = true;
+		break;
+	case TW_CLOSING:
+		*end = TW_END_ACTIVE;
+		theirs_after = true;
+		break;
+	case TW_LAST_ACK:
+		*end = TW_END_PASSIVE;
+		break;
+	case TW_CLOSE:
+		/* over already (loopback is quick): a TIME_WAIT socket says ours was first */
+		c->state = TW_ESTABLISHED;
+		*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
+		ours_acked = true;
+		theirs_after = *end == TW_END_ACTIVE;
+		break;
+	default:
+		return -1;
+	}
+	c->state = *end == TW_END_ACTIVE ? TW_ESTABLISHED : TW_CLOSE_WAIT;
+	/*
+	 * The counters as they were at the program's close: without our FIN
+	 * once acknowledged, nor a FIN of the peer's that came after it.
+	 */
+	c->bytes_acked = ti.tcpi_bytes_acked - (ours_acked && ti.tcpi_bytes_acked);
+	c->bytes_received = ti.tcpi_bytes_received - (theirs_after && ti.tcpi_bytes_received);
+	return 0;
+}
+
 enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
 
 /*
@@ -349,6 +461,7 @@ enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
 static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *ret)
 {
 	long libfd;
+	int saved;
 
 	if (!closer_running()) {
 		c->why = WHY_NO_CLOSER;
@@ -365,6 +478,7 @@ static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *
 	}
 	fdtab_set((int)libfd, FDT_LIBCONN | (conn_index(c) + 1));
 	*ret = op(fd, arg);
+	saved = errno;
 	c->libfd = (int)libfd;
 	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
 	if (!closer_submit(c)) {
@@ -375,6 +489,7 @@ static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *
 		libfd_close(c->libfd);
 		conn_free(c);
 	}
+	errno = saved;
 	return 0;
 }
 
@@ -395,14 +510,28 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	enum tw_end end;
 	uint64_t cookie = DIAG_ANY_COOKIE;
 
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
-		state = ti.tcpi_state;
-	c->bytes_acked = ti.tcpi_bytes_acked;
-	c->bytes_received = ti.tcpi_bytes_received;
 	c->t_close_ns = clock_mono_ns();
 	c->fd = fd;
 	c->via = (c->flags & CONN_SHUT_WR) ? TW_VIA_SHUTDOWN : via;
+	if (c->pol.close == TW_CLOSE_NORMAL && !shared && normal_fin(c, fd, &end) == 0) {
+		ret = op(fd, arg);
+		saved = errno;
+		conn_record(c, end, false, 0);
+		conn_free(c);
+		errno = saved;
+		return ret;
+	}
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0) {
+		state = ti.tcpi_state;
+	} else if (errno == EBADF || errno == ENOTSOCK) {
+		/* not the socket the table says: nothing of ours to end or record */
+		ret = op(fd, arg);
+		conn_free(c);
+		return ret;
+	}
+	c->bytes_acked = ti.tcpi_bytes_acked;
+	c->bytes_received = ti.tcpi_bytes_received;
 	if (!(c->flags & CONN_SHUT_WR))
 		c->state = (uint8_t)state;
 	c->mode = c->pol.close;
@@ -501,18 +630,24 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {
+	int e0 = errno, ret;
 	uint32_t v;
-	struct tw_conn *c;
 
 	if (rt_foreign())
 		return op(fd, arg);
+	table_enter();
 	v = fdtab_take(fd);
 	if (!fdt_is_conn(v))
-		return op(fd, arg);
-	c = conn_at(v - 1);
-	if (atomic_fetch_sub(&c->nfds, 1) > 1)
-		return op(fd, arg);	/* another fd of this process still holds it */
-	return conn_end(c, fd, via, op, arg);
+		ret = op(fd, arg);
+	else if (atomic_fetch_sub(&conn_at(v - 1)->nfds, 1) > 1)
+		ret = op(fd, arg);	/* another fd of this process still holds it */
+	else
+		ret = conn_end(conn_at(v - 1), fd, via, op, arg);
+	table_leave();
+	/* what the library did on the way must not show: a call that succeeded keeps errno */
+	if (ret >= 0)
+		errno = e0;
+	return ret;
 }
 
 void conn_note_shutdown(int fd, int how)
@@ -562,6 +697,8 @@ void conn_note_dup(int oldfd, int newfd)
 
 	if (oldfd == newfd || (v == FDT_NONE && fdtab_get(newfd) == FDT_NONE) || rt_foreign())
 		return;
+	table_enter();
+	v = fdtab_get(oldfd);
 	if (fdt_is_conn(v)) {
 		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);
 		note_fd(newfd);
@@ -569,6 +706,7 @@ void conn_note_dup(int oldfd, int newfd)
 		v = FDT_NONE;
 	}
 	fdtab_set(newfd, v);
+	table_leave();
 }
 
 static int op_close(int fd, void *arg)

@@ -155,6 +155,10 @@ void conn_note_linger(int fd, const void *optval, socklen_t optlen);
 void conn_note_sent(int fd);
 /* newfd now refers to what oldfd refers to (dup, dup2, dup3, F_DUPFD). */
 void conn_note_dup(int oldfd, int newfd);
+/* fork() waits for changes of the table under way, and holds new ones off */
+void conn_fork_prepare(void);
+void conn_fork_parent(void);
+void conn_fork_child(void);
 /* At exit: every connection still open ends now. */
 void conn_exit_all(enum tw_via via);
 /*

@@ -86,8 +86,13 @@ void shim_symbols(void)
 	pthread_once(&symbols_once, bind_all);
 }
 
+/*
+ * The table first: no change of it may be under way when the closer's locks
+ * are taken (a connect starting the closer holds its start lock).
+ */
 static void fork_prepare(void)
 {
+	conn_fork_prepare();
 	closer_fork_prepare();
 }
 
@@ -96,12 +101,14 @@ static void fork_parent(void)
 	/* every connection open now may have a second holder: the child */
 	atomic_fetch_add(&rt.forkgen, 1);
 	closer_fork_parent();
+	conn_fork_parent();
 }
 
 static void fork_child(void)
 {
 	rt.pid = (int)syscall(SYS_getpid);
 	atomic_fetch_add(&rt.forkgen, 1);
+	conn_fork_child();
 	closer_fork_child();
 	sink_fork_child();
 	rnd_fork_child();
