@@ -541,7 +541,21 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	}
 	if (c->mode != TW_CLOSE_NORMAL && shared) {
 		if (!(c->flags & CONN_SHARED) && !holders_elsewhere(fd)) {
-			shared = false;		/* open across fork or exec, but ours alone now */
+			/*
+			 * Open across fork or exec, but ours alone now. The
+			 * holder that just let go may be recording it at this
+			 * instant: the first to claim its cookie does.
+			 */
+			socklen_t cl = sizeof(cookie);
+
+			if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) == 0 &&
+			    !shared_claim(cookie)) {
+				ret = op(fd, arg);
+				conn_free(c);
+				return ret;
+			}
+			cookie = DIAG_ANY_COOKIE;
+			shared = false;
 		} else {
 			/* another holder may still use it: change nothing under its feet */
 			c->mode = TW_CLOSE_NORMAL;
@@ -576,8 +590,9 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		end = TW_END_ABORT;
 	} else {
 		if (c->mode != TW_CLOSE_NORMAL)
-			drain(fd);	/* defer or abort met CLOSE_WAIT: close it cleanly */
-		end = end_if_closed(c, fd, state);
+			drain(fd);	/* defer or abort met CLOSE_WAIT, or fell back: close cleanly */
+		if (shared || state != TW_ESTABLISHED || normal_fin(c, fd, &end) < 0)
+			end = end_if_closed(c, fd, state);
 	}
 	/*
 	 * A FIN already sent though this process did not shut down: another
@@ -716,16 +731,25 @@ static int op_close(int fd, void *arg)
 }
 
 /*
- * At exit every connection the program still holds ends: with its policy,
- * recorded with via `via`; then the closer gets each deferred one at most its
- * exit_wait_ms.
+ * At exit, every connection the program still holds ends now, with its
+ * policy, recorded with via `via`; at exec (only_cloexec) the ones the
+ * kernel is about to close, those marked close-on-exec. Then the closer
+ * gives each deferred connection at most its exit_wait_ms: its fds close at
+ * exec and exit too.
  */
-void conn_exit_all(enum tw_via via)
+void conn_exit_all(enum tw_via via, bool only_cloexec)
 {
 	int hi = atomic_load(&fd_hi);
 
-	for (int fd = 0; fd <= hi; fd++)
-		if (fdt_is_conn(fdtab_get(fd)))
-			conn_release(fd, via, op_close, NULL);
+	for (int fd = 0; fd <= hi; fd++) {
+		long fl;
+
+		if (!fdt_is_conn(fdtab_get(fd)))
+			continue;
+		fl = only_cloexec ? syscall(SYS_fcntl, fd, F_GETFD) : FD_CLOEXEC;
+		if (fl < 0 || !(fl & FD_CLOEXEC))
+			continue;
+		conn_release(fd, via, op_close, NULL);
+	}
 	closer_drain(clock_mono_ns());
 }

@@ -268,6 +268,7 @@ const char *record_via_name(enum tw_via via)
 {
 	static const char *const names[] = {
 		"close", "shutdown", "dup2", "dup3", "close_range", "closefrom", "fclose", "exit",
+		"exec",
 	};
 
 	return (unsigned)via < sizeof(names) / sizeof(names[0]) ? names[via] : "close";

@@ -159,8 +159,8 @@ void conn_note_dup(int oldfd, int newfd);
 void conn_fork_prepare(void);
 void conn_fork_parent(void);
 void conn_fork_child(void);
-/* At exit: every connection still open ends now. */
-void conn_exit_all(enum tw_via via);
+/* At exit (or exec: only those marked close-on-exec) connections still open end now. */
+void conn_exit_all(enum tw_via via, bool only_cloexec);
 /*
  * Writes c's record: its end, whether a timeout chose it, and the time of
  * the real end (0: now is the program's close).

@@ -28,7 +28,7 @@ static void shim_exit_all(bool flush)
 		return;
 	if (flush)
 		fflush(NULL);
-	conn_exit_all(TW_VIA_EXIT);
+	conn_exit_all(TW_VIA_EXIT, false);
 }
 
 __attribute__((destructor)) static void shim_fini(void)

@@ -78,6 +78,11 @@ static void bind_all(void)
 	BIND(_Exit, true);
 	BIND(setsockopt, true);
 	BIND(sendmsg, true);
+	BIND(execve, true);
+	BIND(execv, true);
+	BIND(execvp, true);
+	BIND(execvpe, true);
+	BIND(fexecve, true);
 	BIND(close, true);
 }
 

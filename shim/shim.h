@@ -30,6 +30,11 @@ struct real {
 	void (*_Exit)(int) __attribute__((noreturn));
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
 	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execv)(const char *, char *const[]);
+	int (*execvp)(const char *, char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
 };
 
 extern struct real real;

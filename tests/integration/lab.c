@@ -794,7 +794,7 @@ static void check_one(const json_t *r, size_t i)
 	static const char *const policies[] = { "normal", "defer", "abort", NULL };
 	static const char *const ends[] = { "active", "passive", "abort", "reset", NULL };
 	static const char *const vias[] = { "close", "shutdown", "dup2", "dup3", "close_range",
-					    "closefrom", "fclose", "exit", NULL };
+					    "closefrom", "fclose", "exit", "exec", NULL };
 	static const char *const states[] = { "ESTABLISHED", "SYN_SENT", "SYN_RECV",
 					      "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
 					      "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING",
