@@ -36,6 +36,8 @@ HDRS = $(wildcard include/*.h) $(wildcard tests/integration/*.h) $(wildcard tool
 CORE_OBJ = $(CORE_SRC:%.c=$(B)/obj/%.o)
 SHIM_OBJ = $(SHIM_SRC:%.c=$(B)/obj/%.o)
 TOOL_OBJ = $(TOOL_SRC:%.c=$(B)/obj/%.o)
+PROGRAM_SRC = $(wildcard tests/programs/*.c)
+PROGRAMS = $(PROGRAM_SRC:tests/programs/%.c=$(B)/programs/%)
 UNIT_OBJ = $(UNIT_SRC:%.c=$(B)/obj/%.o)
 INTEG_OBJ = $(INTEG_SRC:%.c=$(B)/obj/%.o)
 EXAMPLES = $(EXAMPLE_SRC:examples/%.c=$(B)/examples/%)
@@ -70,6 +72,11 @@ $(B)/examples/%: examples/%.c $(EXAMPLE_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(OPT) $(SAN) -D_GNU_SOURCE -Iexamples/common -o $@ $< $(EXAMPLE_COMMON) -lpthread
 
+# helper programs the integration tests run (threads, fork and signal races)
+$(B)/programs/%: tests/programs/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(OPT) $(SAN) -D_GNU_SOURCE -o $@ $< -lpthread
+
 $(UNIT): $(UNIT_OBJ) $(CORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $(UNIT_OBJ) $(CORE) $(CRIT_LIBS) $(LIBS_LIB) $(LDFLAGS)
@@ -83,7 +90,7 @@ $(INTEG): $(INTEG_OBJ) $(CORE)
 CRITERION_FLAGS ?= --jobs=2
 test:
 	@./scripts/deps
-	$(MAKE) all $(UNIT) $(INTEG)
+	$(MAKE) all $(UNIT) $(INTEG) $(PROGRAMS)
 	./tests/check-exports.sh $(LIB)
 	MAKE="$(MAKE)" ./tests/check-install.sh
 	$(UNIT) $(CRITERION_FLAGS)

@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Faults and bad input around the library: a log that cannot be opened
+ * (missing directory, read-only file system) or written (/dev/full, a file
+ * system that fills up and frees again), a config file that cannot be read,
+ * and programs that close the log's fd, or every fd, while connections are
+ * deferred. Each time: one clear line on stderr, the program runs as it
+ * would without the library, records resume where they can, and no record
+ * is ever written in part.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lab.h"
+
+#define RUN_MS	60000
+
+static const struct lab_opts *traced(const char *options)
+{
+	struct lab_opts *o = calloc(1, sizeof(*o));
+
+	cr_assert(o);
+	o->preload = true;
+	o->options = options;
+	return o;
+}
+
+static void assert_count(const json_t *recs, const char *filter, size_t want)
+{
+	size_t got = lab_rec_count(recs, filter);
+
+	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
+		     want, lab_rec_summary(recs));
+}
+
+/* The lines of text that start with "twshim[". */
+static size_t shim_lines(const char *text)
+{
+	size_t n = 0;
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		n += !strncmp(l, "twshim[", 7);
+	return n;
+}
+
+/* The lines of text that hold word. */
+static size_t count_lines_with(const char *text, const char *word)
+{
+	size_t n = 0;
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *e = strchr(l, '\n'), *w = strstr(l, word);
+
+		n += w && (!e || w < e);
+	}
+	return n;
+}
+
+/* Exactly one line from the library on stderr, holding each of the words. */
+static void assert_one_line(const struct lab_proc *p, const char *w1, const char *w2)
+{
+	char *err = lab_stderr(p);
+
+	cr_assert_eq(shim_lines(err), 1, "expected one twshim line on stderr, got:\n%s", err);
+	cr_assert(strstr(err, w1) && (!w2 || strstr(err, w2)), "stderr lacks '%s'/'%s':\n%s",
+		  w1, w2 ? w2 : "", err);
+}
+
+/* The top of the source tree, or NULL (see test_programs.c). */
+static const char *source_dir(void)
+{
+	const char *b = getenv("TWSHIM_BUILD");
+	char real[PATH_MAX];
+
+	if (access("tests/integration/lab.h", R_OK) == 0)
+		return ".";
+	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
+	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
+		return lab_fmt("%s", real);
+	return NULL;
+}
+
+/* tests/programs/NAME: from TWSHIM_BUILD/programs/ (sanitize.sh), else built here */
+static const char *helper(const char *name)
+{
+	const char *built = lab_build_path(lab_fmt("programs/%s", name));
+	const char *src = source_dir(), *out;
+	struct lab_proc *p;
+
+	if (access(built, X_OK) == 0)
+		return built;
+	if (!src)
+		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
+			     lab_build_path("programs"));
+	out = lab_path(name);
+	p = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
+		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
+			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
+	return out;
+}
+
+/*
+ * A private mount namespace for this test process and what it starts, so
+ * that file systems can be mounted in the scratch directory without the
+ * machine seeing them. Skips when not allowed.
+ */
+static void private_mounts(void)
+{
+	if (unshare(CLONE_NEWNS) < 0)
+		cr_skip_test("unshare(CLONE_NEWNS): %s", strerror(errno));
+	cr_assert(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
+		  "making / private: %s", strerror(errno));
+}
+
+/* A tw-server that replies and closes ms later. */
+static struct lab_proc *server(int port, int ms)
+{
+	return lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
+				"--close", "first", "--close-delay", lab_fmt("%d", ms),
+				"--threads", "32", NULL);
+}
+
+/*
+ * A log that cannot be opened: the program still runs, the policy is still
+ * applied (no client-side TIME_WAIT under defer), one line says why there
+ * are no records.
+ */
+static void unopenable_log(const char *log, const char *why)
+{
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	int port = lab_port();
+
+	s = server(port, 20);
+	c = lab_run("client", traced(lab_fmt("close=defer,log=%s", log)), RUN_MS,
+		    lab_example("tw-client"), "-n", "20", lab_addr4(port), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 20, "client: %s", lab_stdout(c));
+	assert_one_line(c, log, why);
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+	lab_stop(s, 5000);
+}
+
+Test(faults, log_in_a_missing_directory, .timeout = 60)
+{
+	lab_enter(100);
+	unopenable_log(lab_path("missing/dir/tw.jsonl"), "No such file or directory");
+	cr_assert_eq(access(lab_path("missing"), F_OK), -1, "the library made the directory");
+}
+
+Test(faults, log_on_a_read_only_file_system, .timeout = 60)
+{
+	const char *dir, *log;
+
+	lab_enter(100);
+	private_mounts();
+	dir = lab_path("ro");
+	log = lab_fmt("%s/tw.jsonl", dir);
+	cr_assert(mkdir(dir, 0755) == 0);
+	fclose(fopen(log, "we"));
+	cr_assert(mount(dir, dir, NULL, MS_BIND, NULL) == 0, "bind: %s", strerror(errno));
+	cr_assert(mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) == 0,
+		  "read-only: %s", strerror(errno));
+	unopenable_log(log, "Read-only file system");
+	umount2(dir, MNT_DETACH);
+	cr_assert_eq(json_array_size(lab_records(log)), 0);
+}
+
+/* /dev/full: every write fails with ENOSPC; one line, not one per record. */
+Test(faults, log_on_a_full_disk_dev_full, .timeout = 60)
+{
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	int port;
+
+	lab_enter(100);
+	port = lab_port();
+	s = server(port, 20);
+	c = lab_run("client", traced("close=defer,log=/dev/full"), RUN_MS,
+		    lab_example("tw-client"), "-n", "50", lab_addr4(port), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 50, "client: %s", lab_stdout(c));
+	assert_one_line(c, "/dev/full", "No space left on device");
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+	lab_stop(s, 5000);
+}
+
+/*
+ * The log on a 16 KiB tmpfs, three quarters taken by another file: records
+ * fill the rest, then the disk is full; the other file goes, and records
+ * resume (and may fill it again). Every line in the log must be a whole
+ * record: a write that only partly fits must not leave half a record for the
+ * next one to be glued to.
+ */
+Test(faults, log_on_a_disk_that_fills_up_and_frees_again, .timeout = 60)
+{
+	const char *dir, *log, *filler;
+	struct lab_proc *s, *c;
+	double freed;
+	char *text;
+	json_t *recs;
+	int port;
+	FILE *f;
+
+	lab_enter(1000);
+	private_mounts();
+	dir = lab_path("small");
+	log = lab_fmt("%s/tw.jsonl", dir);
+	filler = lab_fmt("%s/filler", dir);
+	cr_assert(mkdir(dir, 0755) == 0);
+	cr_assert(mount("tmpfs", dir, "tmpfs", 0, "size=16k,mode=0755") == 0, "tmpfs: %s",
+		  strerror(errno));
+	f = fopen(filler, "we");
+	cr_assert(f);
+	for (int i = 0; i < 3 * 4096; i++)
+		fputc('x', f);
+	cr_assert_eq(fclose(f), 0, "filler: %s", strerror(errno));
+
+	port = lab_port();
+	s = server(port, 5);
+	c = lab_spawn("client", traced(lab_fmt("log=%s", log)), lab_example("tw-client"), "-n",
+		      "120", "--interval-ms", "10", "--close", "last", lab_addr4(port), NULL);
+	lab_sleep_ms(800);
+	cr_assert_eq(unlink(filler), 0);
+	freed = (double)time(NULL);
+	cr_assert_neq(lab_wait(c, RUN_MS), -1, "client did not finish");
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 120, "client: %s", lab_stdout(c));
+
+	text = lab_read_file(log);
+	umount2(dir, MNT_DETACH);
+	f = fopen(lab_path("copy.jsonl"), "we");
+	cr_assert(f);
+	fputs(text, f);
+	fclose(f);
+	/* strict: fails on any line that is not one whole JSON object */
+	recs = lab_records(lab_path("copy.jsonl"));
+	lab_records_check(recs);
+	cr_assert_gt(json_array_size(recs), 0, "no record before the disk was full");
+	cr_assert_lt(json_array_size(recs), 120, "no record was lost: the disk never filled");
+	/* records came back once there was room */
+	cr_assert_geq(json_number_value(json_object_get(json_array_get(recs,
+		      json_array_size(recs) - 1), "ts")), freed - 1,
+		      "no record after the disk had room again: %s", lab_rec_summary(recs));
+	/* one line each time the log stops taking records, naming it */
+	text = lab_stderr(c);
+	cr_assert_geq(shim_lines(text), 1, "nothing said about the lost records: %s", text);
+	cr_assert_leq(shim_lines(text), 2, "one line per outage: %s", text);
+	cr_assert_eq(count_lines_with(text, log), shim_lines(text), "stderr: %s", text);
+	lab_stop(s, 5000);
+}
+
+/*
+ * A config file that cannot be read (missing, a directory): one line naming
+ * it, and then the library changes nothing: no policy (client-side
+ * TIME_WAIT as without it), no records.
+ */
+static void unreadable_config(const char *conf)
+{
+	const char *log = lab_path("tw.jsonl");
+	struct lab_opts o = { .preload = true, .config = conf };
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	int port = lab_port();
+
+	o.options = lab_fmt("close=defer,log=%s", log);
+	s = server(port, 20);
+	c = lab_run("client", &o, RUN_MS, lab_example("tw-client"), "-n", "10", lab_addr4(port),
+		    NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 10, "client: %s", lab_stdout(c));
+	assert_one_line(c, conf, "changes nothing");
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 10, "client-side TIME_WAIT: %ld (the policy was applied)",
+		     tw.client);
+	cr_assert_eq(access(log, F_OK), -1, "records were written");
+	lab_stop(s, 5000);
+}
+
+Test(faults, config_file_missing, .timeout = 60)
+{
+	lab_enter(100);
+	unreadable_config(lab_path("no-such.conf"));
+}
+
+Test(faults, config_file_is_a_directory, .timeout = 60)
+{
+	lab_enter(100);
+	cr_assert(mkdir(lab_path("conf.d"), 0755) == 0);
+	unreadable_config(lab_path("conf.d"));
+}
+
+/*
+ * The program closes every fd from 3 up while 20 connections are deferred
+ * (the server closes 300 ms after its reply), then makes 20 more. The
+ * deferred ones survive and end as they would have; the log survives; each
+ * connection is recorded once; the program's own calls all succeed.
+ */
+static void sweep(const char *how, bool with_log_arg)
+{
+	const char *log, *prog;
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	json_t *recs;
+	char *out;
+	int port;
+
+	lab_enter(100);
+	prog = helper("tw-stress");
+	log = lab_path("tw.jsonl");
+	port = lab_port();
+	s = server(port, 300);
+	c = lab_run("client", traced(lab_fmt("close=defer,defer_ms=5000,log=%s", log)), RUN_MS,
+		    prog, "sweep", "--how", how, "--threads", "20", "-n", "1", "--sleep-end",
+		    "1000", with_log_arg ? "--log" : "--", with_log_arg ? log : "--",
+		    lab_addr4(port), NULL);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
+	cr_assert_eq(lab_value_long(out, "ok"), 40, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "sweep_failed"), 0, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "close_fail"), 0, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "errno_changed"), 0, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "client: %s", out);
+	cr_assert_eq(shim_lines(lab_stderr(c)), 0, "stderr: %s", lab_stderr(c));
+
+	recs = lab_records_wait(log, "", 40, 5000);
+	lab_records_check(recs);
+	assert_count(recs, "", 40);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=defer,end=passive,"
+					     "tw=peer,via=close,!timeout", c->pid));
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+	cr_assert_eq(tw.server, 40, "server-side TIME_WAIT: %ld", tw.server);
+	cr_assert(!strstr(lab_read_file(log), "program"), "the program's write reached the log");
+	lab_stop(s, 5000);
+}
+
+Test(faults, close_range_of_every_fd_while_connections_are_deferred, .timeout = 60)
+{
+	sweep("close_range", false);
+}
+
+Test(faults, closefrom_3_while_connections_are_deferred, .timeout = 60)
+{
+	sweep("closefrom", false);
+}
+
+Test(faults, closing_each_fd_listed_in_proc_self_fd_while_connections_are_deferred,
+     .timeout = 60)
+{
+	sweep("procfd", false);
+}
+
+Test(faults, closing_fds_3_to_the_limit_in_a_loop_while_connections_are_deferred,
+     .timeout = 60)
+{
+	sweep("loop", false);
+}
+
+Test(faults, program_closes_the_log_fd_itself, .timeout = 60)
+{
+	sweep("logfd", true);
+}
+
+/* the program dup2()s /dev/null over the log's fd and writes into it */
+Test(faults, program_dup2s_over_the_log_fd, .timeout = 60)
+{
+	sweep("dup2log", true);
+}

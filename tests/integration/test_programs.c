@@ -1,0 +1,942 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Real programs from Debian packages, which twshim must serve without a
+ * change: nginx (master and workers), curl, redis-server with
+ * redis-benchmark, and the Python interpreter as client and server; and the
+ * ways programs reach the library or escape it: a preloaded shell,
+ * /etc/ld.so.preload (in a private mount namespace: the real file is never
+ * touched), posix_spawn, vfork and system() children, static binaries and
+ * Go programs.
+ *
+ * Each test runs in a network namespace of its own with tcp_tw_reuse=0 and
+ * asserts what the programs report, what the kernel holds (sock_diag) and
+ * the records. A program that is not installed skips its test with the
+ * package to install.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "diag.h"
+#include "lab.h"
+#include "record.h"
+
+#define RUN_MS	60000
+
+/* The library preloaded, writing records to log; more options may follow. */
+static const struct lab_opts *traced(const char *log, const char *policy)
+{
+	struct lab_opts *o = calloc(1, sizeof(*o));
+
+	cr_assert(o);
+	o->preload = true;
+	o->options = lab_fmt("log=%s%s%s", log, policy ? "," : "", policy ? policy : "");
+	return o;
+}
+
+static json_t *records(const char *log)
+{
+	json_t *r = lab_records(log);
+
+	lab_records_check(r);
+	return r;
+}
+
+static void assert_count(const json_t *recs, const char *filter, size_t want)
+{
+	size_t got = lab_rec_count(recs, filter);
+
+	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
+		     want, lab_rec_summary(recs));
+}
+
+/*
+ * The records with tw=local that the kernel holds no TIME_WAIT socket for,
+ * and the server-side TIME_WAIT sockets of port that no such record stands
+ * for, as text for a failure message ("" when they match one for one).
+ */
+static const char *tw_mismatch(const json_t *recs, int port)
+{
+	json_t *tw = lab_tw_list(), *left = json_object(), *v;
+	const char *out = "", *k;
+	size_t i, extra = 0;
+
+	for (i = 0; i < json_array_size(tw); i++) {
+		json_t *t = json_array_get(tw, i);
+		const char *local = json_string_value(json_object_get(t, "local"));
+
+		if (atoi(strrchr(local, ':') + 1) != port)
+			continue;
+		json_object_set_new(left, lab_fmt("%s %s", json_string_value(json_object_get(t,
+				    "local")), json_string_value(json_object_get(t, "remote"))),
+				    json_true());
+	}
+	for (i = 0; i < json_array_size(recs); i++) {
+		json_t *r = json_array_get(recs, i);
+		const char *key;
+
+		if (!lab_rec_match(r, "tw=local"))
+			continue;
+		key = lab_fmt("%s %s", json_string_value(json_object_get(r, "local")),
+			      json_string_value(json_object_get(r, "remote")));
+		if (json_object_get(left, key)) {
+			json_object_del(left, key);
+			continue;
+		}
+		if (extra++ < 5)
+			out = lab_fmt("%s\n  tw=local but no TIME_WAIT: %s", out,
+				      json_dumps(r, JSON_COMPACT));
+	}
+	if (extra > 5)
+		out = lab_fmt("%s\n  ... %zu such records", out, extra);
+	i = 0;
+	json_object_foreach(left, k, v)
+		if (i++ < 5)
+			out = lab_fmt("%s\n  TIME_WAIT without a record: %s", out, k);
+	json_decref(left);
+	json_decref(tw);
+	return out;
+}
+
+/* The first of the paths that is an executable file, or skips the test naming pkg. */
+static const char *need_program(const char *pkg, const char *a, const char *b)
+{
+	if (a && access(a, X_OK) == 0)
+		return a;
+	if (b && access(b, X_OK) == 0)
+		return b;
+	cr_skip_test("%s is not installed (Debian package %s)", a, pkg);
+	return NULL;
+}
+
+struct listen_ctx {
+	int port;
+	bool found;
+};
+
+static int listen_cb(const struct diag_sock *s, void *arg)
+{
+	struct listen_ctx *x = arg;
+
+	if (s->local.port == x->port)
+		x->found = true;
+	return 0;
+}
+
+/*
+ * Waits until something listens on port, as the kernel sees it: the
+ * programs here do not print "listening PORT", and a probe connection would
+ * leave a TIME_WAIT socket of its own.
+ */
+static void wait_listening(struct lab_proc *p, int port, int timeout_ms)
+{
+	for (int waited = 0;; waited += 10) {
+		struct listen_ctx x = { .port = port };
+
+		cr_assert_eq(diag_dump(1u << TW_LISTEN, listen_cb, &x), 0, "sock_diag dump");
+		if (x.found)
+			return;
+		cr_assert(lab_running(p), "%s exited (status %d) before listening on %d:\n%s%s",
+			  p->name, lab_exit_code(p), port, lab_stdout(p), lab_stderr(p));
+		cr_assert(waited < timeout_ms, "%s does not listen on %d after %d ms:\n%s",
+			  p->name, port, timeout_ms, lab_stderr(p));
+		lab_sleep_ms(10);
+	}
+}
+
+static size_t count_substr(const char *text, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	fputs(text, f);
+	cr_assert_eq(fclose(f), 0, "%s: %s", path, strerror(errno));
+}
+
+/*
+ * The top of the source tree (for sources built at test time): the
+ * current directory when the tests run from there (make test), else the
+ * parent of TWSHIM_BUILD. NULL when neither holds the tree.
+ */
+static const char *source_dir(void)
+{
+	const char *b = getenv("TWSHIM_BUILD");
+	char real[PATH_MAX];
+
+	if (access("tests/integration/lab.h", R_OK) == 0)
+		return ".";
+	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
+	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
+		return lab_fmt("%s", real);
+	return NULL;
+}
+
+/*
+ * The helper program of tests/programs/: built by tests/sanitize.sh into
+ * TWSHIM_BUILD/programs/, else compiled here from its source.
+ */
+static const char *helper(const char *name)
+{
+	const char *built = lab_build_path(lab_fmt("programs/%s", name));
+	const char *src = source_dir(), *cc = getenv("CC"), *out;
+	struct lab_proc *p;
+
+	if (access(built, X_OK) == 0)
+		return built;
+	if (!src)
+		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
+			     lab_build_path("programs"));
+	out = lab_path(name);
+	p = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
+		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
+			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
+	(void)cc;
+	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
+	return out;
+}
+
+/* -- nginx ---------------------------------------------------------------- */
+
+/*
+ * An nginx configuration in the scratch directory: master and 2 workers in
+ * the foreground, everything it writes under dir, answering "hello" on
+ * 127.0.0.1:port. keepalive is the keepalive_timeout directive's value.
+ */
+static const char *nginx_conf(const char *name, int port, const char *keepalive)
+{
+	const char *dir = lab_path(name), *conf = lab_fmt("%s/nginx.conf", dir);
+
+	cr_assert(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
+	write_file(conf, lab_fmt(
+		"daemon off;\n"
+		"master_process on;\n"
+		"worker_processes 2;\n"
+		"user root;\n"
+		"pid %1$s/nginx.pid;\n"
+		"error_log %1$s/error.log notice;\n"
+		"events { worker_connections 1024; }\n"
+		"http {\n"
+		"  access_log %1$s/access.log;\n"
+		"  client_body_temp_path %1$s/body;\n"
+		"  proxy_temp_path %1$s/proxy;\n"
+		"  fastcgi_temp_path %1$s/fastcgi;\n"
+		"  uwsgi_temp_path %1$s/uwsgi;\n"
+		"  scgi_temp_path %1$s/scgi;\n"
+		"  keepalive_timeout %2$s;\n"
+		"  server {\n"
+		"    listen 127.0.0.1:%3$d;\n"
+		"    location / { default_type text/plain; return 200 \"hello\\n\"; }\n"
+		"  }\n"
+		"}\n", dir, keepalive, port));
+	return conf;
+}
+
+static struct lab_proc *nginx_start(const char *name, const struct lab_opts *o, int port,
+				    const char *keepalive)
+{
+	const char *nginx = need_program("nginx", "/usr/sbin/nginx", NULL);
+	const char *conf = nginx_conf(name, port, keepalive);
+	struct lab_proc *p;
+
+	p = lab_spawn(name, o, nginx, "-p", lab_path(name), "-c", conf, "-e",
+		      lab_fmt("%s/error.log", lab_path(name)), NULL);
+	wait_listening(p, port, 5000);
+	return p;
+}
+
+/* One curl run fetching the page n times; each fetch is its own connection. */
+static struct lab_proc *curl_many(const char *name, int port, int n)
+{
+	const char *curl = need_program("curl", "/usr/bin/curl", NULL);
+	const char *cfg = lab_path(lab_fmt("%s.curlrc", name));
+	FILE *f = fopen(cfg, "we");
+
+	cr_assert(f);
+	fprintf(f, "silent\nshow-error\nmax-time = 10\nwrite-out = \"code=%%{http_code}\\n\"\n");
+	for (int i = 0; i < n; i++)
+		fprintf(f, "url = \"http://127.0.0.1:%d/\"\n", port);
+	fclose(f);
+	return lab_run(name, NULL, RUN_MS, curl, "-q", "-K", cfg, NULL);
+}
+
+/*
+ * nginx with keepalive_timeout 0 closes each connection right after its
+ * reply, racing curl's own close: normally most of the TIME_WAIT stays on the
+ * server. Under defer every server close waits for the client's FIN, and
+ * every TIME_WAIT lands on the client.
+ */
+Test(programs, nginx_keepalive_off_under_defer_moves_timewait_to_the_clients, .timeout = 90)
+{
+	const int n = 150;
+	const char *nlog, *dlog;
+	struct lab_proc *sn, *sd, *c;
+	struct lab_tw tw;
+	json_t *recs;
+	char *out;
+	int pn, pd;
+
+	lab_enter(1000);
+	nlog = lab_path("normal.jsonl");
+	dlog = lab_path("defer.jsonl");
+	pn = lab_port();
+	pd = lab_port();
+	sn = nginx_start("nginx-normal", traced(nlog, "close=normal"), pn, "0");
+	sd = nginx_start("nginx-defer", traced(dlog, "close=defer"), pd, "0");
+
+	c = curl_many("curl-normal", pn, n);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "curl: %s%s", out, lab_stderr(c));
+	cr_assert_eq(count_substr(out, "hello\ncode=200\n"), (size_t)n, "curl: %s", out);
+	c = curl_many("curl-defer", pd, n);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "curl: %s%s", out, lab_stderr(c));
+	cr_assert_eq(count_substr(out, "hello\ncode=200\n"), (size_t)n, "curl: %s", out);
+
+	/* without the policy the server holds TIME_WAIT, and the records say so */
+	recs = lab_records_wait(nlog, "", n, 5000);
+	lab_records_check(recs);
+	assert_count(recs, "role=server,policy=normal", n);
+	lab_tw_count(&tw, pn);
+	cr_assert_gt(tw.server, 0, "nginx never closed first: the control shows nothing");
+	/*
+	 * Every server-side TIME_WAIT socket has its record. A few records
+	 * may have lost theirs since: a server-side TIME_WAIT ends early when
+	 * the client resets it or a SYN from the same port recycles it.
+	 */
+	cr_assert_leq((size_t)tw.server, lab_rec_count(recs, "tw=local"),
+		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)%s", tw.server,
+		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), tw_mismatch(recs, pn));
+	cr_assert_geq((size_t)tw.server * 10, lab_rec_count(recs, "tw=local") * 9,
+		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)%s", tw.server,
+		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), tw_mismatch(recs, pn));
+	cr_assert_eq(strstr(tw_mismatch(recs, pn), "without a record"), NULL, "%s",
+		     tw_mismatch(recs, pn));
+
+	/* under defer: none on the server, all n on the clients */
+	recs = lab_records_wait(dlog, "", n, 5000);
+	lab_records_check(recs);
+	assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", "comm=nginx,role=server,policy=defer,end=passive,tw=peer,"
+			   "via=close,!timeout");
+	/* the workers serve, not the master */
+	assert_count(recs, lab_fmt("pid=%d", sd->pid), 0);
+	lab_tw_count(&tw, pd);
+	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT under defer: %ld", tw.server);
+	cr_assert_eq(tw.client, n, "client-side TIME_WAIT under defer: %ld", tw.client);
+
+	cr_assert_eq(lab_stop(sn, 5000), 0, "nginx: %s", lab_stderr(sn));
+	cr_assert_eq(lab_stop(sd, 5000), 0, "nginx: %s", lab_stderr(sd));
+	cr_assert_eq(count_substr(lab_read_file(lab_fmt("%s/access.log", lab_path("nginx-defer"))),
+				  "\" 200 "), (size_t)n, "access log");
+}
+
+/* -- curl ----------------------------------------------------------------- */
+
+/*
+ * The server for curl: nginx keeping each connection open 20 ms after its
+ * reply (keepalive_timeout 20ms), then closing it. A curl run exits at once,
+ * closing first: without the library one client-side TIME_WAIT per run.
+ */
+Test(programs, curl_runs_without_twshim_fail_once_100_ports_are_spent, .timeout = 90)
+{
+	struct lab_proc *s, *c = NULL;
+	struct lab_tw tw;
+	int port, i, rc = 0;
+
+	lab_enter(100);
+	port = lab_port();
+	s = nginx_start("nginx", NULL, port, "20ms");
+	for (i = 0; i < 110; i++) {
+		c = lab_run("curl", NULL, RUN_MS, need_program("curl", "/usr/bin/curl", NULL),
+			    "-sS", "--max-time", "5", lab_fmt("http://127.0.0.1:%d/", port), NULL);
+		rc = lab_exit_code(c);
+		if (rc != 0)
+			break;
+	}
+	cr_assert_eq(i, 100, "curl run %d failed (expected the first 100 to succeed): %s", i + 1,
+		     lab_stderr(c));
+	/* 7: couldn't connect (EADDRNOTAVAIL: every port is in TIME_WAIT) */
+	cr_assert_eq(rc, 7, "curl run 101 exit code %d: %s", rc, lab_stderr(c));
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 100, "client-side TIME_WAIT: %ld", tw.client);
+	lab_stop(s, 5000);
+}
+
+Test(programs, curl_runs_under_defer_all_succeed_with_100_ports, .timeout = 120)
+{
+	const int runs = 200;
+	const char *log, *curl = need_program("curl", "/usr/bin/curl", NULL);
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	json_t *recs, *pids;
+	int port;
+
+	lab_enter(100);
+	/*
+	 * ASan's runtime preloaded into curl deadlocks in curl's setlocale()
+	 * before main does anything (gcc 12's libasan, curl 7.88; the library
+	 * plays no part): under make asan the library goes in alone, still
+	 * checked, curl's own allocations not.
+	 */
+	if (getenv("TWSHIM_TEST_PRELOAD") && strstr(getenv("TWSHIM_TEST_PRELOAD"), "libasan"))
+		unsetenv("TWSHIM_TEST_PRELOAD");
+	log = lab_path("curl.jsonl");
+	port = lab_port();
+	s = nginx_start("nginx", NULL, port, "20ms");
+	pids = json_object();
+	for (int i = 0; i < runs; i++) {
+		c = lab_run("curl", traced(log, "close=defer"), RUN_MS, curl, "-sS", "--max-time",
+			    "5", lab_fmt("http://127.0.0.1:%d/", port), NULL);
+		cr_assert_eq(lab_exit_code(c), 0, "curl run %d: exit %d: %s", i + 1,
+			     lab_exit_code(c), lab_stderr(c));
+		cr_assert_str_eq(lab_stdout(c), "hello\n", "curl run %d", i + 1);
+		json_object_set_new(pids, lab_fmt("%d", c->pid), json_true());
+	}
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
+
+	recs = records(log);
+	assert_count(recs, "", runs);
+	lab_rec_assert_all(recs, "", "comm=curl,role=client,policy=defer,end=passive,tw=peer,"
+			   "!timeout");
+	/* one record from each run */
+	for (size_t i = 0; i < json_array_size(recs); i++) {
+		const char *pid = lab_fmt("%lld", (long long)json_integer_value(
+			json_object_get(json_array_get(recs, i), "pid")));
+
+		cr_assert(json_object_get(pids, pid), "record from pid %s, not a curl run", pid);
+		json_object_del(pids, pid);
+	}
+	cr_assert_eq(json_object_size(pids), 0, "runs without a record: %zu",
+		     json_object_size(pids));
+	lab_stop(s, 5000);
+}
+
+/* -- redis ---------------------------------------------------------------- */
+
+static struct lab_proc *redis_start(const struct lab_opts *o, int port)
+{
+	const char *redis = need_program("redis-server", "/usr/bin/redis-server", NULL);
+	struct lab_proc *p;
+
+	p = lab_spawn("redis-server", o, redis, "--port", lab_fmt("%d", port), "--bind",
+		      "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+		      "--dir", lab_dir(), NULL);
+	wait_listening(p, port, 5000);
+	return p;
+}
+
+/* redis-benchmark reconnecting for each request (-k 0): n SETs and n GETs */
+static struct lab_proc *benchmark(const struct lab_opts *o, int port, int n)
+{
+	const char *bench = need_program("redis-tools", "/usr/bin/redis-benchmark", NULL);
+
+	return lab_run("redis-benchmark", o, RUN_MS, bench, "-p", lab_fmt("%d", port), "-n",
+		       lab_fmt("%d", n), "-c", "4", "-k", "0", "-t", "set,get", "-q", NULL);
+}
+
+Test(programs, redis_benchmark_reconnecting_without_twshim_runs_out_of_ports, .timeout = 60)
+{
+	struct lab_proc *s, *b;
+	struct lab_tw tw;
+	char *out;
+	int port;
+
+	lab_enter(100);
+	port = lab_port();
+	s = redis_start(NULL, port);
+	b = benchmark(NULL, port, 500);
+	out = (char *)lab_fmt("%s%s", lab_stdout(b), lab_stderr(b));
+	cr_assert(strstr(out, "Cannot assign requested address"),
+		  "redis-benchmark did not run out of ports: %s", out);
+	/* a few of the 100 ports may still be held by connections open at the failure */
+	lab_tw_count(&tw, port);
+	cr_assert_geq(tw.client, 90, "client-side TIME_WAIT: %ld", tw.client);
+	lab_stop(s, 5000);
+}
+
+Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .timeout = 60)
+{
+	const char *slog, *clog;
+	struct lab_proc *s, *b;
+	json_t *srecs, *crecs;
+	size_t nc;
+	char *out;
+	int port;
+
+	lab_enter(100);
+	slog = lab_path("server.jsonl");
+	clog = lab_path("benchmark.jsonl");
+	port = lab_port();
+	s = redis_start(traced(slog, NULL), port);
+	b = benchmark(traced(clog, "close=abort"), port, 500);
+	out = (char *)lab_fmt("%s%s", lab_stdout(b), lab_stderr(b));
+	cr_assert_eq(lab_exit_code(b), 0, "redis-benchmark: %s", out);
+	cr_assert(strstr(out, "SET: ") && strstr(out, "GET: "), "no results: %s", out);
+	cr_assert(!strstr(out, "rror") && !strstr(out, "Could not connect") &&
+		  !strstr(out, "reset"), "redis-benchmark reported an error: %s", out);
+	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT sockets: %ld", lab_tw_total());
+
+	crecs = records(clog);
+	nc = json_array_size(crecs);
+	cr_assert_geq(nc, 1000, "benchmark records: %zu", nc);
+	lab_rec_assert_all(crecs, "", "comm=redis-benchmark,role=client,policy=abort,end=abort,"
+			   "tw=none,!timeout");
+	/* the server saw each of those connections once */
+	srecs = lab_records_wait(slog, "", nc, 5000);
+	lab_records_check(srecs);
+	assert_count(srecs, "", nc);
+	lab_rec_assert_all(srecs, "", "comm=redis-server,role=server,policy=normal,tw=none");
+	lab_stop(s, 5000);
+}
+
+/* -- Python --------------------------------------------------------------- */
+
+/*
+ * One script, both sides:
+ *   server PORT first N  serve N connections one by one: read a line, reply,
+ *                        close at once (first)
+ *   server PORT idle     a thread per connection: reply, then close after the
+ *                        client's EOF or 20 ms of silence; until SIGTERM
+ *   client PORT N        N connections: a line, the reply, close first; stops
+ *                        at the first error
+ */
+static const char py_script[] =
+"import errno, socket, sys, threading\n"
+"def serve(c, idle):\n"
+"    c.settimeout(5)\n"
+"    buf = b''\n"
+"    while b'\\n' not in buf:\n"
+"        d = c.recv(4096)\n"
+"        if not d:\n"
+"            break\n"
+"        buf += d\n"
+"    c.sendall(b'pong\\n')\n"
+"    if idle:\n"
+"        c.settimeout(0.02)\n"
+"        try:\n"
+"            while c.recv(4096):\n"
+"                pass\n"
+"        except (socket.timeout, OSError):\n"
+"            pass\n"
+"    c.close()\n"
+"def server(port, mode, n):\n"
+"    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+"    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+"    ls.bind(('127.0.0.1', port))\n"
+"    ls.listen(1024)\n"
+"    print('listening', port, flush=True)\n"
+"    served = 0\n"
+"    while n == 0 or served < n:\n"
+"        c, _ = ls.accept()\n"
+"        served += 1\n"
+"        if mode == 'idle':\n"
+"            threading.Thread(target=serve, args=(c, True), daemon=True).start()\n"
+"        else:\n"
+"            serve(c, False)\n"
+"    ls.close()\n"
+"    print('served=%d' % served, flush=True)\n"
+"def client(port, n):\n"
+"    ok, err, at = 0, '', 0\n"
+"    for i in range(n):\n"
+"        try:\n"
+"            s = socket.create_connection(('127.0.0.1', port), timeout=5)\n"
+"            s.sendall(b'ping\\n')\n"
+"            buf = b''\n"
+"            while b'\\n' not in buf:\n"
+"                d = s.recv(4096)\n"
+"                if not d:\n"
+"                    raise OSError(errno.ECONNRESET, 'early EOF')\n"
+"                buf += d\n"
+"            s.close()\n"
+"            ok += 1\n"
+"        except OSError as e:\n"
+"            err, at = errno.errorcode.get(e.errno, str(e.errno)), i + 1\n"
+"            break\n"
+"    print('ok=%d first_error=%s first_error_conn=%d' % (ok, err, at), flush=True)\n"
+"    sys.exit(0 if ok == n else 1)\n"
+"if sys.argv[1] == 'server':\n"
+"    server(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)\n"
+"else:\n"
+"    client(int(sys.argv[2]), int(sys.argv[3]))\n";
+
+static const char *python(void)
+{
+	return need_program("python3", "/usr/bin/python3", NULL);
+}
+
+static const char *py_path(void)
+{
+	const char *p = lab_path("tw.py");
+
+	write_file(p, py_script);
+	return p;
+}
+
+/*
+ * A Python server that closes right after its reply; under defer its close
+ * waits for the Python client's, which reads the reply and closes: every
+ * TIME_WAIT is the client's, and both interpreters record every connection.
+ */
+Test(programs, python_server_under_defer_leaves_timewait_with_the_python_client,
+     .timeout = 60)
+{
+	const int n = 100;
+	const char *slog, *clog, *py = python(), *script;
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	json_t *recs;
+	int port;
+
+	lab_enter(1000);
+	script = py_path();
+	slog = lab_path("server.jsonl");
+	clog = lab_path("client.jsonl");
+	port = lab_port();
+	s = lab_start_server("py-server", traced(slog, "close=defer"), py, script, "server",
+			     lab_fmt("%d", port), "first", lab_fmt("%d", n), NULL);
+	c = lab_run("py-client", traced(clog, NULL), RUN_MS, py, script, "client",
+		    lab_fmt("%d", port), lab_fmt("%d", n), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), n, "client: %s", lab_stdout(c));
+	cr_assert_eq(lab_wait(s, 10000), 0, "server: %s%s", lab_stdout(s), lab_stderr(s));
+	cr_assert_eq(lab_value_long(lab_stdout(s), "served"), n, "server: %s", lab_stdout(s));
+
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT: %ld", tw.server);
+	cr_assert_eq(tw.client, n, "client-side TIME_WAIT: %ld", tw.client);
+	recs = records(slog);
+	assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=server,policy=defer,end=passive,"
+					     "tw=peer,!timeout", s->pid));
+	recs = records(clog);
+	assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=normal,end=active,"
+					     "tw=local", c->pid));
+}
+
+/*
+ * A Python client closing first runs out of 100 ports at connection 101;
+ * under defer (its close waits for the server's, 20 ms later) 300 in a row
+ * succeed. The deferred run goes to another server port: the ports the first
+ * run left in TIME_WAIT are free for another 4-tuple.
+ */
+Test(programs, python_client_under_defer_completes_300_with_100_ports, .timeout = 90)
+{
+	const char *log, *py = python(), *script;
+	struct lab_proc *s1, *s2, *c;
+	struct lab_tw tw;
+	json_t *recs;
+	char err[64];
+	int p1, p2;
+
+	lab_enter(100);
+	script = py_path();
+	log = lab_path("client.jsonl");
+	p1 = lab_port();
+	p2 = lab_port();
+	s1 = lab_start_server("py-server", NULL, py, script, "server", lab_fmt("%d", p1), "idle",
+			      NULL);
+	s2 = lab_start_server("py-server", NULL, py, script, "server", lab_fmt("%d", p2), "idle",
+			      NULL);
+
+	c = lab_run("py-plain", NULL, RUN_MS, py, script, "client", lab_fmt("%d", p1), "300",
+		    NULL);
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 100, "client: %s%s", lab_stdout(c),
+		     lab_stderr(c));
+	lab_value_str(lab_stdout(c), "first_error", err, sizeof(err));
+	cr_assert_str_eq(err, "EADDRNOTAVAIL", "client: %s", lab_stdout(c));
+
+	c = lab_run("py-defer", traced(log, "close=defer"), RUN_MS, py, script, "client",
+		    lab_fmt("%d", p2), "300", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 300, "client: %s", lab_stdout(c));
+	lab_tw_count(&tw, p2);
+	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT under defer: %ld", tw.client);
+	recs = records(log);
+	assert_count(recs, "", 300);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,comm=python3,role=client,policy=defer,"
+					     "end=passive,tw=peer,!timeout", c->pid));
+	lab_stop(s1, 5000);
+	lab_stop(s2, 5000);
+}
+
+/* -- how programs reach the library ----------------------------------------- */
+
+/* A tw-server that replies and closes 30 ms later: client closes are deferred for real. */
+static struct lab_proc *late_closing_server(int port, int ms)
+{
+	return lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
+				"--close", "first", "--close-delay", lab_fmt("%d", ms),
+				"--threads", "8", NULL);
+}
+
+/*
+ * A shell started with the library preloaded passes LD_PRELOAD and the
+ * settings on to what it runs: each program records its own connections,
+ * the shell none.
+ */
+Test(programs, preloaded_shell_passes_the_library_to_the_programs_it_runs, .timeout = 60)
+{
+	const char *log, *cl = lab_example("tw-client");
+	struct lab_proc *s, *sh;
+	json_t *recs;
+	int port;
+
+	lab_enter(100);
+	log = lab_path("tw-%p.jsonl");
+	port = lab_port();
+	s = late_closing_server(port, 30);
+	sh = lab_run("sh", traced(lab_path("all.jsonl"), "close=defer"), RUN_MS, "/bin/sh", "-c",
+		     lab_fmt("'%1$s' -n 3 %2$s && '%1$s' -n 4 %2$s && '%1$s' -n 5 %2$s", cl,
+			     lab_addr4(port)), NULL);
+	cr_assert_eq(lab_exit_code(sh), 0, "sh: %s%s", lab_stdout(sh), lab_stderr(sh));
+	(void)log;
+
+	recs = lab_records_wait(lab_path("all.jsonl"), "", 12, 5000);
+	lab_records_check(recs);
+	assert_count(recs, "", 12);
+	lab_rec_assert_all(recs, "", "comm=tw-client,role=client,policy=defer,end=passive");
+	/* three processes, 3, 4 and 5 connections each */
+	{
+		json_t *per = json_object();
+		size_t seen3 = 0, seen4 = 0, seen5 = 0;
+		const char *k;
+		json_t *v;
+
+		for (size_t i = 0; i < json_array_size(recs); i++) {
+			const char *pid = lab_fmt("%lld", (long long)json_integer_value(
+				json_object_get(json_array_get(recs, i), "pid")));
+			json_t *n = json_object_get(per, pid);
+
+			json_object_set_new(per, pid, json_integer(n ? json_integer_value(n) + 1
+								       : 1));
+		}
+		json_object_foreach(per, k, v) {
+			seen3 += json_integer_value(v) == 3;
+			seen4 += json_integer_value(v) == 4;
+			seen5 += json_integer_value(v) == 5;
+		}
+		cr_assert(json_object_size(per) == 3 && seen3 == 1 && seen4 == 1 && seen5 == 1,
+			  "records per process: %s", json_dumps(per, JSON_COMPACT));
+	}
+	lab_stop(s, 5000);
+}
+
+/*
+ * Children started with posix_spawn, vfork + exec and system() while a
+ * connection is open, its close deferred right after: one record per
+ * connection, from the parent; the children run normally.
+ */
+static void spawn_run(bool inherit)
+{
+	const int n = 10;
+	const char *log, *prog;
+	struct lab_proc *s, *c;
+	struct lab_tw tw;
+	json_t *recs;
+	char *out;
+	int port;
+
+	lab_enter(100);
+	prog = helper("tw-stress");
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = late_closing_server(port, 50);
+	c = lab_run("spawner", traced(log, "close=defer,defer_ms=5000"), RUN_MS, prog, "spawn",
+		    "-n", lab_fmt("%d", n), "--child-ms", inherit ? "300" : "0", "--sleep-end",
+		    "1000", inherit ? "--inherit" : "--", lab_addr4(port), NULL);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "spawner: %s%s", out, lab_stderr(c));
+	cr_assert_eq(lab_value_long(out, "ok"), n, "spawner: %s", out);
+	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "spawner: %s", out);
+	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "spawner: %s", out);
+
+	recs = lab_records_wait(log, "", n, 5000);
+	lab_sleep_ms(500);
+	recs = records(log);
+	assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client", c->pid));
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, (long)lab_rec_count(recs, "tw=local"),
+		     "client-side TIME_WAIT %ld\n(%s)", tw.client, lab_rec_summary(recs));
+	lab_stop(s, 5000);
+}
+
+Test(programs, posix_spawn_vfork_and_system_children_leave_one_record_per_connection,
+     .timeout = 60)
+{
+	spawn_run(false);
+}
+
+/*
+ * The same with the socket inherited (no SOCK_CLOEXEC) by children that
+ * outlive the parent's close: the connection has two holders, the parent's
+ * close does not end it, and it must still be recorded once.
+ */
+Test(programs, spawned_children_inheriting_a_deferred_connection_record_it_once,
+     .timeout = 60)
+{
+	spawn_run(true);
+}
+
+/*
+ * /etc/ld.so.preload, without touching it: in a private mount namespace
+ * (unshare -m) a directory holding only ld.so.cache and our ld.so.preload is
+ * bind-mounted over /etc, and the client is exec'd there. The real
+ * /etc/ld.so.preload is checked to be as it was.
+ */
+Test(programs, etc_ld_so_preload_in_a_private_mount_namespace_traces_a_program,
+     .timeout = 60)
+{
+	const char *unshare = need_program("util-linux", "/usr/bin/unshare", NULL);
+	const char *first = getenv("TWSHIM_TEST_PRELOAD");
+	const char *etc, *log;
+	char lib[PATH_MAX];
+	struct stat before, after;
+	bool had = stat("/etc/ld.so.preload", &before) == 0;
+	struct lab_proc *s, *c;
+	struct lab_opts o = { 0 };
+	json_t *recs;
+	int port;
+
+	need_program("mount", "/usr/bin/mount", "/bin/mount");
+	lab_enter(100);
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	etc = lab_path("etc");
+	cr_assert(mkdir(etc, 0755) == 0);
+	cr_assert(realpath(lab_build_path("libtwshim.so"), lib), "libtwshim.so: %s",
+		  strerror(errno));
+	write_file(lab_fmt("%s/ld.so.preload", etc),
+		   lab_fmt("%s%s%s\n", first && *first ? first : "", first && *first ? " " : "",
+			   lib));
+	if (access("/etc/ld.so.cache", R_OK) == 0) {
+		struct lab_proc *cp = lab_run("cp", NULL, RUN_MS, "/bin/cp", "/etc/ld.so.cache",
+					      etc, NULL);
+
+		cr_assert_eq(lab_exit_code(cp), 0, "cp: %s", lab_stderr(cp));
+	}
+	s = late_closing_server(port, 30);
+	o.options = lab_fmt("log=%s,close=defer", log);
+	c = lab_run("client", &o, RUN_MS, unshare, "-m", "--propagation", "private", "/bin/sh",
+		    "-c", "mount --bind \"$0\" /etc && exec \"$@\"", etc,
+		    lab_example("tw-client"), "-n", "5", lab_addr4(port), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
+
+	recs = lab_records_wait(log, "", 5, 5000);
+	lab_records_check(recs);
+	assert_count(recs, "", 5);
+	lab_rec_assert_all(recs, "", "comm=tw-client,role=client,policy=defer,end=passive");
+
+	/* the machine's own file is as it was */
+	if (had) {
+		cr_assert(stat("/etc/ld.so.preload", &after) == 0, "/etc/ld.so.preload vanished");
+		cr_assert(after.st_ino == before.st_ino && after.st_size == before.st_size &&
+			  after.st_mtime == before.st_mtime, "/etc/ld.so.preload changed");
+	} else {
+		cr_assert(stat("/etc/ld.so.preload", &after) < 0, "/etc/ld.so.preload appeared");
+	}
+	lab_stop(s, 5000);
+}
+
+/*
+ * A static binary has no dynamic loader: LD_PRELOAD does nothing. It must
+ * run as without the library, and nothing is recorded. (tw-client, linked
+ * with -static here.)
+ */
+Test(programs, static_binary_runs_untouched_and_unrecorded, .timeout = 90)
+{
+	const char *src = source_dir(), *log, *bin;
+	struct lab_proc *cc, *s, *c;
+	struct lab_tw tw;
+	int port;
+
+	if (!src)
+		cr_skip_test("no source tree to build the static client from");
+	lab_enter(100);
+	bin = lab_path("tw-client-static");
+	cc = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
+		     lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O1 -static -o '%s' "
+			     "'%s/examples/tw-client.c' -lpthread", bin, src), NULL);
+	if (lab_exit_code(cc) != 0)
+		cr_skip_test("cannot link statically here (libc6-dev): %s", lab_stderr(cc));
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = late_closing_server(port, 30);
+	c = lab_run("client", traced(log, "close=defer"), RUN_MS, bin, "-n", "5",
+		    lab_addr4(port), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
+	cr_assert(!strstr(lab_stderr(c), "twshim"), "stderr: %s", lab_stderr(c));
+	/* nothing deferred: the client closed first, as it does without the library */
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 5, "client-side TIME_WAIT: %ld", tw.client);
+	cr_assert_eq(access(log, F_OK), -1, "a static binary wrote records");
+	lab_stop(s, 5000);
+}
+
+/* Go's runtime makes its socket calls itself: nothing is interposed, nothing breaks. */
+static const char go_client[] =
+"package main\n"
+"import (\"bufio\"; \"fmt\"; \"net\"; \"os\")\n"
+"func main() {\n"
+"\tok := 0\n"
+"\tfor i := 0; i < 5; i++ {\n"
+"\t\tc, err := net.Dial(\"tcp\", os.Args[1])\n"
+"\t\tif err != nil { fmt.Println(\"error\", err); os.Exit(1) }\n"
+"\t\tfmt.Fprintf(c, \"req\\n\")\n"
+"\t\tif _, err := bufio.NewReader(c).ReadString('\\n'); err != nil { os.Exit(1) }\n"
+"\t\tc.Close()\n"
+"\t\tok++\n"
+"\t}\n"
+"\tfmt.Printf(\"ok=%d\\n\", ok)\n"
+"}\n";
+
+Test(programs, go_program_runs_untouched_and_unrecorded, .timeout = 180)
+{
+	const char *go = need_program("golang-go", "/usr/bin/go", "/usr/lib/go/bin/go");
+	const char *log, *bin, *src;
+	struct lab_proc *b, *s, *c;
+	struct lab_tw tw;
+	int port;
+
+	lab_enter(100);
+	src = lab_path("main.go");
+	bin = lab_path("go-client");
+	write_file(src, go_client);
+	{
+		const char *env[] = { lab_fmt("GOCACHE=%s", lab_path("gocache")),
+				      lab_fmt("HOME=%s", lab_dir()), "GO111MODULE=off",
+				      "GOFLAGS=", NULL };
+		struct lab_opts o = { .env = env };
+
+		b = lab_run("go-build", &o, 170000, go, "build", "-o", bin, src, NULL);
+	}
+	cr_assert_eq(lab_exit_code(b), 0, "go build: %s", lab_stderr(b));
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = late_closing_server(port, 30);
+	c = lab_run("client", traced(log, "close=defer"), RUN_MS, bin, lab_addr4(port), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
+	lab_tw_count(&tw, port);
+	cr_assert_eq(tw.client, 5, "client-side TIME_WAIT: %ld", tw.client);
+	cr_assert_eq(json_array_size(lab_records(log)), 0, "a Go program was recorded");
+	lab_stop(s, 5000);
+}
