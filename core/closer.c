@@ -120,7 +120,8 @@ static void heap_fix(uint32_t i)
 static int heap_push(struct tw_conn *c)
 {
 	if (cl.heap_n == cl.heap_cap) {
-		uint32_t cap = cl.heap_cap ? cl.heap_cap * 2 : 1024;
+		/* by half: a doubling could leave 4 bytes a connection unused */
+		uint32_t cap = cl.heap_cap ? cl.heap_cap + cl.heap_cap / 2 : 1024;
 		uint32_t *h = realloc(cl.heap, cap * sizeof(*h));
 
 		if (!h)

@@ -28,7 +28,7 @@ static _Atomic uint32_t slots_used;
 /* highest fd that ever held a connection: bounds the walk at exit */
 static _Atomic int fd_hi;
 
-_Static_assert(sizeof(struct tw_conn) <= 120, "a deferred connection must stay within 128 bytes");
+_Static_assert(sizeof(struct tw_conn) <= 112, "a deferred connection must stay within 128 bytes");
 
 /*
  * Reserves address space for every slot once, at start-up. MAP_NORESERVE:

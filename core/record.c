@@ -98,8 +98,11 @@ static void put_str(struct out *o, const char *s)
 			continue;
 		}
 		if (ch < 0x80) {
-			put(o, (const char *)u, 1);
-			u++;
+			const unsigned char *run = u;
+
+			while (*u >= 0x20 && *u < 0x7f && *u != '"' && *u != '\\')
+				u++;
+			put(o, (const char *)run, (size_t)(u - run));
 			continue;
 		}
 		if (ch >= 0xc2 && ch <= 0xdf)
@@ -127,21 +130,25 @@ static void put_str(struct out *o, const char *s)
 	put(o, "\"", 1);
 }
 
-static void put_key(struct out *o, const char *key)
+/* a literal, its length known at compile time */
+#define PUT_LIT(o, lit)	put((o), (lit), sizeof(lit) - 1)
+/* ,"key": */
+#define PUT_KEY(o, key)	PUT_LIT((o), ",\"" key "\":")
+
+/* one of the record's own names (role, state, ...): nothing to escape */
+static void put_name(struct out *o, const char *name)
 {
-	put(o, ",\"", 2);
-	puts_lit(o, key);
-	put(o, "\":", 2);
+	put(o, "\"", 1);
+	puts_lit(o, name);
+	put(o, "\"", 1);
 }
 
-static void put_addr(struct out *o, const char *key, const struct tw_addr *a)
+static void put_addr(struct out *o, const struct tw_addr *a)
 {
 	char buf[TW_ADDR_STRLEN];
-	size_t n = addr_format(buf, a);
 
-	put_key(o, key);
 	put(o, "\"", 1);
-	put(o, buf, n);
+	put(o, buf, addr_format(buf, a));
 	put(o, "\"", 1);
 }
 
@@ -149,49 +156,49 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r)
 {
 	struct out o = { buf, buf + len, false };
 
-	puts_lit(&o, "{\"ts\":");
+	PUT_LIT(&o, "{\"ts\":");
 	put_fixed(&o, r->ts_us, 6);
-	put_key(&o, "pid");
+	PUT_KEY(&o, "pid");
 	put_u64(&o, (uint64_t)r->pid);
-	put_key(&o, "comm");
+	PUT_KEY(&o, "comm");
 	put_str(&o, r->comm ? r->comm : "");
-	put_key(&o, "role");
-	put_str(&o, r->role == TW_ROLE_SERVER ? "server" : "client");
-	put_addr(&o, "local", &r->local);
-	put_addr(&o, "remote", &r->remote);
-	put_key(&o, "policy");
-	put_str(&o, record_policy_name(r->policy));
+	PUT_KEY(&o, "role");
+	put_name(&o, r->role == TW_ROLE_SERVER ? "server" : "client");
+	PUT_KEY(&o, "local");
+	put_addr(&o, &r->local);
+	PUT_KEY(&o, "remote");
+	put_addr(&o, &r->remote);
+	PUT_KEY(&o, "policy");
+	put_name(&o, record_policy_name(r->policy));
 	if (r->arm) {
-		put_key(&o, "arm");
+		PUT_KEY(&o, "arm");
 		put_str(&o, r->arm);
 	}
-	put_key(&o, "state");
-	put_str(&o, record_state_name(r->state));
-	put_key(&o, "end");
-	put_str(&o, record_end_name((enum tw_end)r->end));
-	put_key(&o, "tw");
-	put_str(&o, record_where_name(record_where((enum tw_end)r->end)));
-	put_key(&o, "via");
-	put_str(&o, record_via_name((enum tw_via)r->via));
-	put_key(&o, "dur_ms");
+	PUT_KEY(&o, "state");
+	put_name(&o, record_state_name(r->state));
+	PUT_KEY(&o, "end");
+	put_name(&o, record_end_name((enum tw_end)r->end));
+	PUT_KEY(&o, "tw");
+	put_name(&o, record_where_name(record_where((enum tw_end)r->end)));
+	PUT_KEY(&o, "via");
+	put_name(&o, record_via_name((enum tw_via)r->via));
+	PUT_KEY(&o, "dur_ms");
 	put_fixed(&o, r->dur_us, 3);
 	if (r->deferred) {
-		put_key(&o, "deferred_ms");
+		PUT_KEY(&o, "deferred_ms");
 		put_fixed(&o, r->deferred_us, 3);
 	}
-	if (r->timeout) {
-		put_key(&o, "timeout");
-		puts_lit(&o, "true");
-	}
+	if (r->timeout)
+		PUT_LIT(&o, ",\"timeout\":true");
 	if (r->why) {
-		put_key(&o, "why");
-		put_str(&o, r->why);
+		PUT_KEY(&o, "why");
+		put_name(&o, r->why);
 	}
-	put_key(&o, "bytes_acked");
+	PUT_KEY(&o, "bytes_acked");
 	put_u64(&o, r->bytes_acked);
-	put_key(&o, "bytes_received");
+	PUT_KEY(&o, "bytes_received");
 	put_u64(&o, r->bytes_received);
-	put_key(&o, "fd");
+	PUT_KEY(&o, "fd");
 	if (r->fd < 0) {
 		put(&o, "-", 1);
 		put_u64(&o, (uint64_t)-(int64_t)r->fd);

@@ -22,8 +22,9 @@
 
 /*
  * One tracked TCP connection. Owned by the fd table while the program holds
- * it, by the closer while deferred. 120 bytes: with the closer's 4-byte heap
- * slot a deferred connection costs the library 124 bytes.
+ * it, by the closer while deferred. 112 bytes: with the closer's heap slot
+ * (4 bytes, up to 6 while the heap grows) and the fd table's entry for the
+ * library's copy of the fd (4) a deferred connection costs at most 122.
  */
 struct tw_conn {
 	uint64_t t_open_ns;	/* CLOCK_MONOTONIC at connect/accept */
@@ -42,8 +43,10 @@ struct tw_conn {
 	struct tw_policy pol;
 	int32_t fd;		/* the program's fd number */
 	int32_t libfd;		/* the library's fd while deferred */
-	uint32_t next;		/* free list and submission stack: index + 1 */
-	uint32_t heap;		/* closer: position in the deadline heap */
+	union {			/* never both at once */
+		uint32_t next;	/* free list and submission stack: index + 1 */
+		uint32_t heap;	/* closer: position in the deadline heap */
+	};
 	uint32_t gen;		/* fork generation when it was opened */
 };
 
