@@ -367,6 +367,16 @@ const struct lab_opts *lab_traced(const char *log, const char *more)
 	return o;
 }
 
+const struct lab_opts *lab_configured(const char *conf)
+{
+	struct lab_opts *o = calloc(1, sizeof(*o));
+
+	cr_assert(o, "out of memory");
+	o->preload = true;
+	o->config = conf;
+	return o;
+}
+
 int lab_exit_code(const struct lab_proc *p)
 {
 	if (!p->reaped)
@@ -473,6 +483,43 @@ struct lab_proc *lab_run(const char *name, const struct lab_opts *o, int timeout
 	cr_assert(rc != -1, "%s did not finish within %d ms (killed); stdout:\n%s\nstderr:\n%s",
 		  p->name, timeout_ms, lab_stdout(p), lab_stderr(p));
 	return p;
+}
+
+const char *lab_source_dir(void)
+{
+	const char *b = getenv("TWSHIM_BUILD");
+	char real[PATH_MAX];
+
+	if (access("tests/integration/lab.h", R_OK) == 0)
+		return ".";
+	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
+	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
+		return lab_fmt("%s", real);
+	return NULL;
+}
+
+/*
+ * A sanitizer build (tests/sanitize.sh) brings its own instrumented copy;
+ * otherwise the program is compiled here, as the build would, so that the
+ * tests need no make target of their own.
+ */
+const char *lab_test_program(const char *name, int timeout_ms)
+{
+	const char *built = lab_build_path(lab_fmt("programs/%s", name));
+	const char *src = lab_source_dir(), *out;
+	struct lab_proc *p;
+
+	if (access(built, X_OK) == 0)
+		return built;
+	if (!src)
+		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
+			     lab_build_path("programs"));
+	out = lab_path(name);
+	p = lab_run("cc", NULL, timeout_ms, "/bin/sh", "-c",
+		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
+			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
+	return out;
 }
 
 char *lab_read_file(const char *path)
@@ -694,6 +741,73 @@ const char *lab_tuple_key(const json_t *obj)
 
 	cr_assert(local && remote, "no local/remote address");
 	return lab_fmt("%s %s", local, remote);
+}
+
+/* The port of "ADDR:PORT" or "[ADDR]:PORT" (the record's address format). */
+static int addr_port(const char *addr)
+{
+	return atoi(strrchr(addr, ':') + 1);
+}
+
+/*
+ * The kernel's sockets go into a set keyed by 4-tuple; each record with
+ * tw=local takes its own out of the set or, finding none, is an extra; what
+ * is left in the set at the end are the orphans. A record repeating a
+ * 4-tuple finds it taken and counts as an extra too. A record older than
+ * LAB_TW_FRESH_S whose socket is gone is no extra: TIME_WAIT lasts 60 s.
+ */
+#define LAB_TW_FRESH_S	55.0
+void lab_tw_match(struct lab_tw_diff *out, const json_t *recs, enum lab_tw_side side,
+		  int server_port, const json_t *skip)
+{
+	json_t *tw = lab_tw_list(), *left = json_object(), *v;
+	const char *text = "", *k;
+	size_t i, extra = 0, orphans = 0;
+	struct timespec ts;
+	double now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	for (i = 0; i < json_array_size(tw); i++) {
+		json_t *t = json_array_get(tw, i);
+		const char *local = json_string_value(json_object_get(t, "local"));
+		const char *remote = json_string_value(json_object_get(t, "remote"));
+
+		if ((side == LAB_TW_SERVER && addr_port(local) != server_port) ||
+		    (side == LAB_TW_CLIENT && addr_port(remote) != server_port) ||
+		    (skip && json_object_get(skip, lab_tuple_key(t))))
+			continue;
+		json_object_set_new(left, lab_tuple_key(t), json_true());
+	}
+	for (i = 0; i < json_array_size(recs); i++) {
+		json_t *r = json_array_get(recs, i);
+		const char *key;
+
+		if (!lab_rec_match(r, "tw=local"))
+			continue;
+		key = lab_tuple_key(r);
+		if (json_object_get(left, key)) {
+			json_object_del(left, key);
+			continue;
+		}
+		/* its TIME_WAIT may have ended already: 60 s (a slow run, a sanitizer) */
+		if (now - json_number_value(json_object_get(r, "ts")) > LAB_TW_FRESH_S)
+			continue;
+		if (extra++ < 5)
+			text = lab_fmt("%s\n  tw=local but no TIME_WAIT: %s", text,
+				       json_dumps(r, JSON_COMPACT));
+	}
+	json_object_foreach(left, k, v)
+		if (orphans++ < 5)
+			text = lab_fmt("%s\n  TIME_WAIT without a record: %s", text, k);
+	if (extra + orphans)
+		text = lab_fmt("%zu records with tw=local and no TIME_WAIT, %zu TIME_WAIT sockets "
+			       "without a record:%s", extra, orphans, text);
+	out->extra = extra;
+	out->orphans = orphans;
+	out->text = text;
+	json_decref(left);
+	json_decref(tw);
 }
 
 long lab_tcp_count(uint32_t states)
@@ -1033,4 +1147,15 @@ json_t *lab_records_wait(const char *path, const char *filter, size_t n, int tim
 		json_decref(recs);
 		lab_sleep_ms(10);
 	}
+}
+
+json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, int timeout_ms)
+{
+	json_t *recs = lab_records_wait(path, "", n, timeout_ms);
+
+	lab_records_check(recs);
+	lab_rec_assert_count(recs, "", n);
+	if (want)
+		lab_rec_assert_all(recs, "", want);
+	return recs;
 }

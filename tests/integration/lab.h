@@ -51,6 +51,11 @@ struct lab_opts {
  * not NULL (e.g. "close=defer,defer_ms=200"). Lives until the test process exits.
  */
 const struct lab_opts *lab_traced(const char *log, const char *more);
+/*
+ * Options for a program that runs with the library preloaded and
+ * TWSHIM_CONFIG=conf, nothing else set. Lives until the test process exits.
+ */
+const struct lab_opts *lab_configured(const char *conf);
 
 /*
  * Enters a private network namespace: unshare(CLONE_NEWNET), lo up,
@@ -91,6 +96,19 @@ const char *lab_path(const char *name);
 const char *lab_dir(void);
 /* printf into a string that lives until the test process exits */
 const char *lab_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * The top of the source tree, for sources built at test time: the current
+ * directory when the tests run from there (make test), else the parent of
+ * TWSHIM_BUILD. NULL when neither holds the tree.
+ */
+const char *lab_source_dir(void);
+/*
+ * Path of the test program tests/programs/NAME.c: the one tests/sanitize.sh
+ * built into TWSHIM_BUILD/programs/, else compiled into the scratch
+ * directory from lab_source_dir(), the compiler bounded by timeout_ms.
+ * Skips the test when there is neither; fails it when the compiler fails.
+ */
+const char *lab_test_program(const char *name, int timeout_ms);
 
 /*
  * Starts prog (a path) with the arguments that follow, up to a NULL; argv[0]
@@ -191,6 +209,32 @@ json_t *lab_tw_list(void);
  * 4-tuple. Lives until the test process exits.
  */
 const char *lab_tuple_key(const json_t *obj);
+/* Which of the kernel's TIME_WAIT sockets lab_tw_match() compares. */
+enum lab_tw_side {
+	LAB_TW_ALL,		/* every one in the namespace */
+	LAB_TW_SERVER,		/* local port is the server port */
+	LAB_TW_CLIENT,		/* remote port is the server port */
+};
+/* What lab_tw_match() found. */
+struct lab_tw_diff {
+	size_t extra;		/* records with tw=local and no TIME_WAIT socket */
+	size_t orphans;		/* TIME_WAIT sockets that no such record stands for */
+	const char *text;	/* both counts and up to 5 of each, for a failure
+				 * message; "" when both are 0 (lives until exit) */
+};
+/*
+ * Matches the records with tw=local to the kernel's TIME_WAIT sockets
+ * (lab_tw_list()) one for one by 4-tuple. side and server_port select the
+ * sockets that count (server_port is not looked at with LAB_TW_ALL); skip,
+ * when not NULL, is a JSON object whose keys are lab_tuple_key() 4-tuples
+ * whose TIME_WAIT sockets are left out. A record older than 55 s whose
+ * socket is gone does not count: TIME_WAIT lasts 60 s, and a slow run (a
+ * sanitizer build) outlives it. Fails the test only when a record
+ * lacks local or remote (check the records first); the caller asserts on
+ * out->extra and out->orphans as its scenario needs.
+ */
+void lab_tw_match(struct lab_tw_diff *out, const json_t *recs, enum lab_tw_side side,
+		  int server_port, const json_t *skip);
 /* TCP sockets in the given state (1 << TW_* bits of record.h) */
 long lab_tcp_count(uint32_t states);
 /*
@@ -249,6 +293,12 @@ const char *lab_rec_summary(const json_t *recs);
  * the records read last (owned by the caller); does not fail on timeout.
  */
 json_t *lab_records_wait(const char *path, const char *filter, size_t n, int timeout_ms);
+/*
+ * lab_records_wait() for n records (any), then as lab_records_expect() on
+ * the records read: each checked against the schema, exactly n of them,
+ * each matching want (NULL: not checked). Returns them (owned by the caller).
+ */
+json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, int timeout_ms);
 
 /* Sleeps ms milliseconds. */
 void lab_sleep_ms(int ms);

@@ -68,17 +68,6 @@ static void copy_file(const char *src, const char *dst, mode_t mode)
 	cr_assert(chmod(dst, mode) == 0, "chmod %s: %s", dst, strerror(errno));
 }
 
-/* The library preloaded with TWSHIM_CONFIG=conf and nothing else. */
-static const struct lab_opts *configured(const char *conf)
-{
-	struct lab_opts *o = calloc(1, sizeof(*o));
-
-	cr_assert(o, "out of memory");
-	o->preload = true;
-	o->config = conf;
-	return o;
-}
-
 /* A tw-server that is not preloaded and closes idle connections after 50 ms. */
 static struct lab_proc *idle_server(const char *name, const char *addr)
 {
@@ -96,7 +85,7 @@ static struct lab_proc *client(const char *name, const char *prog, const char *c
 	struct lab_proc *c;
 	char *out;
 
-	c = lab_run(name, configured(conf), RUN_MS, prog, "-n", lab_fmt("%d", n), "--close",
+	c = lab_run(name, lab_configured(conf), RUN_MS, prog, "-n", lab_fmt("%d", n), "--close",
 		    "first", addr, NULL);
 	out = lab_stdout(c);
 	cr_assert_eq(lab_exit_code(c), 0, "%s failed: %s\n%s", name, out, lab_stderr(c));
@@ -105,21 +94,34 @@ static struct lab_proc *client(const char *name, const char *prog, const char *c
 	return c;
 }
 
-/* Records of one file, checked against the schema. */
-static json_t *records(const char *log)
+/*
+ * scratch/twshim.conf: records to log, and connections to the service port
+ * deferred by a rule; the rest get the top level (more, when not NULL, is
+ * put there). Returns its path.
+ */
+static const char *port_rule_conf(const char *log, int port, const char *more)
 {
-	json_t *r = lab_records(log);
-
-	lab_records_check(r);
-	return r;
+	return write_file(lab_path("twshim.conf"),
+			  "log = \"%s\";\n"
+			  "%s"
+			  "rules = ( { port = %d; close = \"defer\"; } );\n", log, more ? more : "",
+			  port);
 }
 
-static void assert_count(const json_t *recs, const char *filter, size_t want)
+/*
+ * scratch/twshim.conf: records to log, and two A/B arms drawn per split
+ * ("connection" or "process"): "normal" (the top level) and "defer", with
+ * their weights. Returns its path.
+ */
+static const char *ab_conf(const char *log, const char *split, int w_normal, int w_defer)
 {
-	size_t got = lab_rec_count(recs, filter);
-
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
+	return write_file(lab_path("twshim.conf"),
+			  "log = \"%s\";\n"
+			  "ab = {\n"
+			  "  split = \"%s\";\n"
+			  "  arms = ( { name = \"normal\"; weight = %d; },\n"
+			  "           { name = \"defer\"; close = \"defer\"; weight = %d; } );\n"
+			  "};\n", log, split, w_normal, w_defer);
 }
 
 /*
@@ -200,12 +202,12 @@ Test(config, two_programs_under_one_file_get_the_policies_their_rules_name, .tim
 	a = client("batch", batch, conf, 50, lab_addr4(port));
 	b = client("observed", lab_example("tw-client"), conf, 50, lab_addr4(port));
 
-	ar = records(alog);
-	assert_count(ar, "", 50);
+	ar = lab_records_checked(alog);
+	lab_rec_assert_count(ar, "", 50);
 	lab_rec_assert_all(ar, "", lab_fmt("pid=%d,comm=batch-client,role=client,policy=defer,"
 					   "end=passive,tw=peer,!timeout,!arm", a->pid));
-	br = records(blog);
-	assert_count(br, "", 50);
+	br = lab_records_checked(blog);
+	lab_rec_assert_count(br, "", 50);
 	lab_rec_assert_all(br, "", lab_fmt("pid=%d,comm=tw-client,role=client,policy=normal,"
 					   "end=active,tw=local,!arm", b->pid));
 
@@ -235,19 +237,17 @@ Test(config, port_rule_defers_connections_to_one_service_port_only, .timeout = 9
 	log = lab_path("client.jsonl");
 	px = lab_port();
 	py = lab_port();
-	conf = write_file(lab_path("twshim.conf"),
-			  "log = \"%s\";\n"
-			  "rules = ( { port = %d; close = \"defer\"; } );\n", log, px);
+	conf = port_rule_conf(log, px, NULL);
 	sx = idle_server("server-x", lab_addr4(px));
 	sy = idle_server("server-y", lab_addr4(py));
 
 	client("client-x", lab_example("tw-client"), conf, 30, lab_addr4(px));
 	client("client-y", lab_example("tw-client"), conf, 30, lab_addr4(py));
 
-	recs = records(log);
-	assert_count(recs, "", 60);
-	assert_count(recs, lab_fmt("remote=127.0.0.1:%d", px), 30);
-	assert_count(recs, lab_fmt("remote=127.0.0.1:%d", py), 30);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 60);
+	lab_rec_assert_count(recs, lab_fmt("remote=127.0.0.1:%d", px), 30);
+	lab_rec_assert_count(recs, lab_fmt("remote=127.0.0.1:%d", py), 30);
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", px),
 			   "policy=defer,end=passive,tw=peer,!timeout");
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", py),
@@ -293,21 +293,19 @@ Test(config, port_rule_selects_per_connection_within_one_process, .timeout = 60)
 	py = lab_port();
 	rx = lab_fmt("remote=127.0.0.1:%d", px);
 	ry = lab_fmt("remote=127.0.0.1:%d", py);
-	conf = write_file(lab_path("twshim.conf"),
-			  "log = \"%s\";\n"
-			  "rules = ( { port = %d; close = \"defer\"; } );\n", log, px);
+	conf = port_rule_conf(log, px, NULL);
 	sx = idle_server("server-x", lab_addr4(px));
 	sy = idle_server("server-y", lab_addr4(py));
 
-	c = lab_run("bash", configured(conf), RUN_MS, "/bin/bash", "-c", script, "bash",
+	c = lab_run("bash", lab_configured(conf), RUN_MS, "/bin/bash", "-c", script, "bash",
 		    lab_fmt("%d", px), lab_fmt("%d", py), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "bash: %s%s", lab_stdout(c), lab_stderr(c));
 
-	recs = records(log);
-	assert_count(recs, "", 20);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 20);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,comm=bash,role=client", c->pid));
-	assert_count(recs, rx, 10);
-	assert_count(recs, ry, 10);
+	lab_rec_assert_count(recs, rx, 10);
+	lab_rec_assert_count(recs, ry, 10);
 	lab_rec_assert_all(recs, rx, "policy=defer,end=passive,tw=peer,!timeout");
 	lab_rec_assert_all(recs, ry, "policy=normal,end=active,tw=local");
 
@@ -333,7 +331,7 @@ Test(config, options_override_the_top_level_but_not_a_matching_rule, .timeout = 
 {
 	const char *conf, *log;
 	struct lab_proc *sx, *sy;
-	struct lab_opts *o;
+	struct lab_opts o;
 	struct lab_tw tw;
 	json_t *recs;
 	int px, py, i;
@@ -342,21 +340,15 @@ Test(config, options_override_the_top_level_but_not_a_matching_rule, .timeout = 
 	log = lab_path("client.jsonl");
 	px = lab_port();
 	py = lab_port();
-	conf = write_file(lab_path("twshim.conf"),
-			  "log = \"%s\";\n"
-			  "close = \"normal\";\n"
-			  "rules = ( { port = %d; close = \"defer\"; } );\n", log, px);
-	o = calloc(1, sizeof(*o));
-	cr_assert(o, "out of memory");
-	o->preload = true;
-	o->config = conf;
-	o->options = "close=abort";
+	conf = port_rule_conf(log, px, "close = \"normal\";\n");
+	o = *lab_configured(conf);
+	o.options = "close=abort";
 	sx = idle_server("server-x", lab_addr4(px));
 	sy = idle_server("server-y", lab_addr4(py));
 
 	for (i = 0; i < 2; i++) {
 		int port = i ? py : px;
-		struct lab_proc *c = lab_run(i ? "client-y" : "client-x", o, RUN_MS,
+		struct lab_proc *c = lab_run(i ? "client-y" : "client-x", &o, RUN_MS,
 					     lab_example("tw-client"), "-n", "20", "--close",
 					     "first", lab_addr4(port), NULL);
 
@@ -364,14 +356,14 @@ Test(config, options_override_the_top_level_but_not_a_matching_rule, .timeout = 
 			     lab_stderr(c));
 	}
 
-	recs = records(log);
-	assert_count(recs, "", 40);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 40);
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", px),
 			   "policy=defer,end=passive,tw=peer,!timeout");
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", py),
 			   "policy=abort,end=abort,tw=none");
-	assert_count(recs, "policy=defer", 20);
-	assert_count(recs, "policy=abort", 20);
+	lab_rec_assert_count(recs, "policy=defer", 20);
+	lab_rec_assert_count(recs, "policy=abort", 20);
 
 	lab_tw_count(&tw, px);
 	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT towards port %d (defer): %ld", px,
@@ -418,11 +410,11 @@ Test(config, remote_rules_tell_ipv4_networks_from_ipv6_loopback, .timeout = 90)
 	client("client-v4-2", lab_example("tw-client"), conf, 20, a2);
 	client("client-v6", lab_example("tw-client"), conf, 20, a6);
 
-	recs = records(log);
-	assert_count(recs, "", 60);
-	assert_count(recs, lab_fmt("remote=%s", a1), 20);
-	assert_count(recs, lab_fmt("remote=%s", a2), 20);
-	assert_count(recs, lab_fmt("remote=%s", a6), 20);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 60);
+	lab_rec_assert_count(recs, lab_fmt("remote=%s", a1), 20);
+	lab_rec_assert_count(recs, lab_fmt("remote=%s", a2), 20);
+	lab_rec_assert_count(recs, lab_fmt("remote=%s", a6), 20);
 	lab_rec_assert_all(recs, lab_fmt("remote=%s", a1),
 			   "policy=defer,end=passive,tw=peer,!timeout");
 	lab_rec_assert_all(recs, lab_fmt("remote=%s", a2), "policy=abort,end=abort,tw=none");
@@ -476,19 +468,13 @@ Test(config, ab_split_per_connection_follows_the_weights_over_1000_connections,
 
 	lab_enter(2000);
 	log = lab_path("client.jsonl");
-	conf = write_file(lab_path("twshim.conf"),
-			  "log = \"%s\";\n"
-			  "ab = {\n"
-			  "  split = \"connection\";\n"
-			  "  arms = ( { name = \"normal\"; weight = 30; },\n"
-			  "           { name = \"defer\"; close = \"defer\"; weight = 70; } );\n"
-			  "};\n", log);
+	conf = ab_conf(log, "connection", 30, 70);
 	port = lab_port();
 	s = idle_server("server", lab_addr4(port));
 	c = client("client", lab_example("tw-client"), conf, 1000, lab_addr4(port));
 
-	recs = records(log);
-	assert_count(recs, "", 1000);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 1000);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,arm", c->pid));
 	n_normal = lab_rec_count(recs, "arm=normal");
 	n_defer = lab_rec_count(recs, "arm=defer");
@@ -527,26 +513,20 @@ Test(config, ab_split_per_process_keeps_one_arm_for_all_connections_of_a_process
 
 	lab_enter(1000);
 	log = lab_path("client.jsonl");
-	conf = write_file(lab_path("twshim.conf"),
-			  "log = \"%s\";\n"
-			  "ab = {\n"
-			  "  split = \"process\";\n"
-			  "  arms = ( { name = \"normal\"; weight = 50; },\n"
-			  "           { name = \"defer\"; close = \"defer\"; weight = 50; } );\n"
-			  "};\n", log);
+	conf = ab_conf(log, "process", 50, 50);
 	port = lab_port();
 	s = idle_server("server", lab_addr4(port));
 	for (i = 0; i < NPROC; i++)
 		c[i] = client("client", lab_example("tw-client"), conf, NCONN, lab_addr4(port));
 
-	recs = records(log);
-	assert_count(recs, "", NPROC * NCONN);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", NPROC * NCONN);
 	for (i = 0; i < NPROC; i++) {
 		const char *pid = lab_fmt("pid=%d", c[i]->pid);
 		size_t normal = lab_rec_count(recs, lab_fmt("%s,arm=normal", pid));
 		size_t defer = lab_rec_count(recs, lab_fmt("%s,arm=defer", pid));
 
-		assert_count(recs, pid, NCONN);
+		lab_rec_assert_count(recs, pid, NCONN);
 		cr_assert((normal == NCONN && defer == 0) || (normal == 0 && defer == NCONN),
 			  "process %d (run %d) has %zu connections in arm normal and %zu in "
 			  "arm defer: one arm per process expected", c[i]->pid, i, normal, defer);
@@ -754,7 +734,7 @@ Test(config, setuid_program_started_by_nobody_ignores_environment_settings, .tim
 
 	/* secure mode: TWSHIM_OPTIONS set aside */
 	c1 = suid_client("nobody-options", sec, true, opts, 5, port);
-	recs = records(sys_log);
+	recs = lab_records_checked(sys_log);
 	cr_assert_eq(json_array_size(recs), 5, "records in %s (from /etc/twshim.conf): %zu; "
 		     "was the library preloaded? stderr:\n%s", sys_log, json_array_size(recs),
 		     lab_stderr(c1));
@@ -768,11 +748,11 @@ Test(config, setuid_program_started_by_nobody_ignores_environment_settings, .tim
 
 	/* secure mode: TWSHIM_CONFIG set aside, /etc/twshim.conf still read */
 	c2 = suid_client("nobody-config", sec, true, cfg, 5, port);
-	recs = records(sys_log);
-	assert_count(recs, "", 10);
+	recs = lab_records_checked(sys_log);
+	lab_rec_assert_count(recs, "", 10);
 	lab_rec_assert_all(recs, lab_fmt("pid=%d", c2->pid), "comm=suid-client,policy=normal,"
 			   "end=active,tw=local");
-	assert_count(recs, lab_fmt("pid=%d", c2->pid), 5);
+	lab_rec_assert_count(recs, lab_fmt("pid=%d", c2->pid), 5);
 	cr_assert(!file_exists(userlog), "%s exists: TWSHIM_CONFIG was obeyed in secure mode",
 		  userlog);
 	lab_tw_count(&tw, port);
@@ -780,14 +760,14 @@ Test(config, setuid_program_started_by_nobody_ignores_environment_settings, .tim
 
 	/* the control: started by root, the same settings are obeyed */
 	c3 = suid_client("root-options", sec, false, opts, 5, port);
-	recs = records(optlog);
-	assert_count(recs, "", 5);
+	recs = lab_records_checked(optlog);
+	lab_rec_assert_count(recs, "", 5);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=abort,end=abort,tw=none", c3->pid));
 	c4 = suid_client("root-config", sec, false, cfg, 5, port);
-	recs = records(userlog);
-	assert_count(recs, "", 5);
+	recs = lab_records_checked(userlog);
+	lab_rec_assert_count(recs, "", 5);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=abort,end=abort,tw=none", c4->pid));
-	assert_count(records(sys_log), "", 10);
+	lab_rec_assert_count(lab_records_checked(sys_log), "", 10);
 	lab_tw_count(&tw, port);
 	cr_assert_eq(tw.client, 10, "client-side TIME_WAIT: %ld, the reset connections add none",
 		     tw.client);

@@ -10,10 +10,8 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -23,24 +21,6 @@
 #include "lab.h"
 
 #define RUN_MS	60000
-
-static const struct lab_opts *traced(const char *options)
-{
-	struct lab_opts *o = calloc(1, sizeof(*o));
-
-	cr_assert(o);
-	o->preload = true;
-	o->options = options;
-	return o;
-}
-
-static void assert_count(const json_t *recs, const char *filter, size_t want)
-{
-	size_t got = lab_rec_count(recs, filter);
-
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
-}
 
 /* The lines of text that start with "twshim[". */
 static size_t shim_lines(const char *text)
@@ -73,40 +53,6 @@ static void assert_one_line(const struct lab_proc *p, const char *w1, const char
 	cr_assert_eq(shim_lines(err), 1, "expected one twshim line on stderr, got:\n%s", err);
 	cr_assert(strstr(err, w1) && (!w2 || strstr(err, w2)), "stderr lacks '%s'/'%s':\n%s",
 		  w1, w2 ? w2 : "", err);
-}
-
-/* The top of the source tree, or NULL (see test_programs.c). */
-static const char *source_dir(void)
-{
-	const char *b = getenv("TWSHIM_BUILD");
-	char real[PATH_MAX];
-
-	if (access("tests/integration/lab.h", R_OK) == 0)
-		return ".";
-	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
-	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
-		return lab_fmt("%s", real);
-	return NULL;
-}
-
-/* tests/programs/NAME: from TWSHIM_BUILD/programs/ (sanitize.sh), else built here */
-static const char *helper(const char *name)
-{
-	const char *built = lab_build_path(lab_fmt("programs/%s", name));
-	const char *src = source_dir(), *out;
-	struct lab_proc *p;
-
-	if (access(built, X_OK) == 0)
-		return built;
-	if (!src)
-		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
-			     lab_build_path("programs"));
-	out = lab_path(name);
-	p = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
-		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
-			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
-	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
-	return out;
 }
 
 /*
@@ -142,7 +88,7 @@ static void unopenable_log(const char *log, const char *why)
 	int port = lab_port();
 
 	s = server(port, 20);
-	c = lab_run("client", traced(lab_fmt("close=defer,log=%s", log)), RUN_MS,
+	c = lab_run("client", lab_traced(log, "close=defer"), RUN_MS,
 		    lab_example("tw-client"), "-n", "20", lab_addr4(port), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 20, "client: %s", lab_stdout(c));
@@ -187,7 +133,7 @@ Test(faults, log_on_a_full_disk_dev_full, .timeout = 60)
 	lab_enter(100);
 	port = lab_port();
 	s = server(port, 20);
-	c = lab_run("client", traced("close=defer,log=/dev/full"), RUN_MS,
+	c = lab_run("client", lab_traced("/dev/full", "close=defer"), RUN_MS,
 		    lab_example("tw-client"), "-n", "50", lab_addr4(port), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 50, "client: %s", lab_stdout(c));
@@ -230,7 +176,7 @@ Test(faults, log_on_a_disk_that_fills_up_and_frees_again, .timeout = 60)
 
 	port = lab_port();
 	s = server(port, 5);
-	c = lab_spawn("client", traced(lab_fmt("log=%s", log)), lab_example("tw-client"), "-n",
+	c = lab_spawn("client", lab_traced(log, NULL), lab_example("tw-client"), "-n",
 		      "120", "--interval-ms", "10", "--close", "last", lab_addr4(port), NULL);
 	lab_sleep_ms(800);
 	cr_assert_eq(unlink(filler), 0);
@@ -318,11 +264,11 @@ static void sweep(const char *how, bool with_log_arg)
 	int port;
 
 	lab_enter(100);
-	prog = helper("tw-stress");
+	prog = lab_test_program("tw-stress", RUN_MS);
 	log = lab_path("tw.jsonl");
 	port = lab_port();
 	s = server(port, 300);
-	c = lab_run("client", traced(lab_fmt("close=defer,defer_ms=5000,log=%s", log)), RUN_MS,
+	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=5000"), RUN_MS,
 		    prog, "sweep", "--how", how, "--threads", "20", "-n", "1", "--sleep-end",
 		    "1000", with_log_arg ? "--log" : "--", with_log_arg ? log : "--",
 		    lab_addr4(port), NULL);
@@ -337,7 +283,7 @@ static void sweep(const char *how, bool with_log_arg)
 
 	recs = lab_records_wait(log, "", 40, 5000);
 	lab_records_check(recs);
-	assert_count(recs, "", 40);
+	lab_rec_assert_count(recs, "", 40);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=defer,end=passive,"
 					     "tw=peer,via=close,!timeout", c->pid));
 	lab_tw_count(&tw, port);

@@ -66,19 +66,6 @@ static void thousand_closes(struct run *r, const char *policy)
 		       "-n", "1000", "--close", "first", lab_addr4(r->port), NULL);
 }
 
-/*
- * Waits (up to 5 s) for n records in log: deferred connections are recorded
- * when they end, after the program's close. Checks them and their count.
- */
-static json_t *records_wait(const char *log, size_t n)
-{
-	json_t *recs = lab_records_wait(log, "", n, 5000);
-
-	lab_records_check(recs);
-	lab_rec_assert_count(recs, "", n);
-	return recs;
-}
-
 Test(policies, normal_client_closes_first_fails_at_connection_101, .timeout = 90)
 {
 	struct run r;
@@ -192,9 +179,8 @@ static json_t *never_closing_peer(const char *fallback, struct lab_proc **server
 		      RUN_MS, lab_example("tw-client"), "-n", "5", "--close", "first",
 		      lab_addr4(r.port), NULL);
 	lab_assert_ok(r.c, 5);
-	recs = records_wait(r.log, 5);
-	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=defer,timeout=true,deferred_ms",
-					     r.c->pid));
+	recs = lab_records_wait_expect(r.log, 5, lab_fmt("pid=%d,policy=defer,timeout=true,"
+							 "deferred_ms", r.c->pid), 5000);
 	for (size_t i = 0; i < json_array_size(recs); i++) {
 		double d = json_number_value(json_object_get(json_array_get(recs, i),
 							     "deferred_ms"));
@@ -263,8 +249,8 @@ static void four_mib_to_slow_reader(const char *policy, const char *end)
 		     lab_stderr(r.s));
 	cr_assert_eq(lab_value_long(out, "failed"), 0, "server: %s%s", out, lab_stderr(r.s));
 
-	recs = records_wait(r.log, 1);
-	lab_rec_assert_all(recs, "", lab_fmt("policy=%s,end=%s,!timeout", policy, end));
+	recs = lab_records_wait_expect(r.log, 1, lab_fmt("policy=%s,end=%s,!timeout", policy,
+							 end), 5000);
 	/* what TCP_INFO saw at the program's close: the 4 MiB were not all acknowledged */
 	cr_assert(json_integer_value(json_object_get(json_array_get(recs, 0), "bytes_acked"))
 		  < 4194304, "everything was acknowledged before the close: the test "
@@ -315,15 +301,13 @@ Test(policies, defer_survives_close_range_of_all_fds_with_100_deferred, .timeout
 	lab_assert_ok(r.c, 100);
 	cr_assert_neq(lab_wait(r.s, 10000), -1);
 
-	lab_rec_assert_all(records_wait(r.log, 100), "",
-			   "policy=defer,end=passive,tw=peer,!timeout");
+	lab_records_wait_expect(r.log, 100, "policy=defer,end=passive,tw=peer,!timeout", 5000);
 	lab_assert_tw(r.port, 0, 100);
 }
 
 Test(policies, defer_fork_while_connections_deferred, .timeout = 60)
 {
 	struct run r;
-	json_t *recs;
 	char *out;
 
 	run_enter(&r);
@@ -337,9 +321,8 @@ Test(policies, defer_fork_while_connections_deferred, .timeout = 60)
 	cr_assert(lab_value_long(out, "child_pid") > 0, "no child report: %s", out);
 
 	/* the parent's connections are recorded once, by the parent; the child adds none */
-	recs = records_wait(r.log, 20);
-	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,policy=defer,end=passive,tw=peer",
-					     r.c->pid));
+	lab_records_wait_expect(r.log, 20, lab_fmt("pid=%d,policy=defer,end=passive,tw=peer",
+						   r.c->pid), 5000);
 	/* the child does not keep the parent's deferred connections open */
 	cr_assert_eq(lab_value_long(out, "child_sockets"), 0, "child: %s", out);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "parent: %s", out);

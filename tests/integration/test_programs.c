@@ -28,81 +28,6 @@
 
 #define RUN_MS	60000
 
-/* The library preloaded, writing records to log; more options may follow. */
-static const struct lab_opts *traced(const char *log, const char *policy)
-{
-	struct lab_opts *o = calloc(1, sizeof(*o));
-
-	cr_assert(o);
-	o->preload = true;
-	o->options = lab_fmt("log=%s%s%s", log, policy ? "," : "", policy ? policy : "");
-	return o;
-}
-
-static json_t *records(const char *log)
-{
-	json_t *r = lab_records(log);
-
-	lab_records_check(r);
-	return r;
-}
-
-static void assert_count(const json_t *recs, const char *filter, size_t want)
-{
-	size_t got = lab_rec_count(recs, filter);
-
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
-}
-
-/*
- * The records with tw=local that the kernel holds no TIME_WAIT socket for,
- * and the server-side TIME_WAIT sockets of port that no such record stands
- * for, as text for a failure message ("" when they match one for one).
- */
-static const char *tw_mismatch(const json_t *recs, int port)
-{
-	json_t *tw = lab_tw_list(), *left = json_object(), *v;
-	const char *out = "", *k;
-	size_t i, extra = 0;
-
-	for (i = 0; i < json_array_size(tw); i++) {
-		json_t *t = json_array_get(tw, i);
-		const char *local = json_string_value(json_object_get(t, "local"));
-
-		if (atoi(strrchr(local, ':') + 1) != port)
-			continue;
-		json_object_set_new(left, lab_fmt("%s %s", json_string_value(json_object_get(t,
-				    "local")), json_string_value(json_object_get(t, "remote"))),
-				    json_true());
-	}
-	for (i = 0; i < json_array_size(recs); i++) {
-		json_t *r = json_array_get(recs, i);
-		const char *key;
-
-		if (!lab_rec_match(r, "tw=local"))
-			continue;
-		key = lab_fmt("%s %s", json_string_value(json_object_get(r, "local")),
-			      json_string_value(json_object_get(r, "remote")));
-		if (json_object_get(left, key)) {
-			json_object_del(left, key);
-			continue;
-		}
-		if (extra++ < 5)
-			out = lab_fmt("%s\n  tw=local but no TIME_WAIT: %s", out,
-				      json_dumps(r, JSON_COMPACT));
-	}
-	if (extra > 5)
-		out = lab_fmt("%s\n  ... %zu such records", out, extra);
-	i = 0;
-	json_object_foreach(left, k, v)
-		if (i++ < 5)
-			out = lab_fmt("%s\n  TIME_WAIT without a record: %s", out, k);
-	json_decref(left);
-	json_decref(tw);
-	return out;
-}
-
 /* The first of the paths that is an executable file, or skips the test naming pkg. */
 static const char *need_program(const char *pkg, const char *a, const char *b)
 {
@@ -158,57 +83,6 @@ static size_t count_substr(const char *text, const char *needle)
 	return n;
 }
 
-static void write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	cr_assert(f, "%s: %s", path, strerror(errno));
-	fputs(text, f);
-	cr_assert_eq(fclose(f), 0, "%s: %s", path, strerror(errno));
-}
-
-/*
- * The top of the source tree (for sources built at test time): the
- * current directory when the tests run from there (make test), else the
- * parent of TWSHIM_BUILD. NULL when neither holds the tree.
- */
-static const char *source_dir(void)
-{
-	const char *b = getenv("TWSHIM_BUILD");
-	char real[PATH_MAX];
-
-	if (access("tests/integration/lab.h", R_OK) == 0)
-		return ".";
-	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
-	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
-		return lab_fmt("%s", real);
-	return NULL;
-}
-
-/*
- * The helper program of tests/programs/: built by tests/sanitize.sh into
- * TWSHIM_BUILD/programs/, else compiled here from its source.
- */
-static const char *helper(const char *name)
-{
-	const char *built = lab_build_path(lab_fmt("programs/%s", name));
-	const char *src = source_dir(), *cc = getenv("CC"), *out;
-	struct lab_proc *p;
-
-	if (access(built, X_OK) == 0)
-		return built;
-	if (!src)
-		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
-			     lab_build_path("programs"));
-	out = lab_path(name);
-	p = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
-		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
-			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
-	(void)cc;
-	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
-	return out;
-}
-
 /* -- nginx ---------------------------------------------------------------- */
 
 /*
@@ -221,7 +95,7 @@ static const char *nginx_conf(const char *name, int port, const char *keepalive)
 	const char *dir = lab_path(name), *conf = lab_fmt("%s/nginx.conf", dir);
 
 	cr_assert(mkdir(dir, 0755) == 0, "mkdir %s: %s", dir, strerror(errno));
-	write_file(conf, lab_fmt(
+	lab_write_file(conf, lab_fmt(
 		"daemon off;\n"
 		"master_process on;\n"
 		"worker_processes 2;\n"
@@ -284,6 +158,7 @@ Test(programs, nginx_keepalive_off_under_defer_moves_timewait_to_the_clients, .t
 	const int n = 150;
 	const char *nlog, *dlog;
 	struct lab_proc *sn, *sd, *c;
+	struct lab_tw_diff diff;
 	struct lab_tw tw;
 	json_t *recs;
 	char *out;
@@ -294,8 +169,8 @@ Test(programs, nginx_keepalive_off_under_defer_moves_timewait_to_the_clients, .t
 	dlog = lab_path("defer.jsonl");
 	pn = lab_port();
 	pd = lab_port();
-	sn = nginx_start("nginx-normal", traced(nlog, "close=normal"), pn, "0");
-	sd = nginx_start("nginx-defer", traced(dlog, "close=defer"), pd, "0");
+	sn = nginx_start("nginx-normal", lab_traced(nlog, "close=normal"), pn, "0");
+	sd = nginx_start("nginx-defer", lab_traced(dlog, "close=defer"), pd, "0");
 
 	c = curl_many("curl-normal", pn, n);
 	out = lab_stdout(c);
@@ -309,7 +184,7 @@ Test(programs, nginx_keepalive_off_under_defer_moves_timewait_to_the_clients, .t
 	/* without the policy the server holds TIME_WAIT, and the records say so */
 	recs = lab_records_wait(nlog, "", n, 5000);
 	lab_records_check(recs);
-	assert_count(recs, "role=server,policy=normal", n);
+	lab_rec_assert_count(recs, "role=server,policy=normal", n);
 	lab_tw_count(&tw, pn);
 	cr_assert_gt(tw.server, 0, "nginx never closed first: the control shows nothing");
 	/*
@@ -317,23 +192,20 @@ Test(programs, nginx_keepalive_off_under_defer_moves_timewait_to_the_clients, .t
 	 * may have lost theirs since: a server-side TIME_WAIT ends early when
 	 * the client resets it or a SYN from the same port recycles it.
 	 */
+	lab_tw_match(&diff, recs, LAB_TW_SERVER, pn, NULL);
 	cr_assert_leq((size_t)tw.server, lab_rec_count(recs, "tw=local"),
-		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)%s", tw.server,
-		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), tw_mismatch(recs, pn));
+		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)\n%s", tw.server,
+		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), diff.text);
 	cr_assert_geq((size_t)tw.server * 10, lab_rec_count(recs, "tw=local") * 9,
-		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)%s", tw.server,
-		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), tw_mismatch(recs, pn));
-	cr_assert_eq(strstr(tw_mismatch(recs, pn), "without a record"), NULL, "%s",
-		     tw_mismatch(recs, pn));
+		      "server-side TIME_WAIT %ld, records with tw=local: %zu\n(%s)\n%s", tw.server,
+		      lab_rec_count(recs, "tw=local"), lab_rec_summary(recs), diff.text);
+	cr_assert_eq(diff.orphans, 0, "%s", diff.text);
 
 	/* under defer: none on the server, all n on the clients */
-	recs = lab_records_wait(dlog, "", n, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", n);
-	lab_rec_assert_all(recs, "", "comm=nginx,role=server,policy=defer,end=passive,tw=peer,"
-			   "via=close,!timeout");
+	recs = lab_records_wait_expect(dlog, n, "comm=nginx,role=server,policy=defer,"
+				       "end=passive,tw=peer,via=close,!timeout", 5000);
 	/* the workers serve, not the master */
-	assert_count(recs, lab_fmt("pid=%d", sd->pid), 0);
+	lab_rec_assert_count(recs, lab_fmt("pid=%d", sd->pid), 0);
 	lab_tw_count(&tw, pd);
 	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT under defer: %ld", tw.server);
 	cr_assert_eq(tw.client, n, "client-side TIME_WAIT under defer: %ld", tw.client);
@@ -399,8 +271,8 @@ Test(programs, curl_runs_under_defer_all_succeed_with_100_ports, .timeout = 120)
 	s = nginx_start("nginx", NULL, port, "20ms");
 	pids = json_object();
 	for (int i = 0; i < runs; i++) {
-		c = lab_run("curl", traced(log, "close=defer"), RUN_MS, curl, "-sS", "--max-time",
-			    "5", lab_fmt("http://127.0.0.1:%d/", port), NULL);
+		c = lab_run("curl", lab_traced(log, "close=defer"), RUN_MS, curl, "-sS",
+			    "--max-time", "5", lab_fmt("http://127.0.0.1:%d/", port), NULL);
 		cr_assert_eq(lab_exit_code(c), 0, "curl run %d: exit %d: %s", i + 1,
 			     lab_exit_code(c), lab_stderr(c));
 		cr_assert_str_eq(lab_stdout(c), "hello\n", "curl run %d", i + 1);
@@ -409,8 +281,8 @@ Test(programs, curl_runs_under_defer_all_succeed_with_100_ports, .timeout = 120)
 	lab_tw_count(&tw, port);
 	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT: %ld", tw.client);
 
-	recs = records(log);
-	assert_count(recs, "", runs);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", runs);
 	lab_rec_assert_all(recs, "", "comm=curl,role=client,policy=defer,end=passive,tw=peer,"
 			   "!timeout");
 	/* one record from each run */
@@ -473,7 +345,7 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
 {
 	const char *slog, *clog;
 	struct lab_proc *s, *b;
-	json_t *srecs, *crecs;
+	json_t *crecs;
 	size_t nc;
 	char *out;
 	int port;
@@ -482,8 +354,8 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
 	slog = lab_path("server.jsonl");
 	clog = lab_path("benchmark.jsonl");
 	port = lab_port();
-	s = redis_start(traced(slog, NULL), port);
-	b = benchmark(traced(clog, "close=abort"), port, 500);
+	s = redis_start(lab_traced(slog, NULL), port);
+	b = benchmark(lab_traced(clog, "close=abort"), port, 500);
 	out = (char *)lab_fmt("%s%s", lab_stdout(b), lab_stderr(b));
 	cr_assert_eq(lab_exit_code(b), 0, "redis-benchmark: %s", out);
 	cr_assert(strstr(out, "SET: ") && strstr(out, "GET: "), "no results: %s", out);
@@ -491,16 +363,14 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
 		  !strstr(out, "reset"), "redis-benchmark reported an error: %s", out);
 	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT sockets: %ld", lab_tw_total());
 
-	crecs = records(clog);
+	crecs = lab_records_checked(clog);
 	nc = json_array_size(crecs);
 	cr_assert_geq(nc, 1000, "benchmark records: %zu", nc);
 	lab_rec_assert_all(crecs, "", "comm=redis-benchmark,role=client,policy=abort,end=abort,"
 			   "tw=none,!timeout");
 	/* the server saw each of those connections once */
-	srecs = lab_records_wait(slog, "", nc, 5000);
-	lab_records_check(srecs);
-	assert_count(srecs, "", nc);
-	lab_rec_assert_all(srecs, "", "comm=redis-server,role=server,policy=normal,tw=none");
+	json_decref(lab_records_wait_expect(slog, nc, "comm=redis-server,role=server,"
+					    "policy=normal,tw=none", 5000));
 	lab_stop(s, 5000);
 }
 
@@ -583,7 +453,7 @@ static const char *py_path(void)
 {
 	const char *p = lab_path("tw.py");
 
-	write_file(p, py_script);
+	lab_write_file(p, py_script);
 	return p;
 }
 
@@ -607,9 +477,9 @@ Test(programs, python_server_under_defer_leaves_timewait_with_the_python_client,
 	slog = lab_path("server.jsonl");
 	clog = lab_path("client.jsonl");
 	port = lab_port();
-	s = lab_start_server("py-server", traced(slog, "close=defer"), py, script, "server",
+	s = lab_start_server("py-server", lab_traced(slog, "close=defer"), py, script, "server",
 			     lab_fmt("%d", port), "first", lab_fmt("%d", n), NULL);
-	c = lab_run("py-client", traced(clog, NULL), RUN_MS, py, script, "client",
+	c = lab_run("py-client", lab_traced(clog, NULL), RUN_MS, py, script, "client",
 		    lab_fmt("%d", port), lab_fmt("%d", n), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), n, "client: %s", lab_stdout(c));
@@ -619,12 +489,12 @@ Test(programs, python_server_under_defer_leaves_timewait_with_the_python_client,
 	lab_tw_count(&tw, port);
 	cr_assert_eq(tw.server, 0, "server-side TIME_WAIT: %ld", tw.server);
 	cr_assert_eq(tw.client, n, "client-side TIME_WAIT: %ld", tw.client);
-	recs = records(slog);
-	assert_count(recs, "", n);
+	recs = lab_records_checked(slog);
+	lab_rec_assert_count(recs, "", n);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=server,policy=defer,end=passive,"
 					     "tw=peer,!timeout", s->pid));
-	recs = records(clog);
-	assert_count(recs, "", n);
+	recs = lab_records_checked(clog);
+	lab_rec_assert_count(recs, "", n);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=normal,end=active,"
 					     "tw=local", c->pid));
 }
@@ -661,14 +531,14 @@ Test(programs, python_client_under_defer_completes_300_with_100_ports, .timeout 
 	lab_value_str(lab_stdout(c), "first_error", err, sizeof(err));
 	cr_assert_str_eq(err, "EADDRNOTAVAIL", "client: %s", lab_stdout(c));
 
-	c = lab_run("py-defer", traced(log, "close=defer"), RUN_MS, py, script, "client",
+	c = lab_run("py-defer", lab_traced(log, "close=defer"), RUN_MS, py, script, "client",
 		    lab_fmt("%d", p2), "300", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 300, "client: %s", lab_stdout(c));
 	lab_tw_count(&tw, p2);
 	cr_assert_eq(tw.client, 0, "client-side TIME_WAIT under defer: %ld", tw.client);
-	recs = records(log);
-	assert_count(recs, "", 300);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 300);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,comm=python3,role=client,policy=defer,"
 					     "end=passive,tw=peer,!timeout", c->pid));
 	lab_stop(s1, 5000);
@@ -701,16 +571,14 @@ Test(programs, preloaded_shell_passes_the_library_to_the_programs_it_runs, .time
 	log = lab_path("tw-%p.jsonl");
 	port = lab_port();
 	s = late_closing_server(port, 30);
-	sh = lab_run("sh", traced(lab_path("all.jsonl"), "close=defer"), RUN_MS, "/bin/sh", "-c",
-		     lab_fmt("'%1$s' -n 3 %2$s && '%1$s' -n 4 %2$s && '%1$s' -n 5 %2$s", cl,
-			     lab_addr4(port)), NULL);
+	sh = lab_run("sh", lab_traced(lab_path("all.jsonl"), "close=defer"), RUN_MS, "/bin/sh",
+		     "-c", lab_fmt("'%1$s' -n 3 %2$s && '%1$s' -n 4 %2$s && '%1$s' -n 5 %2$s", cl,
+				   lab_addr4(port)), NULL);
 	cr_assert_eq(lab_exit_code(sh), 0, "sh: %s%s", lab_stdout(sh), lab_stderr(sh));
 	(void)log;
 
-	recs = lab_records_wait(lab_path("all.jsonl"), "", 12, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", 12);
-	lab_rec_assert_all(recs, "", "comm=tw-client,role=client,policy=defer,end=passive");
+	recs = lab_records_wait_expect(lab_path("all.jsonl"), 12, "comm=tw-client,role=client,"
+				       "policy=defer,end=passive", 5000);
 	/* three processes, 3, 4 and 5 connections each */
 	{
 		json_t *per = json_object();
@@ -753,11 +621,11 @@ static void spawn_run(bool inherit)
 	int port;
 
 	lab_enter(100);
-	prog = helper("tw-stress");
+	prog = lab_test_program("tw-stress", RUN_MS);
 	log = lab_path("client.jsonl");
 	port = lab_port();
 	s = late_closing_server(port, 50);
-	c = lab_run("spawner", traced(log, "close=defer,defer_ms=5000"), RUN_MS, prog, "spawn",
+	c = lab_run("spawner", lab_traced(log, "close=defer,defer_ms=5000"), RUN_MS, prog, "spawn",
 		    "-n", lab_fmt("%d", n), "--child-ms", inherit ? "300" : "0", "--sleep-end",
 		    "1000", inherit ? "--inherit" : "--", lab_addr4(port), NULL);
 	out = lab_stdout(c);
@@ -768,8 +636,8 @@ static void spawn_run(bool inherit)
 
 	recs = lab_records_wait(log, "", n, 5000);
 	lab_sleep_ms(500);
-	recs = records(log);
-	assert_count(recs, "", n);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", n);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client", c->pid));
 	lab_tw_count(&tw, port);
 	cr_assert_eq(tw.client, (long)lab_rec_count(recs, "tw=local"),
@@ -811,7 +679,6 @@ Test(programs, etc_ld_so_preload_in_a_private_mount_namespace_traces_a_program,
 	bool had = stat("/etc/ld.so.preload", &before) == 0;
 	struct lab_proc *s, *c;
 	struct lab_opts o = { 0 };
-	json_t *recs;
 	int port;
 
 	need_program("mount", "/usr/bin/mount", "/bin/mount");
@@ -822,7 +689,7 @@ Test(programs, etc_ld_so_preload_in_a_private_mount_namespace_traces_a_program,
 	cr_assert(mkdir(etc, 0755) == 0);
 	cr_assert(realpath(lab_build_path("libtwshim.so"), lib), "libtwshim.so: %s",
 		  strerror(errno));
-	write_file(lab_fmt("%s/ld.so.preload", etc),
+	lab_write_file(lab_fmt("%s/ld.so.preload", etc),
 		   lab_fmt("%s%s%s\n", first && *first ? first : "", first && *first ? " " : "",
 			   lib));
 	if (access("/etc/ld.so.cache", R_OK) == 0) {
@@ -839,10 +706,8 @@ Test(programs, etc_ld_so_preload_in_a_private_mount_namespace_traces_a_program,
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
 
-	recs = lab_records_wait(log, "", 5, 5000);
-	lab_records_check(recs);
-	assert_count(recs, "", 5);
-	lab_rec_assert_all(recs, "", "comm=tw-client,role=client,policy=defer,end=passive");
+	json_decref(lab_records_wait_expect(log, 5, "comm=tw-client,role=client,policy=defer,"
+					    "end=passive", 5000));
 
 	/* the machine's own file is as it was */
 	if (had) {
@@ -862,7 +727,7 @@ Test(programs, etc_ld_so_preload_in_a_private_mount_namespace_traces_a_program,
  */
 Test(programs, static_binary_runs_untouched_and_unrecorded, .timeout = 90)
 {
-	const char *src = source_dir(), *log, *bin;
+	const char *src = lab_source_dir(), *log, *bin;
 	struct lab_proc *cc, *s, *c;
 	struct lab_tw tw;
 	int port;
@@ -879,7 +744,7 @@ Test(programs, static_binary_runs_untouched_and_unrecorded, .timeout = 90)
 	log = lab_path("client.jsonl");
 	port = lab_port();
 	s = late_closing_server(port, 30);
-	c = lab_run("client", traced(log, "close=defer"), RUN_MS, bin, "-n", "5",
+	c = lab_run("client", lab_traced(log, "close=defer"), RUN_MS, bin, "-n", "5",
 		    lab_addr4(port), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
@@ -919,7 +784,7 @@ Test(programs, go_program_runs_untouched_and_unrecorded, .timeout = 180)
 	lab_enter(100);
 	src = lab_path("main.go");
 	bin = lab_path("go-client");
-	write_file(src, go_client);
+	lab_write_file(src, go_client);
 	{
 		const char *env[] = { lab_fmt("GOCACHE=%s", lab_path("gocache")),
 				      lab_fmt("HOME=%s", lab_dir()), "GO111MODULE=off",
@@ -932,7 +797,7 @@ Test(programs, go_program_runs_untouched_and_unrecorded, .timeout = 180)
 	log = lab_path("client.jsonl");
 	port = lab_port();
 	s = late_closing_server(port, 30);
-	c = lab_run("client", traced(log, "close=defer"), RUN_MS, bin, lab_addr4(port), NULL);
+	c = lab_run("client", lab_traced(log, "close=defer"), RUN_MS, bin, lab_addr4(port), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 5, "client: %s", lab_stdout(c));
 	lab_tw_count(&tw, port);

@@ -9,118 +9,10 @@
  * nothing hangs (every test is bounded by its timeout).
  */
 #include <criterion/criterion.h>
-#include <errno.h>
-#include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "lab.h"
 
 #define RUN_MS	120000
-
-static json_t *records(const char *log)
-{
-	json_t *r = lab_records(log);
-
-	lab_records_check(r);
-	return r;
-}
-
-static void assert_count(const json_t *recs, const char *filter, size_t want)
-{
-	size_t got = lab_rec_count(recs, filter);
-
-	cr_assert_eq(got, want, "records matching '%s': %zu, expected %zu\n(%s)", filter, got,
-		     want, lab_rec_summary(recs));
-}
-
-/*
- * The records with tw=local that no TIME_WAIT socket of the kernel stands
- * for, and the TIME_WAIT sockets that no such record stands for, as text for
- * a failure message; "" when they match one for one. n_bad counts both.
- * server_port: only the TIME_WAIT sockets of clients of that port count (the
- * server is not traced); 0: all of the namespace. skip: 4-tuple keys whose
- * TIME_WAIT sockets are not looked at (may be NULL).
- */
-static const char *tw_mismatch(const json_t *recs, int server_port, const json_t *skip,
-			       size_t *n_bad)
-{
-	json_t *tw = lab_tw_list(), *left = json_object(), *v;
-	const char *out = "", *k;
-	size_t i, extra = 0, orphans = 0;
-
-	for (i = 0; i < json_array_size(tw); i++) {
-		json_t *t = json_array_get(tw, i);
-		const char *remote = json_string_value(json_object_get(t, "remote"));
-
-		if ((server_port && atoi(strrchr(remote, ':') + 1) != server_port) ||
-		    (skip && json_object_get(skip, lab_tuple_key(t))))
-			continue;
-		json_object_set_new(left, lab_tuple_key(t), json_true());
-	}
-	for (i = 0; i < json_array_size(recs); i++) {
-		json_t *r = json_array_get(recs, i);
-		const char *key;
-
-		if (!lab_rec_match(r, "tw=local"))
-			continue;
-		key = lab_fmt("%s %s", json_string_value(json_object_get(r, "local")),
-			      json_string_value(json_object_get(r, "remote")));
-		if (json_object_get(left, key)) {
-			json_object_del(left, key);
-			continue;
-		}
-		if (extra++ < 5)
-			out = lab_fmt("%s\n  tw=local but no TIME_WAIT: %s", out,
-				      json_dumps(r, JSON_COMPACT));
-	}
-	json_object_foreach(left, k, v)
-		if (orphans++ < 5)
-			out = lab_fmt("%s\n  TIME_WAIT without a record: %s", out, k);
-	if (extra + orphans)
-		out = lab_fmt("%zu records with tw=local and no TIME_WAIT, %zu TIME_WAIT sockets "
-			      "without a record:%s", extra, orphans, out);
-	*n_bad = extra + orphans;
-	json_decref(left);
-	json_decref(tw);
-	return out;
-}
-
-/* The top of the source tree, or NULL (see test_programs.c). */
-static const char *source_dir(void)
-{
-	const char *b = getenv("TWSHIM_BUILD");
-	char real[PATH_MAX];
-
-	if (access("tests/integration/lab.h", R_OK) == 0)
-		return ".";
-	if (b && *b && realpath(lab_fmt("%s/..", b), real) &&
-	    access(lab_fmt("%s/tests/integration/lab.h", real), R_OK) == 0)
-		return lab_fmt("%s", real);
-	return NULL;
-}
-
-/* tests/programs/NAME: from TWSHIM_BUILD/programs/ (sanitize.sh), else built here */
-static const char *helper(const char *name)
-{
-	const char *built = lab_build_path(lab_fmt("programs/%s", name));
-	const char *src = source_dir(), *out;
-	struct lab_proc *p;
-
-	if (access(built, X_OK) == 0)
-		return built;
-	if (!src)
-		cr_skip_test("%s: no build in %s and no source tree here to build it from", name,
-			     lab_build_path("programs"));
-	out = lab_path(name);
-	p = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
-		    lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O2 -g -o '%s' "
-			    "'%s/tests/programs/%s.c' -lpthread", out, src, name), NULL);
-	cr_assert_eq(lab_exit_code(p), 0, "building %s: %s", name, lab_stderr(p));
-	return out;
-}
 
 /*
  * A config file mixing the policies per connection: normal_weight % normal,
@@ -128,30 +20,25 @@ static const char *helper(const char *name)
  */
 static const struct lab_opts *mixed(const char *log, int defer_ms, int normal_weight)
 {
-	struct lab_opts *o = calloc(1, sizeof(*o));
 	const char *conf = lab_path("mixed.conf");
-	FILE *f = fopen(conf, "we");
+	int other = (100 - normal_weight) / 2;
 
-	cr_assert(o && f);
-	fprintf(f, "log = \"%s\";\n"
+	lab_write_file(conf, lab_fmt(
+		"log = \"%s\";\n"
 		"defer_ms = %d;\n"
 		"ab = {\n"
 		"  split = \"connection\";\n"
 		"  arms = ( { name = \"normal\"; close = \"normal\"; weight = %d; },\n"
 		"           { name = \"defer\"; close = \"defer\"; weight = %d; },\n"
 		"           { name = \"abort\"; close = \"abort\"; weight = %d; } );\n"
-		"};\n", log, defer_ms, normal_weight, (100 - normal_weight) / 2,
-		(100 - normal_weight) / 2);
-	fclose(f);
-	o->preload = true;
-	o->config = conf;
-	return o;
+		"};\n", log, defer_ms, normal_weight, other, other));
+	return lab_configured(conf);
 }
 
 /* Each arm drawn, and each record's policy the one its arm names (or normal, saying why). */
 static void assert_arms(const json_t *recs)
 {
-	assert_count(recs, "!arm", 0);
+	lab_rec_assert_count(recs, "!arm", 0);
 	cr_assert_gt(lab_rec_count(recs, "arm=normal"), 0, "%s", lab_rec_summary(recs));
 	cr_assert_gt(lab_rec_count(recs, "arm=defer"), 0, "%s", lab_rec_summary(recs));
 	cr_assert_gt(lab_rec_count(recs, "arm=abort"), 0, "%s", lab_rec_summary(recs));
@@ -169,7 +56,7 @@ static void assert_arms(const json_t *recs)
  * the `abort` arm just as this end's FIN went out, ends this end's socket
  * with no TIME_WAIT: a close record cannot foresee that. Both ends are in
  * this process, so the server's records tell which connections those were;
- * their keys go into *skip for tw_mismatch().
+ * their keys go into *skip for lab_tw_match().
  */
 static json_t *client_ends(const json_t *recs, json_t **skip)
 {
@@ -199,9 +86,9 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
      .timeout = 180)
 {
 	const long total = 16 * 5000;
-	const char *log, *bad;
+	const char *log;
 	struct lab_proc *s, *c;
-	size_t n_bad;
+	struct lab_tw_diff diff;
 	json_t *recs;
 	char *out;
 	int port;
@@ -223,12 +110,12 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
 		      "fds leaked: %s", out);
 
-	recs = records(log);
-	assert_count(recs, "", (size_t)total);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", (size_t)total);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client", c->pid));
 	assert_arms(recs);
-	bad = tw_mismatch(recs, port, NULL, &n_bad);
-	cr_assert_eq(n_bad, 0, "%s\n(%s)", bad, lab_rec_summary(recs));
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
 }
 
@@ -242,15 +129,15 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .timeout = 180)
 {
 	const long total = 8 * 1000;
-	const char *log, *bad, *prog;
+	const char *log, *prog;
 	struct lab_proc *s, *c;
-	size_t n_bad;
+	struct lab_tw_diff diff;
 	json_t *recs;
 	char *out;
 	int port;
 
 	lab_enter(10000);
-	prog = helper("tw-stress");
+	prog = lab_test_program("tw-stress", RUN_MS);
 	log = lab_path("client.jsonl");
 	port = lab_port();
 	s = quick_server(port);
@@ -265,14 +152,14 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 		     "a successful call changed errno: %s", out);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "sockets left open: %s", out);
 
-	recs = records(log);
+	recs = lab_records_checked(log);
 	/* a child records only what it held: never a connection it had no fd for */
 	lab_rec_assert_all(recs, "", "state!=UNKNOWN");
-	assert_count(recs, "", (size_t)total);
+	lab_rec_assert_count(recs, "", (size_t)total);
 	lab_rec_assert_all(recs, "", "role=client,comm=tw-stress");
 	assert_arms(recs);
-	bad = tw_mismatch(recs, port, NULL, &n_bad);
-	cr_assert_eq(n_bad, 0, "%s\n(%s)", bad, lab_rec_summary(recs));
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
 }
 
@@ -285,15 +172,15 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout = 180)
 {
 	const long total = 8 * 1000;
-	const char *log, *bad, *prog;
+	const char *log, *prog;
 	struct lab_proc *c;
-	size_t n_bad;
+	struct lab_tw_diff diff;
 	json_t *recs, *clients, *skip;
 	char *out;
 	int port;
 
 	lab_enter(10000);
-	prog = helper("tw-stress");
+	prog = lab_test_program("tw-stress", RUN_MS);
 	log = lab_path("both.jsonl");
 	port = lab_port();
 	c = lab_run("self", mixed(log, 300, 20), RUN_MS, prog, "signals", "--threads", "8",
@@ -313,12 +200,12 @@ Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout 
 	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
 		      "fds leaked: %s", out);
 
-	recs = records(log);
-	assert_count(recs, "role=client", (size_t)total);
-	assert_count(recs, "role=server", (size_t)total);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "role=client", (size_t)total);
+	lab_rec_assert_count(recs, "role=server", (size_t)total);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d", c->pid));
 	assert_arms(recs);
 	clients = client_ends(recs, &skip);
-	bad = tw_mismatch(clients, port, skip, &n_bad);
-	cr_assert_eq(n_bad, 0, "%s\n(%s)", bad, lab_rec_summary(recs));
+	lab_tw_match(&diff, clients, LAB_TW_CLIENT, port, skip);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 }

@@ -54,8 +54,8 @@ Test(syslog, each_record_is_one_datagram_to_dev_log, .timeout = 30)
 	port = lab_port();
 	s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(port),
 			     "-n", "5", "--close", "last", NULL);
-	c = lab_run("client", &(struct lab_opts){ .preload = true, .options = "log=syslog" },
-		    10000, lab_example("tw-client"), "-n", "5", lab_addr4(port), NULL);
+	c = lab_run("client", lab_traced("syslog", NULL), 10000, lab_example("tw-client"), "-n",
+		    "5", lab_addr4(port), NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	lab_wait(s, 5000);
 	snprintf(want, sizeof(want), "<14>twshim[%d]: ", c->pid);
