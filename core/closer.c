@@ -70,10 +70,15 @@ static uint64_t key(uint32_t i)
 	return conn_at(cl.heap[i])->deadline_ns;
 }
 
+/*
+ * The slot's heap position shares its word with the free-list link, which
+ * conn_alloc() may read at any time from a stale list head (and discard):
+ * written atomically so that the two never race.
+ */
 static void heap_put(uint32_t i, uint32_t idx)
 {
 	cl.heap[i] = idx;
-	conn_at(idx)->heap = i;
+	__atomic_store_n(&conn_at(idx)->heap, i, __ATOMIC_RELAXED);
 }
 
 static void heap_up(uint32_t i)
@@ -129,9 +134,9 @@ static int heap_push(struct tw_conn *c)
 		cl.heap = h;
 		cl.heap_cap = cap;
 	}
-	cl.heap[cl.heap_n] = conn_index(c);
-	c->heap = cl.heap_n++;
-	heap_up(c->heap);
+	heap_put(cl.heap_n, conn_index(c));
+	cl.heap_n++;
+	heap_up(cl.heap_n - 1);
 	return 0;
 }
 
@@ -305,7 +310,7 @@ static void *closer_main(void *arg)
 		pthread_mutex_lock(&cl.lock);
 		take_submissions();
 		for (int i = 0; i < n; i++) {
-			uint32_t idx = ev[i].data.u32;
+			uint32_t idx = ev[i].data.u32, h;
 
 			if (!idx) {
 				if (read(atomic_load(&cl.evfd), &junk, sizeof(junk)) < 0) {
@@ -313,10 +318,12 @@ static void *closer_main(void *arg)
 				}
 				continue;
 			}
-			/* a connection finished earlier in this batch left its slot */
-			if (!fdt_is_lib(fdtab_get(conn_at(idx - 1)->libfd)) ||
-			    conn_at(idx - 1)->heap >= cl.heap_n ||
-			    cl.heap[conn_at(idx - 1)->heap] != idx - 1)
+			/*
+			 * A connection finished earlier in this batch is out of
+			 * the heap, and its slot may be anyone's by now.
+			 */
+			h = __atomic_load_n(&conn_at(idx - 1)->heap, __ATOMIC_RELAXED);
+			if (h >= cl.heap_n || cl.heap[h] != idx - 1)
 				continue;
 			on_event(conn_at(idx - 1), ev[i].events);
 		}

