@@ -117,6 +117,7 @@ asan ubsan tsan:
 
 # libFuzzer targets for the settings parsers, bounded in time; not part of test.
 fuzz:
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (libFuzzer): apt-get install clang" >&2; exit 1; }
 	$(MAKE) -f tests/fuzz/Makefile
 
 install: all
