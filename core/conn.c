@@ -679,7 +679,27 @@ void conn_note_shutdown(int fd, int how)
 		return;
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
 		return;
-	c->state = ti.tcpi_state;
+	/*
+	 * Read after the FIN went out, as for a close (normal_fin()): the
+	 * state it produced says whether the peer's FIN was there first.
+	 */
+	switch (ti.tcpi_state) {
+	case TW_FIN_WAIT1:
+	case TW_FIN_WAIT2:
+	case TW_CLOSING:
+		c->state = TW_ESTABLISHED;
+		break;
+	case TW_LAST_ACK:
+		c->state = TW_CLOSE_WAIT;
+		break;
+	case TW_CLOSE:
+		c->state = TW_ESTABLISHED;
+		if (end_of_closed(c) != TW_END_ACTIVE)
+			c->state = TW_CLOSE_WAIT;
+		break;
+	default:
+		c->state = ti.tcpi_state;
+	}
 	c->flags |= CONN_SHUT_WR;
 }
 

@@ -150,7 +150,7 @@ typedef int (*conn_close_fn)(int fd, void *arg);
  * call returns (with errno set as libc set it).
  */
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg);
-/* The program shut down writing: remember the state the FIN met. */
+/* The program shut down writing (the call succeeded): remember the state the FIN met. */
 void conn_note_shutdown(int fd, int how);
 /* The program set SO_LINGER on fd. */
 void conn_note_linger(int fd, const void *optval, socklen_t optlen);
