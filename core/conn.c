@@ -384,11 +384,18 @@ static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end
 		return false;
 	if (!shared_claim(cookie))
 		return false;
-	if (found == 1)
+	if (found == 1) {
 		*end = ds.state == TW_CLOSE ? end_of_closed(c) : record_classify(ds.state);
-	else if (*end == TW_END_ACTIVE && end_of_closed(c) != TW_END_ACTIVE)
-		/* an active close leaves FIN_WAIT or TIME_WAIT here for a minute: the peer was first */
-		*end = TW_END_PASSIVE;
+	} else if (*end == TW_END_ACTIVE ||
+		   (*end == TW_END_ABORT && !(c->flags & CONN_LINGER0))) {
+		/*
+		 * Gone already. What this process last saw (no FIN yet, or
+		 * data unread) the other holder may have changed since: it read
+		 * the data, the peer closed. A FIN from this side first would
+		 * have left FIN_WAIT or TIME_WAIT here for a minute.
+		 */
+		*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
+	}
 	return true;
 }
 
