@@ -35,18 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define REQ_LEN		16
 #define REPLY_LEN	64
 #define MAX_FD		65536
 #define RING		65536
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* CPU time of the whole process (every thread: the library's too), in microseconds */
 static uint64_t cpu_us(void)
@@ -56,17 +50,6 @@ static uint64_t cpu_us(void)
 	getrusage(RUSAGE_SELF, &ru);
 	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
 	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
-
-static struct sockaddr_in loopback(int port)
-{
-	struct sockaddr_in sin = {
-		.sin_family = AF_INET,
-		.sin_port = htons((uint16_t)port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-
-	return sin;
 }
 
 /* server: per-fd state; gen tells a pending close from a reused fd number */

@@ -46,18 +46,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define CTL_FD		3
 #define MAX_N		30000
 #define IO_TIMEOUT_MS	30000
 #define CHUNK		1000
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t cpu_ns(void)
 {
@@ -71,17 +65,6 @@ static void die(const char *what)
 {
 	fprintf(stderr, "deferscale[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
 	exit(1);
-}
-
-static struct sockaddr_in loopback(int port)
-{
-	struct sockaddr_in sin = {
-		.sin_family = AF_INET,
-		.sin_port = htons((uint16_t)port),
-		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-	};
-
-	return sin;
 }
 
 /* one line from the control socket, waiting at most IO_TIMEOUT_MS */

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #include "config.h"
 #include "record.h"
 #include "runtime.h"
@@ -61,14 +63,6 @@ static void *worker(void *arg)
 	}
 	atomic_fetch_add(&total, n);
 	return NULL;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* a client connection 127.0.0.1:40123 -> 127.0.0.1:9000, as a close would leave it */
