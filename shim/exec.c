@@ -57,53 +57,59 @@ SHIM_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 /*
  * execl, execlp and execle take their arguments as a list: counted, then
  * copied into an array on the stack, as glibc does (execle is
- * async-signal-safe: no allocation), and passed to the array forms.
+ * async-signal-safe: no allocation), and passed to the array forms. The
+ * list goes by pointer, so that execle may read on after it (C11 7.16 note).
  */
-static size_t count_args(va_list ap)
+static size_t count_args(va_list *ap)
 {
 	va_list cp;
 	size_t n = 1;
 
-	va_copy(cp, ap);
+	va_copy(cp, *ap);
 	while (va_arg(cp, char *))
 		n++;
 	va_end(cp);
 	return n;
 }
 
-static void fill_args(char **argv, size_t n, const char *arg0, va_list ap)
+static void fill_args(char **argv, size_t n, const char *arg0, va_list *ap)
 {
 	argv[0] = (char *)arg0;
 	for (size_t i = 1; i <= n; i++)
-		argv[i] = va_arg(ap, char *);
+		argv[i] = va_arg(*ap, char *);
+}
+
+/* execl and execlp: the list as an array, then the array form fn */
+static int exec_list(int (*fn)(const char *, char *const[]), const char *file,
+		     const char *arg0, va_list *ap)
+{
+	size_t n = count_args(ap);
+	char *argv[n + 1];
+
+	fill_args(argv, n, arg0, ap);
+	return fn(file, argv);
 }
 
 SHIM_EXPORT int execl(const char *path, const char *arg, ...)
 {
 	va_list ap;
-	size_t n;
+	int r;
 
 	va_start(ap, arg);
-	n = count_args(ap);
-	char *argv[n + 1];
-
-	fill_args(argv, n, arg, ap);
+	r = exec_list(execv, path, arg, &ap);
 	va_end(ap);
-	return execv(path, argv);
+	return r;
 }
 
 SHIM_EXPORT int execlp(const char *file, const char *arg, ...)
 {
 	va_list ap;
-	size_t n;
+	int r;
 
 	va_start(ap, arg);
-	n = count_args(ap);
-	char *argv[n + 1];
-
-	fill_args(argv, n, arg, ap);
+	r = exec_list(execvp, file, arg, &ap);
 	va_end(ap);
-	return execvp(file, argv);
+	return r;
 }
 
 SHIM_EXPORT int execle(const char *path, const char *arg, ...)
@@ -113,10 +119,10 @@ SHIM_EXPORT int execle(const char *path, const char *arg, ...)
 	size_t n;
 
 	va_start(ap, arg);
-	n = count_args(ap);
+	n = count_args(&ap);
 	char *argv[n + 1];
 
-	fill_args(argv, n, arg, ap);
+	fill_args(argv, n, arg, &ap);
 	envp = va_arg(ap, char **);
 	va_end(ap);
 	return execve(path, argv, envp);
