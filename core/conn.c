@@ -162,14 +162,51 @@ static void conn_track(struct tw_conn *c, int fd)
 	fdtab_set(fd, conn_index(c) + 1);
 }
 
+/* the connection flags for the options a socket marked mark starts with */
+static uint8_t mark_flags(uint32_t mark)
+{
+	if (!fdt_is_tcp(mark))
+		return 0;
+	return ((mark & FDT_TCP_LINGER0) ? CONN_LINGER0 : 0) |
+	       ((mark & FDT_TCP_PEEKOFF) ? CONN_PEEKOFF : 0);
+}
+
+/* Does this SO_LINGER or SO_PEEK_OFF value make a close or a peek behave otherwise? */
+static bool opt_sets(int name, const void *optval, socklen_t optlen)
+{
+	if (name == SO_LINGER) {
+		const struct linger *l = optval;
+
+		return optlen >= sizeof(*l) && l->l_onoff && !l->l_linger;
+	}
+	return optlen >= sizeof(int) && *(const int *)optval >= 0;	/* SO_PEEK_OFF */
+}
+
+uint32_t conn_probe_mark(int fd)
+{
+	struct linger l = { 0 };
+	socklen_t ll = sizeof(l);
+	int off = -1;
+	socklen_t ol = sizeof(off);
+	uint32_t mark = FDT_TCP;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &ll) == 0 &&
+	    opt_sets(SO_LINGER, &l, ll))
+		mark |= FDT_TCP_LINGER0;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, &ol) == 0 &&
+	    opt_sets(SO_PEEK_OFF, &off, ol))
+		mark |= FDT_TCP_PEEKOFF;
+	return mark;
+}
+
 /*
  * Starts tracking fd after connect or accept. remote is what the program
  * connected to or what accept returned. Resolves the policy here, once, and
  * starts the closer if this connection may need it: the close path must not
  * create a thread.
  */
-static void conn_open_locked(int fd, enum tw_role role, const struct sockaddr *remote,
-			     socklen_t len)
+static void conn_open_locked(int fd, uint32_t mark, enum tw_role role,
+			     const struct sockaddr *remote, socklen_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -189,8 +226,7 @@ static void conn_open_locked(int fd, enum tw_role role, const struct sockaddr *r
 		conn_free(c);
 		return;
 	}
-	if (role == TW_ROLE_SERVER)
-		c->flags |= CONN_SERVER;
+	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | mark_flags(mark);
 	conf_resolve(rt.conf, role, remote, len,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
@@ -198,10 +234,11 @@ static void conn_open_locked(int fd, enum tw_role role, const struct sockaddr *r
 	conn_track(c, fd);
 }
 
-void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen_t len)
+void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
+	       socklen_t len)
 {
 	table_enter();
-	conn_open_locked(fd, role, remote, len);
+	conn_open_locked(fd, mark, role, remote, len);
 	table_leave();
 }
 
@@ -256,7 +293,8 @@ void conn_adopt(int fd)
 	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
 	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
 	c->t_open_ns = clock_mono_ns();
-	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0);
+	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
+		   mark_flags(conn_probe_mark(fd));
 	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
@@ -404,12 +442,16 @@ static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end
  * first FIN is decided in the kernel the moment ours goes out, and the
  * peer's may be on its way: judged from the state before the close, a close
  * racing the peer's FIN would be recorded active with the TIME_WAIT on the
- * peer. So the FIN goes out first, with shutdown(SHUT_WR), exactly as the
- * close would send it, and the state it produced says who was first:
- * FIN_WAIT or CLOSING, this side (both sides hold TIME_WAIT after a
- * simultaneous close); LAST_ACK, the peer; CLOSE, over already, and a
- * TIME_WAIT socket tells which. Not when the close would send
- * RST instead (unread data, SO_LINGER {1,0}) or a FIN went already.
+ * peer. So a peek first: at the end of the stream, the peer's FIN is in and
+ * the close is passive (TCP_INFO confirms CLOSE_WAIT); with data unread the
+ * close would reset, which the general path decides. Otherwise the FIN goes
+ * out first, with shutdown(SHUT_WR), exactly as the close would send it,
+ * and the state it produced says who was first: FIN_WAIT or CLOSING, this
+ * side (both sides hold TIME_WAIT after a simultaneous close); LAST_ACK,
+ * the peer's FIN came in between; CLOSE, over already, and a TIME_WAIT
+ * socket tells which. Not when a FIN went already or the program asked for
+ * a reset (SO_LINGER {1,0}), nor when a peek offset (SO_PEEK_OFF) could
+ * hide unread data from the peek.
  * Returns 0 with *end set, or -1 when the general path must decide.
  */
 static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
@@ -417,35 +459,50 @@ static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	bool ours_acked = false, theirs_after = false;
+	char b;
+	long n;
 
-	if ((c->flags & (CONN_SHUT_WR | CONN_LINGER0)) || queued(fd, SIOCINQ) != 0 ||
-	    syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
-	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+	if (c->flags & (CONN_SHUT_WR | CONN_LINGER0 | CONN_PEEKOFF))
 		return -1;
-	switch (ti.tcpi_state) {
-	case TW_FIN_WAIT1:
-		*end = TW_END_ACTIVE;
-		break;
-	case TW_FIN_WAIT2:
-		*end = TW_END_ACTIVE;
-		ours_acked = true;
-		break;
-	case TW_CLOSING:
-		*end = TW_END_ACTIVE;
-		theirs_after = true;
-		break;
-	case TW_LAST_ACK:
+	/* recvfrom by number: not a cancellation point inside the program's close */
+	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+	if (n == 0) {
+		/* the end of the stream: the peer's FIN, or over already (reset) */
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 ||
+		    ti.tcpi_state != TW_CLOSE_WAIT)
+			return -1;
 		*end = TW_END_PASSIVE;
-		break;
-	case TW_CLOSE:
-		/* over already (loopback is quick): a TIME_WAIT socket says ours was first */
-		c->state = TW_ESTABLISHED;
-		*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
-		ours_acked = true;
-		theirs_after = *end == TW_END_ACTIVE;
-		break;
-	default:
-		return -1;
+	} else if (n < 0 && errno == EAGAIN) {
+		if (syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
+		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+			return -1;
+		switch (ti.tcpi_state) {
+		case TW_FIN_WAIT1:
+			*end = TW_END_ACTIVE;
+			break;
+		case TW_FIN_WAIT2:
+			*end = TW_END_ACTIVE;
+			ours_acked = true;
+			break;
+		case TW_CLOSING:
+			*end = TW_END_ACTIVE;
+			theirs_after = true;
+			break;
+		case TW_LAST_ACK:
+			*end = TW_END_PASSIVE;
+			break;
+		case TW_CLOSE:
+			/* over already (loopback is quick): a TIME_WAIT socket says ours was first */
+			c->state = TW_ESTABLISHED;
+			*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
+			ours_acked = true;
+			theirs_after = *end == TW_END_ACTIVE;
+			break;
+		default:
+			return -1;
+		}
+	} else {
+		return -1;	/* data unread (the close resets), or an error pending */
 	}
 	c->state = *end == TW_END_ACTIVE ? TW_ESTABLISHED : TW_CLOSE_WAIT;
 	/*
@@ -710,19 +767,25 @@ void conn_note_shutdown(int fd, int how)
 	c->flags |= CONN_SHUT_WR;
 }
 
-void conn_note_linger(int fd, const void *optval, socklen_t optlen)
+void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen)
 {
 	uint32_t v = fdtab_get(fd);
-	const struct linger *l = optval;
-	struct tw_conn *c;
+	bool on;
 
-	if (!fdt_is_conn(v) || !optval || optlen < sizeof(*l))
+	if ((name != SO_LINGER && name != SO_PEEK_OFF) || !optval)
 		return;
-	c = conn_at(v - 1);
-	if (l->l_onoff && !l->l_linger)
-		c->flags |= CONN_LINGER0;
-	else
-		c->flags &= (uint8_t)~CONN_LINGER0;
+	on = opt_sets(name, optval, optlen);
+	if (fdt_is_conn(v)) {
+		struct tw_conn *c = conn_at(v - 1);
+		uint8_t f = name == SO_LINGER ? CONN_LINGER0 : CONN_PEEKOFF;
+
+		c->flags = on ? (c->flags | f) : (c->flags & (uint8_t)~f);
+	} else if (fdt_is_tcp(v)) {
+		uint32_t m = name == SO_LINGER ? FDT_TCP_LINGER0 : FDT_TCP_PEEKOFF;
+
+		/* only while it is still that socket: a concurrent close wins */
+		atomic_compare_exchange_strong(&fdtab[fd], &v, on ? (v | m) : (v & ~m));
+	}
 }
 
 void conn_note_sent(int fd)
@@ -744,7 +807,7 @@ void conn_note_dup(int oldfd, int newfd)
 	if (fdt_is_conn(v)) {
 		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);
 		note_fd(newfd);
-	} else if (v != FDT_TCP) {
+	} else if (!fdt_is_tcp(v)) {
 		v = FDT_NONE;
 	}
 	fdtab_set(newfd, v);

@@ -56,6 +56,7 @@ enum conn_flags {
 	CONN_SHARED	= 1 << 2,	/* sent away with SCM_RIGHTS: another process holds it */
 	CONN_LINGER0	= 1 << 3,	/* the program set SO_LINGER {1,0}: its close resets */
 	CONN_INHERITED	= 1 << 4,	/* adopted across exec: the parent may hold it */
+	CONN_PEEKOFF	= 1 << 5,	/* the program set SO_PEEK_OFF: a peek may skip data */
 };
 
 enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LINGER };
@@ -67,9 +68,20 @@ enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LIN
  */
 #define FDT_NONE	0u
 #define FDT_LIBCONN	0x80000000u
-#define FDT_LIB		0xfffffffdu	/* another library fd: closer, log */
-#define FDT_OTHER	0xfffffffeu	/* a socket probed and found not TCP */
-#define FDT_TCP		0xffffffffu	/* a TCP socket that is no connection (yet) */
+#define FDT_LIB		0xfffffffau	/* another library fd: closer, log */
+#define FDT_OTHER	0xfffffffbu	/* a socket probed and found not TCP */
+/*
+ * A TCP socket that is no connection (yet): FDT_TCP, or'ed with the socket
+ * options its connections start with (accepted ones inherit the listener's).
+ */
+#define FDT_TCP		0xfffffffcu
+#define FDT_TCP_LINGER0	0x1u		/* SO_LINGER {1,0} */
+#define FDT_TCP_PEEKOFF	0x2u		/* SO_PEEK_OFF */
+
+static inline bool fdt_is_tcp(uint32_t v)
+{
+	return v >= FDT_TCP;
+}
 
 static inline bool fdt_is_conn(uint32_t v)
 {
@@ -134,8 +146,15 @@ struct tw_conn *conn_at(uint32_t idx);
 uint32_t conn_index(const struct tw_conn *c);
 struct tw_conn *conn_alloc(void);
 void conn_free(struct tw_conn *c);
-/* Starts tracking fd as a connection (after connect or accept succeeded). */
-void conn_open(int fd, enum tw_role role, const struct sockaddr *remote, socklen_t len);
+/*
+ * Starts tracking fd as a connection (after connect or accept succeeded);
+ * mark is the FDT_TCP value of the socket it came from (itself, or the
+ * listener), with the options it inherits.
+ */
+void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
+	       socklen_t len);
+/* FDT_TCP with the options of a TCP socket the library did not see made. */
+uint32_t conn_probe_mark(int fd);
 /* Takes over an fd the process inherited (across exec) at start-up. */
 void conn_adopt(int fd);
 
@@ -152,8 +171,8 @@ typedef int (*conn_close_fn)(int fd, void *arg);
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg);
 /* The program shut down writing (the call succeeded): remember the state the FIN met. */
 void conn_note_shutdown(int fd, int how);
-/* The program set SO_LINGER on fd. */
-void conn_note_linger(int fd, const void *optval, socklen_t optlen);
+/* The program set SO_LINGER or SO_PEEK_OFF on fd. */
+void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen);
 /* The program sent fd to another process (SCM_RIGHTS). */
 void conn_note_sent(int fd);
 /* newfd now refers to what oldfd refers to (dup, dup2, dup3, F_DUPFD). */

@@ -8,28 +8,27 @@
 #include "shim.h"
 
 /*
- * Is the listener TCP? Sockets made by socket() are marked; one inherited
- * from elsewhere (socket activation, an exec'ing parent) is asked once and
- * the answer kept in the table.
+ * The listener's mark: FDT_TCP with the options its connections inherit, or
+ * something else when it is no TCP socket. Sockets made by socket() are
+ * marked; one inherited from elsewhere (socket activation, an exec'ing
+ * parent) is asked once and the answer kept in the table.
  */
-static bool listener_is_tcp(int fd)
+static uint32_t listener_mark(int fd)
 {
 	uint32_t v = fdtab_get(fd);
 	int proto = 0, dom = 0;
 	socklen_t l = sizeof(proto);
 
-	if (v == FDT_TCP)
-		return true;
 	if (v != FDT_NONE)
-		return false;
+		return v;
 	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0 &&
 	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 &&
-	    proto == IPPROTO_TCP && (dom == AF_INET || dom == AF_INET6)) {
-		fdtab_set(fd, FDT_TCP);
-		return true;
-	}
-	fdtab_set(fd, FDT_OTHER);
-	return false;
+	    proto == IPPROTO_TCP && (dom == AF_INET || dom == AF_INET6))
+		v = conn_probe_mark(fd);
+	else
+		v = FDT_OTHER;
+	fdtab_set(fd, v);
+	return v;
 }
 
 /*
@@ -43,6 +42,7 @@ static int shim_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flag
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	int fd, saved;
+	uint32_t mark;
 
 	if (!rt.tracking)
 		return four ? REAL(accept4)(lfd, addr, len, flags) : REAL(accept)(lfd, addr, len);
@@ -55,8 +55,9 @@ static int shim_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flag
 		memcpy(addr, &ss, sl < *len ? sl : *len);
 		*len = sl;
 	}
-	if (listener_is_tcp(lfd))
-		conn_open(fd, TW_ROLE_SERVER, (struct sockaddr *)&ss, sl);
+	mark = listener_mark(lfd);
+	if (fdt_is_tcp(mark))
+		conn_open(fd, mark, TW_ROLE_SERVER, (struct sockaddr *)&ss, sl);
 	else
 		fdtab_set(fd, FDT_NONE);
 	errno = saved;

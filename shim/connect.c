@@ -13,12 +13,13 @@
 static int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	int r = REAL(connect)(fd, addr, len), saved = errno;
+	uint32_t mark = fdtab_get(fd);
 
-	if (!rt.tracking || fdtab_get(fd) != FDT_TCP || !addr ||
+	if (!rt.tracking || !fdt_is_tcp(mark) || !addr ||
 	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
 		return r;
 	if (r == 0 || errno == EINPROGRESS || errno == EINTR) {
-		conn_open(fd, TW_ROLE_CLIENT, addr, len);
+		conn_open(fd, mark, TW_ROLE_CLIENT, addr, len);
 		errno = saved;
 	}
 	return r;

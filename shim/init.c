@@ -168,7 +168,7 @@ static void adopt_inherited(void)
 		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
 			continue;
 		if (ti.tcpi_state == TW_LISTEN || ti.tcpi_state == TW_CLOSE)
-			fdtab_set(fd, FDT_TCP);
+			fdtab_set(fd, conn_probe_mark(fd));
 		else
 			conn_adopt(fd);
 	}

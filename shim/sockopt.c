@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * setsockopt() and sendmsg(): the two ways a program changes how a connection
- * ends without closing it: SO_LINGER {1,0} (its close will reset), and
- * SCM_RIGHTS (another process will hold it).
+ * setsockopt() and sendmsg(): the ways a program changes how a connection
+ * ends without closing it: SO_LINGER {1,0} (its close will reset, on the
+ * socket itself or on a listener whose connections inherit it), SO_PEEK_OFF
+ * (a peek at close may skip unread data), and SCM_RIGHTS (another process
+ * will hold it).
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -14,8 +16,9 @@ static int shim_setsockopt(int fd, int level, int name, const void *val, socklen
 {
 	int r = REAL(setsockopt)(fd, level, name, val, len), saved = errno;
 
-	if (r == 0 && rt.tracking && level == SOL_SOCKET && name == SO_LINGER) {
-		conn_note_linger(fd, val, len);
+	if (r == 0 && rt.tracking && level == SOL_SOCKET &&
+	    (name == SO_LINGER || name == SO_PEEK_OFF)) {
+		conn_note_sockopt(fd, name, val, len);
 		errno = saved;
 	}
 	return r;

@@ -382,11 +382,15 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
  *                        close at once (first)
  *   server PORT idle     a thread per connection: reply, then close after the
  *                        client's EOF or 20 ms of silence; until SIGTERM
- *   client PORT N        N connections: a line, the reply, close first; stops
- *                        at the first error
+ *   server PORT reset N  as first, with SO_LINGER {1,0} set on the listener:
+ *                        every accepted socket inherits it, every close resets
+ *   client PORT N [reset] N connections: a line, the reply, close first; stops
+ *                        at the first error; reset: SO_LINGER {1,0} set
+ *                        before connect
  */
 static const char py_script[] =
-"import errno, socket, sys, threading\n"
+"import errno, socket, struct, sys, threading\n"
+"LINGER0 = struct.pack('ii', 1, 0)\n"
 "def serve(c, idle):\n"
 "    c.settimeout(5)\n"
 "    buf = b''\n"
@@ -407,6 +411,8 @@ static const char py_script[] =
 "def server(port, mode, n):\n"
 "    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
 "    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+"    if mode == 'reset':\n"
+"        ls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)\n"
 "    ls.bind(('127.0.0.1', port))\n"
 "    ls.listen(1024)\n"
 "    print('listening', port, flush=True)\n"
@@ -420,11 +426,15 @@ static const char py_script[] =
 "            serve(c, False)\n"
 "    ls.close()\n"
 "    print('served=%d' % served, flush=True)\n"
-"def client(port, n):\n"
+"def client(port, n, reset):\n"
 "    ok, err, at = 0, '', 0\n"
 "    for i in range(n):\n"
 "        try:\n"
-"            s = socket.create_connection(('127.0.0.1', port), timeout=5)\n"
+"            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+"            if reset:\n"
+"                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)\n"
+"            s.settimeout(5)\n"
+"            s.connect(('127.0.0.1', port))\n"
 "            s.sendall(b'ping\\n')\n"
 "            buf = b''\n"
 "            while b'\\n' not in buf:\n"
@@ -442,7 +452,7 @@ static const char py_script[] =
 "if sys.argv[1] == 'server':\n"
 "    server(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)\n"
 "else:\n"
-"    client(int(sys.argv[2]), int(sys.argv[3]))\n";
+"    client(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ['reset'])\n";
 
 static const char *python(void)
 {
@@ -543,6 +553,51 @@ Test(programs, python_client_under_defer_completes_300_with_100_ports, .timeout 
 					     "end=passive,tw=peer,!timeout", c->pid));
 	lab_stop(s1, 5000);
 	lab_stop(s2, 5000);
+}
+
+/*
+ * SO_LINGER {1,0} set where no connection exists yet: on the listener (the
+ * accepted sockets inherit it) and on a client's socket before connect. Each
+ * close is the program's own reset: recorded as abort, no TIME_WAIT
+ * anywhere, and not deferred (the program asked for a reset).
+ */
+Test(programs, python_linger0_on_listener_and_before_connect_is_abort, .timeout = 60)
+{
+	const int n = 20;
+	const char *slog, *clog, *py = python(), *script;
+	struct lab_proc *s, *c;
+	json_t *recs;
+	int p1, p2;
+
+	lab_enter(1000);
+	script = py_path();
+	slog = lab_path("server.jsonl");
+	clog = lab_path("client.jsonl");
+	p1 = lab_port();
+	p2 = lab_port();
+
+	s = lab_start_server("py-server", lab_traced(slog, "close=defer"), py, script, "server",
+			     lab_fmt("%d", p1), "reset", lab_fmt("%d", n), NULL);
+	c = lab_run("py-client", NULL, RUN_MS, py, script, "client", lab_fmt("%d", p1),
+		    lab_fmt("%d", n), NULL);
+	cr_assert_eq(lab_wait(s, 10000), 0, "server: %s%s", lab_stdout(s), lab_stderr(s));
+	cr_assert_eq(lab_value_long(lab_stdout(s), "served"), n, "server: %s", lab_stdout(s));
+	recs = lab_records_checked(slog);
+	lab_rec_assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=server,policy=normal,why=linger,"
+					     "end=abort,tw=none", s->pid));
+
+	s = lab_start_server("py-server", NULL, py, script, "server", lab_fmt("%d", p2), "idle",
+			     NULL);
+	c = lab_run("py-client", lab_traced(clog, NULL), RUN_MS, py, script, "client",
+		    lab_fmt("%d", p2), lab_fmt("%d", n), "reset", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	recs = lab_records_checked(clog);
+	lab_rec_assert_count(recs, "", n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,policy=normal,state=ESTABLISHED,"
+					     "end=abort,tw=none", c->pid));
+	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT after resets: %ld", lab_tw_total());
+	lab_stop(s, 5000);
 }
 
 /* -- how programs reach the library ----------------------------------------- */
