@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sched.h>
 #include <string.h>
@@ -492,6 +493,18 @@ static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
 			*end = TW_END_PASSIVE;
 			break;
 		case TW_CLOSE:
+			if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti.tcpi_segs_in) &&
+			    !ti.tcpi_segs_in) {
+				/*
+				 * Nothing ever came back: it was still SYN_SENT,
+				 * and the shutdown gave the connect up (no FIN).
+				 */
+				c->state = TW_SYN_SENT;
+				c->bytes_acked = 0;
+				c->bytes_received = 0;
+				*end = TW_END_RESET;
+				return 0;
+			}
 			/* over already (loopback is quick): a TIME_WAIT socket says ours was first */
 			c->state = TW_ESTABLISHED;
 			*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;

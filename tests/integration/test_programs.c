@@ -387,9 +387,12 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
  *   client PORT N [reset] N connections: a line, the reply, close first; stops
  *                        at the first error; reset: SO_LINGER {1,0} set
  *                        before connect
+ *   pending PORT N       a listener whose queue one connection fills, then N
+ *                        non-blocking connects to it, each closed while its
+ *                        SYN waits (the kernel drops it: the queue is full)
  */
 static const char py_script[] =
-"import errno, socket, struct, sys, threading\n"
+"import errno, socket, struct, sys, threading, time\n"
 "LINGER0 = struct.pack('ii', 1, 0)\n"
 "def serve(c, idle):\n"
 "    c.settimeout(5)\n"
@@ -449,7 +452,23 @@ static const char py_script[] =
 "            break\n"
 "    print('ok=%d first_error=%s first_error_conn=%d' % (ok, err, at), flush=True)\n"
 "    sys.exit(0 if ok == n else 1)\n"
-"if sys.argv[1] == 'server':\n"
+"def pending(port, n):\n"
+"    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+"    ls.bind(('127.0.0.1', port))\n"
+"    ls.listen(0)\n"
+"    filler = socket.create_connection(('127.0.0.1', port), timeout=5)\n"
+"    waiting = 0\n"
+"    for i in range(n):\n"
+"        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+"        s.setblocking(False)\n"
+"        if s.connect_ex(('127.0.0.1', port)) == errno.EINPROGRESS:\n"
+"            waiting += 1\n"
+"        time.sleep(0.005)\n"
+"        s.close()\n"
+"    print('waiting=%d' % waiting, flush=True)\n"
+"if sys.argv[1] == 'pending':\n"
+"    pending(int(sys.argv[2]), int(sys.argv[3]))\n"
+"elif sys.argv[1] == 'server':\n"
 "    server(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)\n"
 "else:\n"
 "    client(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ['reset'])\n";
@@ -598,6 +617,32 @@ Test(programs, python_linger0_on_listener_and_before_connect_is_abort, .timeout 
 					     "end=abort,tw=none", c->pid));
 	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT after resets: %ld", lab_tw_total());
 	lab_stop(s, 5000);
+}
+
+/*
+ * A connect given up while its SYN is unanswered never came up: no FIN, no
+ * TIME_WAIT. Recorded as a reset in SYN_SENT (a shutdown in SYN_SENT only
+ * disconnects, which once read as a passive close).
+ */
+Test(programs, python_close_during_connect_is_a_reset, .timeout = 60)
+{
+	const int n = 10;
+	const char *log, *py = python(), *script;
+	struct lab_proc *c;
+	json_t *recs;
+
+	lab_enter(1000);
+	script = py_path();
+	log = lab_path("client.jsonl");
+	c = lab_run("py-pending", lab_traced(log, NULL), RUN_MS, py, script, "pending",
+		    lab_fmt("%d", lab_port()), lab_fmt("%d", n), NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "waiting"), n, "client: %s", lab_stdout(c));
+	recs = lab_records_checked(log);
+	/* and the connection that filled the queue, ended at exit */
+	lab_rec_assert_count(recs, "", n + 1);
+	lab_rec_assert_count(recs, "state=SYN_SENT,role=client,end=reset,tw=none,bytes_acked=0",
+			     n);
 }
 
 /* -- how programs reach the library ----------------------------------------- */
