@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <linux/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "diag.h"
@@ -201,6 +203,29 @@ uint32_t conn_probe_mark(int fd)
 }
 
 /*
+ * The socket had other fds of this process before it connected (dup before
+ * connect): they hold the connection too, and the close of one of them must
+ * not end it. Found by the inode they share; rare, so a scan.
+ */
+static void link_dups(struct tw_conn *c, int fd)
+{
+	struct stat st, o;
+	int hi = atomic_load(&fd_hi);
+
+	if (fstat(fd, &st) < 0)
+		return;
+	for (int i = 0; i <= hi; i++) {
+		uint32_t v = fdtab_get(i);
+
+		if (i == fd || !fdt_is_tcp(v) || !(v & FDT_TCP_DUPED))
+			continue;
+		if (fstat(i, &o) == 0 && o.st_ino == st.st_ino && o.st_dev == st.st_dev &&
+		    atomic_compare_exchange_strong(&fdtab[i], &v, conn_index(c) + 1))
+			atomic_fetch_add(&c->nfds, 1);
+	}
+}
+
+/*
  * Starts tracking fd after connect or accept. remote is what the program
  * connected to or what accept returned. Resolves the policy here, once, and
  * starts the closer if this connection may need it: the close path must not
@@ -233,6 +258,9 @@ static void conn_open_locked(int fd, uint32_t mark, enum tw_role role,
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
 	conn_track(c, fd);
+	/* (an accepted socket is new: the listener's fds are not its) */
+	if (role == TW_ROLE_CLIENT && fdt_is_tcp(mark) && (mark & FDT_TCP_DUPED))
+		link_dups(c, fd);
 }
 
 void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
@@ -439,91 +467,151 @@ static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end
 }
 
 /*
+ * Who was first, read from the state a FIN of this side's just produced (the
+ * library's shutdown before a close, or the program's own): FIN_WAIT or
+ * CLOSING, this side (both sides hold TIME_WAIT after a simultaneous close);
+ * LAST_ACK, the peer's FIN came first; CLOSE, over already, and a TIME_WAIT
+ * socket tells which, unless nothing ever came back: then the socket was
+ * still SYN_SENT and the shutdown only gave the connect up (no FIN). When
+ * no TIME_WAIT is found, a pending error tells a reset from a passive end,
+ * if closing allows reading it (clear_error: SO_ERROR clears it).
+ * Sets c->state to the state the FIN met and returns the end, with *acked /
+ * *after saying whether our FIN's acknowledgement / the peer's FIN after it
+ * are in the counters; or -1 when the state is none a FIN leaves.
+ */
+static int after_fin(struct tw_conn *c, int fd, const struct tcp_info *ti, socklen_t tl,
+		     bool clear_error, bool *acked, bool *after)
+{
+	int err = 0;
+	socklen_t el = sizeof(err);
+
+	*acked = *after = false;
+	switch (ti->tcpi_state) {
+	case TW_FIN_WAIT1:
+		c->state = TW_ESTABLISHED;
+		return TW_END_ACTIVE;
+	case TW_FIN_WAIT2:
+		c->state = TW_ESTABLISHED;
+		*acked = true;
+		return TW_END_ACTIVE;
+	case TW_CLOSING:
+		c->state = TW_ESTABLISHED;
+		*after = true;
+		return TW_END_ACTIVE;
+	case TW_LAST_ACK:
+		c->state = TW_CLOSE_WAIT;
+		return TW_END_PASSIVE;
+	case TW_CLOSE:
+		if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti->tcpi_segs_in) &&
+		    !ti->tcpi_segs_in) {
+			c->state = TW_SYN_SENT;
+			return TW_END_RESET;
+		}
+		c->state = TW_ESTABLISHED;
+		if (end_of_closed(c) == TW_END_ACTIVE) {
+			*acked = *after = true;
+			return TW_END_ACTIVE;
+		}
+		if (clear_error && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err)
+			return TW_END_RESET;
+		*acked = true;
+		c->state = TW_CLOSE_WAIT;
+		return TW_END_PASSIVE;
+	default:
+		return -1;
+	}
+}
+
+enum unread { UNREAD_NONE, UNREAD_EOF, UNREAD_DATA, UNREAD_UNKNOWN };
+
+/*
+ * What the receive queue holds as the program closes: nothing yet, the end
+ * of the stream (the peer's FIN, or the program's own SHUT_RD), or data the
+ * close would answer with RST. A one-byte peek says all three at once;
+ * after SO_PEEK_OFF, whose offset could hide data from a peek, SIOCINQ
+ * (which cannot see the end of the stream) asks instead.
+ */
+static enum unread unread(const struct tw_conn *c, int fd)
+{
+	char b;
+	long n;
+
+	if (c->flags & CONN_PEEKOFF) {
+		n = queued(fd, SIOCINQ);
+		return n == 0 ? UNREAD_NONE : n > 0 ? UNREAD_DATA : UNREAD_UNKNOWN;
+	}
+	/* recvfrom by number: no cancellation point of its own */
+	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+	if (n > 0)
+		return UNREAD_DATA;
+	if (n == 0)
+		return UNREAD_EOF;
+	return errno == EAGAIN ? UNREAD_NONE : UNREAD_UNKNOWN;
+}
+
+/*
  * A normal close of a connection only this process holds. Who sent the
  * first FIN is decided in the kernel the moment ours goes out, and the
  * peer's may be on its way: judged from the state before the close, a close
  * racing the peer's FIN would be recorded active with the TIME_WAIT on the
- * peer. So a peek first: at the end of the stream, the peer's FIN is in and
- * the close is passive (TCP_INFO confirms CLOSE_WAIT); with data unread the
- * close would reset, which the general path decides. Otherwise the FIN goes
- * out first, with shutdown(SHUT_WR), exactly as the close would send it,
- * and the state it produced says who was first: FIN_WAIT or CLOSING, this
- * side (both sides hold TIME_WAIT after a simultaneous close); LAST_ACK,
- * the peer's FIN came in between; CLOSE, over already, and a TIME_WAIT
- * socket tells which. Not when a FIN went already or the program asked for
- * a reset (SO_LINGER {1,0}), nor when a peek offset (SO_PEEK_OFF) could
- * hide unread data from the peek.
+ * peer. So the receive queue first: at the end of the stream the peer's FIN
+ * is in and the close is passive (TCP_INFO confirms CLOSE_WAIT); with data
+ * unread the close resets (abort). Otherwise the FIN goes out first, with
+ * shutdown(SHUT_WR), exactly as the close would send it, and the state it
+ * produced says who was first (after_fin()). Not when a FIN went already or
+ * the program asked for a reset itself (SO_LINGER {1,0}).
  * Returns 0 with *end set, or -1 when the general path must decide.
  */
 static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
 {
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
-	bool ours_acked = false, theirs_after = false;
-	char b;
-	long n;
+	bool acked = false, after = false;
+	enum unread u;
+	int e;
 
-	if (c->flags & (CONN_SHUT_WR | CONN_LINGER0 | CONN_PEEKOFF))
+	if (c->flags & (CONN_SHUT_WR | CONN_LINGER0))
 		return -1;
-	/* recvfrom by number: not a cancellation point inside the program's close */
-	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-	if (n == 0) {
-		/* the end of the stream: the peer's FIN, or over already (reset) */
-		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 ||
-		    ti.tcpi_state != TW_CLOSE_WAIT)
+	u = unread(c, fd);
+	if (u == UNREAD_UNKNOWN)
+		return -1;
+	if (u != UNREAD_NONE) {
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
 			return -1;
-		*end = TW_END_PASSIVE;
-	} else if (n < 0 && errno == EAGAIN) {
-		if (syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
-		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
-			return -1;
-		switch (ti.tcpi_state) {
-		case TW_FIN_WAIT1:
-			*end = TW_END_ACTIVE;
-			break;
-		case TW_FIN_WAIT2:
-			*end = TW_END_ACTIVE;
-			ours_acked = true;
-			break;
-		case TW_CLOSING:
-			*end = TW_END_ACTIVE;
-			theirs_after = true;
-			break;
-		case TW_LAST_ACK:
-			*end = TW_END_PASSIVE;
-			break;
-		case TW_CLOSE:
-			if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti.tcpi_segs_in) &&
-			    !ti.tcpi_segs_in) {
-				/*
-				 * Nothing ever came back: it was still SYN_SENT,
-				 * and the shutdown gave the connect up (no FIN).
-				 */
-				c->state = TW_SYN_SENT;
-				c->bytes_acked = 0;
-				c->bytes_received = 0;
-				*end = TW_END_RESET;
-				return 0;
-			}
-			/* over already (loopback is quick): a TIME_WAIT socket says ours was first */
-			c->state = TW_ESTABLISHED;
-			*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
-			ours_acked = true;
-			theirs_after = *end == TW_END_ACTIVE;
-			break;
-		default:
-			return -1;
+		if (u == UNREAD_DATA &&
+		    (ti.tcpi_state == TW_ESTABLISHED || ti.tcpi_state == TW_CLOSE_WAIT)) {
+			c->state = ti.tcpi_state;
+			*end = TW_END_ABORT;
+			goto counters;
 		}
-	} else {
-		return -1;	/* data unread (the close resets), or an error pending */
+		if (u == UNREAD_EOF && ti.tcpi_state == TW_CLOSE_WAIT) {
+			c->state = TW_CLOSE_WAIT;
+			*end = TW_END_PASSIVE;
+			goto counters;
+		}
+		/* the program's own SHUT_RD made the end of the stream: no FIN yet */
+		if (u != UNREAD_EOF || ti.tcpi_state != TW_ESTABLISHED)
+			return -1;
+		tl = sizeof(ti);
 	}
-	c->state = *end == TW_END_ACTIVE ? TW_ESTABLISHED : TW_CLOSE_WAIT;
+	if (syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
+	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+		return -1;
+	e = after_fin(c, fd, &ti, tl, true, &acked, &after);
+	if (e < 0)
+		return -1;
+	*end = (enum tw_end)e;
+	if (c->state == TW_SYN_SENT) {
+		c->bytes_acked = c->bytes_received = 0;
+		return 0;
+	}
+counters:
 	/*
 	 * The counters as they were at the program's close: without our FIN
 	 * once acknowledged, nor a FIN of the peer's that came after it.
 	 */
-	c->bytes_acked = ti.tcpi_bytes_acked - (ours_acked && ti.tcpi_bytes_acked);
-	c->bytes_received = ti.tcpi_bytes_received - (theirs_after && ti.tcpi_bytes_received);
+	c->bytes_acked = ti.tcpi_bytes_acked - (acked && ti.tcpi_bytes_acked);
+	c->bytes_received = ti.tcpi_bytes_received - (after && ti.tcpi_bytes_received);
 	return 0;
 }
 
@@ -722,11 +810,21 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {
-	int e0 = errno, ret;
+	int e0 = errno, ret, cancel;
 	uint32_t v;
 
 	if (rt_foreign())
 		return op(fd, arg);
+	/*
+	 * close() and fclose() are cancellation points: a cancel already
+	 * pending acts here, before anything is changed, as in libc's own.
+	 * None may act further in (op, the record's write and the sock_diag
+	 * calls are cancellation points too): it would leave a FIN sent, the
+	 * table's entry taken and no record, and fork() held off for good.
+	 */
+	if (via == TW_VIA_CLOSE || via == TW_VIA_FCLOSE)
+		pthread_testcancel();
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	table_enter();
 	v = fdtab_take(fd);
 	if (!fdt_is_conn(v))
@@ -736,6 +834,7 @@ int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 	else
 		ret = conn_end(conn_at(v - 1), fd, via, op, arg);
 	table_leave();
+	pthread_setcancelstate(cancel, NULL);
 	/* what the library did on the way must not show: a call that succeeded keeps errno */
 	if (ret >= 0)
 		errno = e0;
@@ -748,6 +847,7 @@ void conn_note_shutdown(int fd, int how)
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	struct tw_conn *c;
+	bool acked, after;
 
 	if (!fdt_is_conn(v) || (how != SHUT_WR && how != SHUT_RDWR))
 		return;
@@ -758,25 +858,11 @@ void conn_note_shutdown(int fd, int how)
 		return;
 	/*
 	 * Read after the FIN went out, as for a close (normal_fin()): the
-	 * state it produced says whether the peer's FIN was there first.
+	 * state it produced says whether the peer's FIN was there first. The
+	 * program still holds the socket: its pending error stays for it.
 	 */
-	switch (ti.tcpi_state) {
-	case TW_FIN_WAIT1:
-	case TW_FIN_WAIT2:
-	case TW_CLOSING:
-		c->state = TW_ESTABLISHED;
-		break;
-	case TW_LAST_ACK:
-		c->state = TW_CLOSE_WAIT;
-		break;
-	case TW_CLOSE:
-		c->state = TW_ESTABLISHED;
-		if (end_of_closed(c) != TW_END_ACTIVE)
-			c->state = TW_CLOSE_WAIT;
-		break;
-	default:
+	if (after_fin(c, fd, &ti, tl, false, &acked, &after) < 0)
 		c->state = ti.tcpi_state;
-	}
 	c->flags |= CONN_SHUT_WR;
 }
 
@@ -820,7 +906,15 @@ void conn_note_dup(int oldfd, int newfd)
 	if (fdt_is_conn(v)) {
 		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);
 		note_fd(newfd);
-	} else if (!fdt_is_tcp(v)) {
+	} else if (fdt_is_tcp(v)) {
+		/* a socket with two fds before it connects: connect() links them (link_dups()) */
+		uint32_t old = v;
+
+		v |= FDT_TCP_DUPED;
+		atomic_compare_exchange_strong(&fdtab[oldfd], &old, v);
+		note_fd(oldfd);
+		note_fd(newfd);
+	} else {
 		v = FDT_NONE;
 	}
 	fdtab_set(newfd, v);

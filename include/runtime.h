@@ -68,15 +68,16 @@ enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LIN
  */
 #define FDT_NONE	0u
 #define FDT_LIBCONN	0x80000000u
-#define FDT_LIB		0xfffffffau	/* another library fd: closer, log */
-#define FDT_OTHER	0xfffffffbu	/* a socket probed and found not TCP */
+#define FDT_LIB		0xfffffff6u	/* another library fd: closer, log */
+#define FDT_OTHER	0xfffffff7u	/* a socket probed and found not TCP */
 /*
  * A TCP socket that is no connection (yet): FDT_TCP, or'ed with the socket
  * options its connections start with (accepted ones inherit the listener's).
  */
-#define FDT_TCP		0xfffffffcu
+#define FDT_TCP		0xfffffff8u
 #define FDT_TCP_LINGER0	0x1u		/* SO_LINGER {1,0} */
 #define FDT_TCP_PEEKOFF	0x2u		/* SO_PEEK_OFF */
+#define FDT_TCP_DUPED	0x4u		/* dup'ed: other fds may share the socket */
 
 static inline bool fdt_is_tcp(uint32_t v)
 {

@@ -384,17 +384,21 @@ Test(programs, redis_benchmark_reconnecting_under_abort_leaves_no_timewait, .tim
  *                        client's EOF or 20 ms of silence; until SIGTERM
  *   server PORT reset N  as first, with SO_LINGER {1,0} set on the listener:
  *                        every accepted socket inherits it, every close resets
- *   client PORT N [reset] N connections: a line, the reply, close first; stops
- *                        at the first error; reset: SO_LINGER {1,0} set
- *                        before connect
+ *   server PORT oob      as idle, replying `hello`, an urgent byte, `more`
+ *   client PORT N [MODE] N connections: a line, the reply, close first; stops
+ *                        at the first error. MODE reset: SO_LINGER {1,0} set
+ *                        before connect; dup: the socket dup'ed before connect,
+ *                        which closes the first fd and goes on with the copy;
+ *                        oob: reads `hello` only, leaving the rest unread
  *   pending PORT N       a listener whose queue one connection fills, then N
  *                        non-blocking connects to it, each closed while its
- *                        SYN waits (the kernel drops it: the queue is full)
+ *                        SYN waits (the kernel drops it: the queue is full),
+ *                        every second one shut down first
  */
 static const char py_script[] =
 "import errno, socket, struct, sys, threading, time\n"
 "LINGER0 = struct.pack('ii', 1, 0)\n"
-"def serve(c, idle):\n"
+"def serve(c, idle, oob=False):\n"
 "    c.settimeout(5)\n"
 "    buf = b''\n"
 "    while b'\\n' not in buf:\n"
@@ -402,7 +406,12 @@ static const char py_script[] =
 "        if not d:\n"
 "            break\n"
 "        buf += d\n"
-"    c.sendall(b'pong\\n')\n"
+"    if oob:\n"
+"        c.sendall(b'hello')\n"
+"        c.send(b'!', socket.MSG_OOB)\n"
+"        c.sendall(b'more\\n')\n"
+"    else:\n"
+"        c.sendall(b'pong\\n')\n"
 "    if idle:\n"
 "        c.settimeout(0.02)\n"
 "        try:\n"
@@ -423,22 +432,34 @@ static const char py_script[] =
 "    while n == 0 or served < n:\n"
 "        c, _ = ls.accept()\n"
 "        served += 1\n"
-"        if mode == 'idle':\n"
-"            threading.Thread(target=serve, args=(c, True), daemon=True).start()\n"
+"        if mode in ('idle', 'oob'):\n"
+"            threading.Thread(target=serve, args=(c, True, mode == 'oob'),\n"
+"                             daemon=True).start()\n"
 "        else:\n"
 "            serve(c, False)\n"
 "    ls.close()\n"
 "    print('served=%d' % served, flush=True)\n"
-"def client(port, n, reset):\n"
+"def client(port, n, mode):\n"
 "    ok, err, at = 0, '', 0\n"
 "    for i in range(n):\n"
 "        try:\n"
 "            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
-"            if reset:\n"
+"            if mode == 'reset':\n"
 "                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)\n"
 "            s.settimeout(5)\n"
+"            d = s.dup() if mode == 'dup' else None\n"
 "            s.connect(('127.0.0.1', port))\n"
+"            if d:\n"
+"                s.close()\n"
+"                s = d\n"
 "            s.sendall(b'ping\\n')\n"
+"            if mode == 'oob':\n"
+"                time.sleep(0.05)\n"
+"                if s.recv(5) != b'hello':\n"
+"                    raise OSError(errno.EPROTO, 'no hello')\n"
+"                s.close()\n"
+"                ok += 1\n"
+"                continue\n"
 "            buf = b''\n"
 "            while b'\\n' not in buf:\n"
 "                d = s.recv(4096)\n"
@@ -464,6 +485,8 @@ static const char py_script[] =
 "        if s.connect_ex(('127.0.0.1', port)) == errno.EINPROGRESS:\n"
 "            waiting += 1\n"
 "        time.sleep(0.005)\n"
+"        if i % 2:\n"
+"            s.shutdown(socket.SHUT_RDWR)\n"
 "        s.close()\n"
 "    print('waiting=%d' % waiting, flush=True)\n"
 "if sys.argv[1] == 'pending':\n"
@@ -471,7 +494,7 @@ static const char py_script[] =
 "elif sys.argv[1] == 'server':\n"
 "    server(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)\n"
 "else:\n"
-"    client(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ['reset'])\n";
+"    client(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else '')\n";
 
 static const char *python(void)
 {
@@ -643,6 +666,66 @@ Test(programs, python_close_during_connect_is_a_reset, .timeout = 60)
 	lab_rec_assert_count(recs, "", n + 1);
 	lab_rec_assert_count(recs, "state=SYN_SENT,role=client,end=reset,tw=none,bytes_acked=0",
 			     n);
+	/* the program's own shutdown in SYN_SENT gives the connect up just the same */
+	lab_rec_assert_count(recs, "state=SYN_SENT,via=shutdown", n / 2);
+}
+
+/* A Python server in one mode and the Python client in another, the client traced. */
+struct py_run {
+	struct lab_proc *s, *c;
+	int port;
+	json_t *recs;	/* the client's records, checked */
+};
+
+static void py_pair(struct py_run *r, const char *server_mode, const char *client_mode, int n)
+{
+	const char *log, *py = python(), *script;
+
+	lab_enter(1000);
+	script = py_path();
+	log = lab_path("client.jsonl");
+	r->port = lab_port();
+	r->s = lab_start_server("py-server", NULL, py, script, "server", lab_fmt("%d", r->port),
+				server_mode, NULL);
+	r->c = lab_run("py-client", lab_traced(log, NULL), RUN_MS, py, script, "client",
+		       lab_fmt("%d", r->port), lab_fmt("%d", n), client_mode, NULL);
+	cr_assert_eq(lab_exit_code(r->c), 0, "client: %s%s", lab_stdout(r->c), lab_stderr(r->c));
+	r->recs = lab_records_checked(log);
+	lab_rec_assert_count(r->recs, "", (size_t)n);
+}
+
+/*
+ * A socket dup'ed before connect has two fds: closing the one that
+ * connected must not end the connection (no FIN from the library: the copy
+ * goes on talking), and the close of the copy records it, once.
+ */
+Test(programs, python_socket_dup_before_connect_keeps_its_copy, .timeout = 60)
+{
+	const int n = 20;
+	struct py_run r;
+	struct lab_tw tw;
+
+	py_pair(&r, "idle", "dup", n);
+	lab_rec_assert_all(r.recs, "", lab_fmt("pid=%d,role=client,state=ESTABLISHED,end=active,"
+					       "tw=local,via=close", r.c->pid));
+	lab_tw_count(&tw, r.port);
+	cr_assert_eq(tw.client, n, "client-side TIME_WAIT: %ld", tw.client);
+	lab_stop(r.s, 5000);
+}
+
+/*
+ * A close that leaves data unread, with an urgent byte among it, resets:
+ * recorded as abort, and no TIME_WAIT anywhere.
+ */
+Test(programs, python_close_with_urgent_data_unread_is_abort, .timeout = 60)
+{
+	struct py_run r;
+
+	py_pair(&r, "oob", "oob", 10);
+	/* (the server may have closed by then: CLOSE_WAIT with data unread resets too) */
+	lab_rec_assert_all(r.recs, "", lab_fmt("pid=%d,role=client,end=abort,tw=none", r.c->pid));
+	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT after resets: %ld", lab_tw_total());
+	lab_stop(r.s, 5000);
 }
 
 /* -- how programs reach the library ----------------------------------------- */

@@ -227,3 +227,37 @@ Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout 
 	lab_tw_match(&diff, clients, LAB_TW_CLIENT, port, skip);
 	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 }
+
+/*
+ * A thread with a cancel pending closes a tracked connection: the cancel
+ * acts at the start of close(), as in libc, before the library has changed
+ * anything. The fd stays open and the connection tracked; the main
+ * thread's close then ends it, recorded once, by the process that made it.
+ */
+Test(stress, close_with_a_cancel_pending_changes_nothing, .timeout = 60)
+{
+	const long n = 20;
+	const char *log, *prog;
+	struct lab_proc *s, *c;
+	json_t *recs;
+	char *out;
+	int port;
+
+	lab_enter(1000);
+	prog = lab_test_program("tw-stress", RUN_MS);
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = quick_server(port);
+	c = lab_run("client", lab_traced(log, NULL), RUN_MS, prog, "cancel", "-n",
+		    lab_fmt("%ld", n), lab_addr4(port), NULL);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
+	cr_assert_eq(lab_value_long(out, "ok"), n, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "cancelled"), n, "not cancelled in close(): %s", out);
+	cr_assert_eq(lab_value_long(out, "kept_open"), n, "a cancelled close closed: %s", out);
+	cr_assert_eq(lab_value_long(out, "close_fail"), 0, "client: %s", out);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", (size_t)n);
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,via=close,tw!=none", c->pid));
+	lab_stop(s, 5000);
+}

@@ -15,6 +15,10 @@
  *                     loop, logfd, dup2log), then makes more
  *   spawn ADDR        makes connections and, between them, starts children
  *                     with posix_spawn, vfork + exec and system()
+ *   cancel ADDR       makes connections and has each closed by a thread with
+ *                     a cancel pending: close() is a cancellation point, so
+ *                     the thread ends there and the fd stays open (as libc
+ *                     does it); then closes it again, from the main thread
  *
  * Every wait is bounded (SO_RCVTIMEO/SO_SNDTIMEO, poll timeouts, counts).
  * Exit status: 0 when every connection succeeded, 1 otherwise, 2 on a usage
@@ -76,6 +80,7 @@ static struct opts o = {
 static _Atomic long n_ok, n_failed, n_served, n_serve_failed;
 static _Atomic long n_connect_eintr, n_accept_eintr, n_io_eintr, n_close_fail, n_errno_changed;
 static _Atomic long n_signals, n_forks, n_children_failed;
+static _Atomic long n_cancelled, n_kept_open;
 static _Atomic int errno_seen;	/* the last errno a successful call left behind */
 static const char *_Atomic errno_where;	/* and which call it was */
 static _Atomic int first_error;
@@ -85,7 +90,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 "Usage: " PROG " MODE [OPTIONS] ADDR:PORT\n"
-"Modes: fork-race, signals, sweep, spawn (see the source).\n"
+"Modes: fork-race, signals, sweep, spawn, cancel (see the source).\n"
 "  --threads N        client threads (default 1)\n"
 "  --acceptors N      signals: accepting threads (default 2)\n"
 "  -n N               connections per client thread (default 1)\n"
@@ -670,6 +675,59 @@ static int mode_spawn(void)
 	return 0;
 }
 
+/* -- cancel --------------------------------------------------------------- */
+
+struct canceled_close {
+	int fd;
+	_Atomic bool pending;	/* the cancel has been sent */
+};
+
+static void *closing_thread(void *arg)
+{
+	struct canceled_close *cc = arg;
+	int old;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	for (int i = 0; i < 5000 && !atomic_load(&cc->pending); i++)
+		sleep_ms(1);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	close(cc->fd);		/* the pending cancel acts here */
+	return NULL;
+}
+
+static int mode_cancel(void)
+{
+	for (long i = 0; i < o.count; i++) {
+		struct canceled_close cc = { .fd = socket(o.addr.ss_family, SOCK_STREAM, 0) };
+		pthread_t t;
+		void *ret = NULL;
+		int err;
+
+		if (cc.fd < 0) {
+			count_result(-errno);
+			continue;
+		}
+		set_timeouts(cc.fd);
+		err = connect_bounded(cc.fd);
+		if (!err)
+			err = write_all(cc.fd, "req\n", 4);
+		if (!err)
+			err = read_line(cc.fd);
+		if (pthread_create(&t, NULL, closing_thread, &cc) == 0) {
+			pthread_cancel(t);
+			atomic_store(&cc.pending, true);
+			pthread_join(t, &ret);
+			if (ret == PTHREAD_CANCELED)
+				n_cancelled++;
+		}
+		if (fcntl(cc.fd, F_GETFD) >= 0)
+			n_kept_open++;
+		close_checked(cc.fd);
+		count_result(err);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	long fds_start, sockets_start, fds_end, sockets_end;
@@ -720,6 +778,8 @@ int main(int argc, char **argv)
 		rc = mode_sweep();
 	else if (!strcmp(o.mode, "spawn"))
 		rc = mode_spawn();
+	else if (!strcmp(o.mode, "cancel"))
+		rc = mode_cancel();
 	else
 		usage();
 
@@ -728,11 +788,12 @@ int main(int argc, char **argv)
 	count_fds(&fds_end, &sockets_end);
 	printf("ok=%ld failed=%ld served=%ld serve_failed=%ld connect_eintr=%ld "
 	       "accept_eintr=%ld io_eintr=%ld close_fail=%ld errno_changed=%ld signals=%ld "
-	       "forks=%ld children_failed=%ld first_error=%s errno_seen=%s errno_where=%s "
+	       "forks=%ld children_failed=%ld cancelled=%ld kept_open=%ld first_error=%s "
+	       "errno_seen=%s errno_where=%s "
 	       "fds_start=%ld fds_end=%ld sockets_start=%ld sockets_end=%ld\n",
 	       n_ok, n_failed, n_served, n_serve_failed, n_connect_eintr, n_accept_eintr,
 	       n_io_eintr, n_close_fail, n_errno_changed, n_signals, n_forks,
-	       n_children_failed, first_error ? strerrorname_np(first_error) : "",
+	       n_children_failed, n_cancelled, n_kept_open, first_error ? strerrorname_np(first_error) : "",
 	       errno_seen == 4242 ? "4242" : errno_seen ? strerrorname_np(errno_seen) : "",
 	       errno_where ? errno_where : "",
 	       fds_start, fds_end, sockets_start, sockets_end);
