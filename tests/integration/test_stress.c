@@ -199,12 +199,23 @@ Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout 
 
 	lab_enter(10000);
 	prog = lab_test_program("tw-stress", RUN_MS);
-	log = lab_path("both.jsonl");
-	port = lab_port();
-	c = lab_run("self", mixed(log, 300, 20), RUN_MS, prog, "signals", "--threads", "8",
-		    "--acceptors", "4", "-n", "1000", "--signal-us", "100", "--sleep-end", "2000",
-		    lab_addr4(port), NULL);
-	out = lab_stdout(c);
+	/*
+	 * A loopback connect sleeps (and so can be interrupted) only when the
+	 * handshake is not done within the call: some 50 in 8,000 usually,
+	 * none at all in one run seen on a loaded machine. Up to three runs,
+	 * each with its own port and log, for one that interrupted a connect;
+	 * everything else is checked on that run.
+	 */
+	for (int run = 0;; run++) {
+		log = lab_path(lab_fmt("both.%d.jsonl", run));
+		port = lab_port();
+		c = lab_run("self", mixed(log, 300, 20), RUN_MS, prog, "signals", "--threads", "8",
+			    "--acceptors", "4", "-n", "1000", "--signal-us", "100",
+			    "--sleep-end", "2000", lab_addr4(port), NULL);
+		out = lab_stdout(c);
+		if (lab_value_long(out, "connect_eintr") > 0 || run == 2)
+			break;
+	}
 	cr_assert_eq(lab_exit_code(c), 0, "program: %s%s", out, lab_stderr(c));
 	cr_assert_eq(lab_value_long(out, "ok"), total, "program: %s", out);
 	cr_assert_eq(lab_value_long(out, "served"), total, "program: %s", out);
