@@ -165,15 +165,6 @@ static void conn_track(struct tw_conn *c, int fd)
 	fdtab_set(fd, conn_index(c) + 1);
 }
 
-/* the connection flags for the options a socket marked mark starts with */
-static uint8_t mark_flags(uint32_t mark)
-{
-	if (!fdt_is_tcp(mark))
-		return 0;
-	return ((mark & FDT_TCP_LINGER0) ? CONN_LINGER0 : 0) |
-	       ((mark & FDT_TCP_PEEKOFF) ? CONN_PEEKOFF : 0);
-}
-
 /* Does this SO_LINGER or SO_PEEK_OFF value make a close or a peek behave otherwise? */
 static bool opt_sets(int name, const void *optval, socklen_t optlen)
 {
@@ -195,10 +186,10 @@ uint32_t conn_probe_mark(int fd)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &ll) == 0 &&
 	    opt_sets(SO_LINGER, &l, ll))
-		mark |= FDT_TCP_LINGER0;
+		mark |= CONN_LINGER0;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, &ol) == 0 &&
 	    opt_sets(SO_PEEK_OFF, &off, ol))
-		mark |= FDT_TCP_PEEKOFF;
+		mark |= CONN_PEEKOFF;
 	return mark;
 }
 
@@ -252,14 +243,14 @@ static void conn_open_locked(int fd, uint32_t mark, enum tw_role role,
 		conn_free(c);
 		return;
 	}
-	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | mark_flags(mark);
+	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | (uint8_t)(mark & FDT_TCP_OPTS);
 	conf_resolve(rt.conf, role, remote, len,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
 	conn_track(c, fd);
 	/* (an accepted socket is new: the listener's fds are not its) */
-	if (role == TW_ROLE_CLIENT && fdt_is_tcp(mark) && (mark & FDT_TCP_DUPED))
+	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_DUPED))
 		link_dups(c, fd);
 }
 
@@ -323,7 +314,7 @@ void conn_adopt(int fd)
 	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
-		   mark_flags(conn_probe_mark(fd));
+		   (uint8_t)(conn_probe_mark(fd) & FDT_TCP_OPTS);
 	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
@@ -601,10 +592,6 @@ static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
 	if (e < 0)
 		return -1;
 	*end = (enum tw_end)e;
-	if (c->state == TW_SYN_SENT) {
-		c->bytes_acked = c->bytes_received = 0;
-		return 0;
-	}
 counters:
 	/*
 	 * The counters as they were at the program's close: without our FIN
@@ -869,6 +856,7 @@ void conn_note_shutdown(int fd, int how)
 void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen)
 {
 	uint32_t v = fdtab_get(fd);
+	uint8_t f = name == SO_LINGER ? CONN_LINGER0 : CONN_PEEKOFF;
 	bool on;
 
 	if ((name != SO_LINGER && name != SO_PEEK_OFF) || !optval)
@@ -876,14 +864,11 @@ void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen)
 	on = opt_sets(name, optval, optlen);
 	if (fdt_is_conn(v)) {
 		struct tw_conn *c = conn_at(v - 1);
-		uint8_t f = name == SO_LINGER ? CONN_LINGER0 : CONN_PEEKOFF;
 
 		c->flags = on ? (c->flags | f) : (c->flags & (uint8_t)~f);
 	} else if (fdt_is_tcp(v)) {
-		uint32_t m = name == SO_LINGER ? FDT_TCP_LINGER0 : FDT_TCP_PEEKOFF;
-
 		/* only while it is still that socket: a concurrent close wins */
-		atomic_compare_exchange_strong(&fdtab[fd], &v, on ? (v | m) : (v & ~m));
+		atomic_compare_exchange_strong(&fdtab[fd], &v, on ? (v | f) : (v & ~(uint32_t)f));
 	}
 }
 

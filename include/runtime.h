@@ -51,12 +51,13 @@ struct tw_conn {
 };
 
 enum conn_flags {
-	CONN_SERVER	= 1 << 0,	/* accepted, not connected */
-	CONN_SHUT_WR	= 1 << 1,	/* the program shut down writing; state is as it was then */
-	CONN_SHARED	= 1 << 2,	/* sent away with SCM_RIGHTS: another process holds it */
-	CONN_LINGER0	= 1 << 3,	/* the program set SO_LINGER {1,0}: its close resets */
-	CONN_INHERITED	= 1 << 4,	/* adopted across exec: the parent may hold it */
-	CONN_PEEKOFF	= 1 << 5,	/* the program set SO_PEEK_OFF: a peek may skip data */
+	/* the two a socket can carry before it is a connection (FDT_TCP_OPTS) */
+	CONN_LINGER0	= 1 << 0,	/* the program set SO_LINGER {1,0}: its close resets */
+	CONN_PEEKOFF	= 1 << 1,	/* the program set SO_PEEK_OFF: a peek may skip data */
+	CONN_SERVER	= 1 << 2,	/* accepted, not connected */
+	CONN_SHUT_WR	= 1 << 3,	/* the program shut down writing; state is as it was then */
+	CONN_SHARED	= 1 << 4,	/* sent away with SCM_RIGHTS: another process holds it */
+	CONN_INHERITED	= 1 << 5,	/* adopted across exec: the parent may hold it */
 };
 
 enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LINGER };
@@ -71,12 +72,12 @@ enum conn_why { WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LIN
 #define FDT_LIB		0xfffffff6u	/* another library fd: closer, log */
 #define FDT_OTHER	0xfffffff7u	/* a socket probed and found not TCP */
 /*
- * A TCP socket that is no connection (yet): FDT_TCP, or'ed with the socket
- * options its connections start with (accepted ones inherit the listener's).
+ * A TCP socket that is no connection (yet): FDT_TCP, or'ed with the
+ * connection flags of the options its connections start with (accepted ones
+ * inherit the listener's), and with FDT_TCP_DUPED.
  */
 #define FDT_TCP		0xfffffff8u
-#define FDT_TCP_LINGER0	0x1u		/* SO_LINGER {1,0} */
-#define FDT_TCP_PEEKOFF	0x2u		/* SO_PEEK_OFF */
+#define FDT_TCP_OPTS	(CONN_LINGER0 | CONN_PEEKOFF)
 #define FDT_TCP_DUPED	0x4u		/* dup'ed: other fds may share the socket */
 
 static inline bool fdt_is_tcp(uint32_t v)
