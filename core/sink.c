@@ -1,15 +1,27 @@
 // SPDX-License-Identifier: MIT
 /*
  * Where records go: a file (O_APPEND, one write() a record, so processes
- * sharing it never interleave), stderr, or syslog. Opened at start-up; written
- * from the close path, so writing is one syscall and nothing else.
+ * sharing it never interleave), stderr, or syslog. A destination is opened at
+ * its first record, not at start-up: a process that makes no connection has
+ * exactly the fds it would have without the library. Written from the close
+ * path, maybe in a signal handler: system calls and atomics only, no lock, no
+ * allocation.
+ *
+ * A file is looked at again at most once a second, on the write path: when
+ * its path now names another file (logrotate renamed it, or it was deleted)
+ * it is opened anew; records written meanwhile went to the renamed file, so
+ * none is lost or split.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 
@@ -18,15 +30,27 @@
 
 enum sink_kind { SINK_FILE, SINK_STDERR, SINK_SYSLOG };
 
+/* sink.fd before the first open, and after the file was lost */
+#define FD_NONE		(-1)
+
 struct sink {
 	enum sink_kind kind;
 	_Atomic int fd;
-	_Atomic bool warned;
-	const char *name;	/* as configured, %p and %n unexpanded */
+	_Atomic int retired;		/* replaced at a reopen; closed at the next check */
+	_Atomic bool warned;		/* a failure was reported; a success clears it */
+	_Atomic bool partial;		/* a write stopped inside a record */
+	_Atomic bool special;		/* not a regular file: a write may raise SIGPIPE */
+	_Atomic uint64_t next_check;	/* CLOCK_MONOTONIC_COARSE second of the next look */
+	_Atomic uint64_t dev, ino;	/* of the file open now */
+	const char *name;		/* as configured, %p and %n unexpanded */
+	char path[TW_PATH_MAX];		/* expanded; "" when it cannot be */
+	int path_err;			/* why it cannot be */
 };
 
 static struct sink sinks[TW_SINKS_MAX];
 static unsigned nsinks;
+/* RLIMIT_FSIZE as last read (RLIM_INFINITY: none), refreshed with each check */
+static _Atomic uint64_t fsize_limit = RLIM_INFINITY;
 
 static char *put_num(char *p, char *end, unsigned v)
 {
@@ -40,8 +64,10 @@ static char *put_num(char *p, char *end, unsigned v)
 }
 
 /*
- * Expands %p (pid) and %n (process name) and %% in a log path. Returns 0, or
- * -ENAMETOOLONG. Async-signal-safe: a forked child calls it to reopen.
+ * Expands %p (pid) and %n (process name) and %% in a log path. Returns 0,
+ * -ENAMETOOLONG, or -EPERM when %n has no usable value ("", ".", "..": a
+ * name must not climb out of the directory it is put in). Async-signal-safe:
+ * a forked child calls it.
  */
 static int expand_path(char *out, size_t len, const char *in)
 {
@@ -52,6 +78,8 @@ static int expand_path(char *out, size_t len, const char *in)
 			p = put_num(p, end, (unsigned)rt.pid);
 			in++;
 		} else if (*in == '%' && in[1] == 'n') {
+			if (!rt.comm[0] || !strcmp(rt.comm, ".") || !strcmp(rt.comm, ".."))
+				return -EPERM;
 			for (const char *n = rt.comm; *n && p < end; n++)
 				*p++ = *n == '/' ? '_' : *n;
 			in++;
@@ -69,18 +97,79 @@ static int expand_path(char *out, size_t len, const char *in)
 	return 0;
 }
 
-static int open_file(const char *name)
+/*
+ * Can someone other than this process's user (or root) add, remove or rename
+ * entries of the directory? Then whatever the log's name points to may have
+ * been put there by them.
+ */
+static bool dir_open_to_others(const struct stat *d)
 {
-	char path[TW_PATH_MAX];
-	long fd;
-	int err;
+	return (d->st_mode & (S_IWGRP | S_IWOTH)) ||
+	       (d->st_uid != 0 && d->st_uid != (uid_t)syscall(SYS_geteuid));
+}
 
-	err = expand_path(path, sizeof(path), name);
-	if (err < 0)
-		return err;
-	fd = syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0)
+/*
+ * A log in such a directory must be this user's own file: regular, owned by
+ * the effective uid, one link (not a hard link to someone's file), and not
+ * writable by group or others.
+ */
+static bool file_is_own(const struct stat *f)
+{
+	return S_ISREG(f->st_mode) && f->st_uid == (uid_t)syscall(SYS_geteuid) &&
+	       f->st_nlink == 1 && !(f->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+/*
+ * Opens the file at s->path for appending. The directory is opened first and
+ * the file relative to it, so that what was checked is what is used; the
+ * last component is never followed (O_NOFOLLOW: a planted symlink gives
+ * ELOOP), a FIFO without a reader never blocks (O_NONBLOCK: ENXIO), a
+ * terminal never becomes the controlling one. In a directory others can
+ * write to, anything but the user's own file is refused (-EPERM). Returns the
+ * fd, moved to the library's range, or -errno. Raw system calls: the
+ * library's own wrappers stay out.
+ */
+static int open_file(struct sink *s, struct stat *st)
+{
+	char dir[TW_PATH_MAX];
+	const char *base, *slash;
+	struct stat dst;
+	long dfd, fd;
+	int err = 0;
+
+	if (s->path_err)
+		return s->path_err;
+	slash = strrchr(s->path, '/');
+	if (slash) {
+		size_t n = slash == s->path ? 1 : (size_t)(slash - s->path);
+
+		memcpy(dir, s->path, n);
+		dir[n] = 0;
+		base = slash + 1;
+	} else {
+		dir[0] = '.';
+		dir[1] = 0;
+		base = s->path;
+	}
+	if (!*base)
+		return -EISDIR;
+	dfd = syscall(SYS_openat, AT_FDCWD, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
 		return -errno;
+	fd = syscall(SYS_openat, (int)dfd, base, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+		     O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0644);
+	if (fd < 0)
+		err = -errno;
+	else if (syscall(SYS_fstat, (int)fd, st) < 0 || syscall(SYS_fstat, (int)dfd, &dst) < 0)
+		err = -errno;
+	else if (dir_open_to_others(&dst) && !file_is_own(st))
+		err = -EPERM;
+	syscall(SYS_close, dfd);
+	if (err) {
+		if (fd >= 0)
+			syscall(SYS_close, fd);
+		return err;
+	}
 	return libfd_move((int)fd, FDT_LIB);
 }
 
@@ -101,18 +190,124 @@ static int open_syslog(void)
 	return libfd_move((int)fd, FDT_LIB);
 }
 
-static int sink_open(struct sink *s)
+static const char *why_text(int err)
 {
-	if (s->kind == SINK_STDERR)
-		return STDERR_FILENO;
-	if (s->kind == SINK_SYSLOG)
-		return open_syslog();
-	return open_file(s->name);
+	if (err == -EPERM)
+		return "in a directory others can write to, a log must be a regular file "
+		       "of the user's own, one link, not writable by group or others";
+	if (err == -ELOOP)
+		return "it is a symbolic link";
+	return strerrordesc_np(-err);
+}
+
+/* One line when a destination starts losing records; a success re-arms it. */
+static void warn_once(struct sink *s, const char *what, const char *why)
+{
+	if (!atomic_exchange(&s->warned, true))
+		SHIM_ERR("log: %s %s: %s; its records are dropped until it can be", what,
+			 s->name, why);
 }
 
 /*
- * Opens every log destination the settings name. One that cannot be opened
- * is reported once and its records are dropped; the program goes on.
+ * Opens s's destination and installs it where no other thread did first
+ * (the first records of two threads may race here: both open, one keeps its
+ * fd, the other closes its own and uses that one). Returns the fd or -errno.
+ */
+static int sink_open(struct sink *s)
+{
+	struct stat st = { 0 };
+	int fd, expect = FD_NONE;
+
+	if (s->kind == SINK_STDERR)
+		return STDERR_FILENO;
+	fd = s->kind == SINK_SYSLOG ? open_syslog() : open_file(s, &st);
+	if (fd < 0)
+		return fd;
+	atomic_store(&s->dev, st.st_dev);
+	atomic_store(&s->ino, st.st_ino);
+	atomic_store(&s->special, s->kind == SINK_FILE && !S_ISREG(st.st_mode));
+	if (!atomic_compare_exchange_strong(&s->fd, &expect, fd)) {
+		libfd_close(fd);
+		return expect;
+	}
+	return fd;
+}
+
+static uint64_t now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+/* RLIMIT_FSIZE, read at start-up, at a first open and once a second */
+static void fsize_refresh(void)
+{
+	struct rlimit rl;
+
+	if (syscall(SYS_prlimit64, 0, RLIMIT_FSIZE, NULL, &rl) == 0)
+		atomic_store(&fsize_limit, rl.rlim_cur);
+}
+
+/* Claims this second's look at s: true for one caller a second. */
+static bool check_due(struct sink *s)
+{
+	uint64_t now = now_sec(), next = atomic_load(&s->next_check);
+
+	return now >= next && atomic_compare_exchange_strong(&s->next_check, &next, now + 1);
+}
+
+/*
+ * The once-a-second look: the fd replaced last time is closed (no write can
+ * still hold it after a second), RLIMIT_FSIZE is read again, and a file whose
+ * path now names another file, or none, is opened anew. An fd that is no
+ * longer the file the library opened (the program closed it with a raw
+ * system call and got the number back) is left to the program. Returns the
+ * fd to write to.
+ */
+static int sink_check(struct sink *s, int fd)
+{
+	struct stat fst, pst;
+	int old = atomic_exchange(&s->retired, FD_NONE), nfd;
+
+	if (old >= 0)
+		libfd_close(old);
+	fsize_refresh();
+	if (s->kind != SINK_FILE || fd < 0)
+		return fd;
+	if (syscall(SYS_fstat, fd, &fst) < 0 || fst.st_dev != atomic_load(&s->dev) ||
+	    fst.st_ino != atomic_load(&s->ino)) {
+		int expect = fd;
+
+		if (fdtab_get(fd) == FDT_LIB)
+			fdtab_set(fd, FDT_NONE);
+		atomic_compare_exchange_strong(&s->fd, &expect, FD_NONE);
+		return sink_open(s);
+	}
+	if (syscall(SYS_newfstatat, AT_FDCWD, s->path, &pst, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    pst.st_dev == fst.st_dev && pst.st_ino == fst.st_ino)
+		return fd;
+	/* rotated or deleted: the new file takes the records from now on */
+	nfd = open_file(s, &pst);
+	if (nfd < 0) {
+		warn_once(s, "cannot reopen", why_text(nfd));
+		return fd;
+	}
+	atomic_store(&s->dev, pst.st_dev);
+	atomic_store(&s->ino, pst.st_ino);
+	atomic_store(&s->special, !S_ISREG(pst.st_mode));
+	if (atomic_compare_exchange_strong(&s->fd, &fd, nfd)) {
+		atomic_store(&s->retired, fd);
+		return nfd;
+	}
+	libfd_close(nfd);
+	return fd;
+}
+
+/*
+ * Notes every log destination the settings name; nothing is opened yet.
+ * A path that cannot be expanded is reported now, once.
  */
 int sink_open_all(const struct conf *c)
 {
@@ -121,71 +316,141 @@ int sink_open_all(const struct conf *c)
 		nsinks = TW_SINKS_MAX;
 	for (unsigned i = 0; i < nsinks; i++) {
 		struct sink *s = &sinks[i];
-		int fd;
 
 		s->name = conf_sink(c, i);
 		s->kind = !strcmp(s->name, "stderr") ? SINK_STDERR :
 			  !strcmp(s->name, "syslog") ? SINK_SYSLOG : SINK_FILE;
-		fd = sink_open(s);
-		if (fd < 0)
-			SHIM_ERR("log: cannot open %s: %s; its records are dropped", s->name,
-				 strerror(-fd));
-		atomic_store(&s->fd, fd);
+		atomic_store(&s->fd, s->kind == SINK_STDERR ? STDERR_FILENO : FD_NONE);
+		atomic_store(&s->retired, FD_NONE);
+		if (s->kind == SINK_FILE)
+			s->path_err = expand_path(s->path, sizeof(s->path), s->name);
+		if (s->path_err == -EPERM)
+			warn_once(s, "cannot open", "%n has no safe value in this process");
+		else if (s->path_err)
+			warn_once(s, "cannot open", strerrordesc_np(-s->path_err));
 	}
+	fsize_refresh();
 	return 0;
+}
+
+/* syslog's frame: "<14>" is facility user, level info (RFC 3164); no newline */
+static size_t syslog_frame(char *msg, size_t cap, const char *buf, size_t len)
+{
+	char *p = msg, *end = msg + cap;
+
+	memcpy(p, "<14>twshim[", 11);
+	p = put_num(p + 11, end, (unsigned)rt.pid);
+	memcpy(p, "]: ", 3);
+	p += 3;
+	if (len - 1 > (size_t)(end - p))
+		len = (size_t)(end - p) + 1;
+	memcpy(p, buf, len - 1);
+	return (size_t)(p - msg) + len - 1;
+}
+
+/*
+ * Would this record take a regular file past RLIMIT_FSIZE? The kernel would
+ * then write part of it, or raise SIGXFSZ (which kills by default).
+ */
+static bool over_fsize(int fd, size_t len)
+{
+	uint64_t lim = atomic_load(&fsize_limit);
+	struct stat st;
+
+	if (lim == RLIM_INFINITY)
+		return false;
+	return syscall(SYS_fstat, fd, &st) == 0 && (uint64_t)st.st_size + len > lim;
 }
 
 /*
  * One record, one write(): O_APPEND makes each land whole after the others.
- * A failure is reported once per destination, never to the program.
+ * Nothing is ever taken back (a truncate would cut other writers' records):
+ * after a write that stopped inside a record (a full disk) the next record
+ * starts with a newline, so the piece stays a line of its own that readers
+ * skip. A failure is reported once per destination, never to the program,
+ * and raises no signal in it.
  */
 void sink_write(unsigned i, const char *buf, size_t len)
 {
 	struct sink *s = &sinks[i];
 	char msg[TW_RECORD_MAX + 64];
+	bool partial;
 	ssize_t n;
 	int fd, saved = errno;
 
-	if (i >= nsinks || (fd = atomic_load(&s->fd)) < 0)
+	if (i >= nsinks)
 		return;
-	if (s->kind == SINK_SYSLOG) {
-		/* "<14>" is facility user, level info (RFC 3164); the newline is dropped */
-		char *p = msg, *end = msg + sizeof(msg);
-
-		memcpy(p, "<14>twshim[", 11);
-		p = put_num(p + 11, end, (unsigned)rt.pid);
-		memcpy(p, "]: ", 3);
-		p += 3;
-		if (len - 1 > (size_t)(end - p))
-			len = (size_t)(end - p) + 1;
-		memcpy(p, buf, len - 1);
-		buf = msg;
-		len = (size_t)(p - msg) + len - 1;
+	fd = atomic_load(&s->fd);
+	if (fd < 0 && s->kind != SINK_STDERR) {
+		if (now_sec() < atomic_load(&s->next_check))
+			goto out;	/* failed less than a second ago */
+		fsize_refresh();
+		fd = sink_open(s);
+		if (fd < 0) {
+			atomic_store(&s->next_check, now_sec() + 1);
+			warn_once(s, "cannot open", why_text(fd));
+			goto out;
+		}
+	} else if (check_due(s)) {
+		fd = sink_check(s, fd);
+		if (fd < 0)
+			goto out;
 	}
-	do {
-		n = write(fd, buf, len);
-	} while (n < 0 && errno == EINTR);
-	if (n > 0 && (size_t)n < len && s->kind == SINK_FILE) {
-		/*
-		 * The disk filled up in the middle of the record: take the part
-		 * back so that the file never holds half a line. With O_APPEND
-		 * the offset after the write is the end of our part.
-		 */
-		off_t end = lseek(fd, 0, SEEK_CUR);
-
-		if (end >= n && ftruncate(fd, end - n) == 0)
-			errno = ENOSPC;
+	partial = atomic_load(&s->partial);
+	if (s->kind == SINK_SYSLOG) {
+		len = syslog_frame(msg, sizeof(msg), buf, len);
+		n = send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else if (s->kind == SINK_STDERR) {
+		if (!diag_stderr_same())
+			goto out;	/* fd 2 is no longer the stderr of start-up */
+		n = write_nosig(fd, buf, len, SIGPIPE);
+	} else {
+		if (partial && len < sizeof(msg)) {
+			msg[0] = '\n';
+			memcpy(msg + 1, buf, len);
+			buf = msg;
+			len++;
+		}
+		if (over_fsize(fd, len)) {
+			warn_once(s, "cannot write to", "the program's file size limit "
+				  "(RLIMIT_FSIZE) is reached");
+			goto out;
+		}
+		if (atomic_load(&s->special))
+			n = write_nosig(fd, buf, len, SIGPIPE);
+		else if (atomic_load(&fsize_limit) != RLIM_INFINITY)
+			n = write_nosig(fd, buf, len, SIGXFSZ);
+		else
+			do {
+				n = write(fd, buf, len);
+			} while (n < 0 && errno == EINTR);
 	}
 	if (n == (ssize_t)len) {
+		atomic_store(&s->partial, false);
 		atomic_store(&s->warned, false);
-	} else if (!atomic_exchange(&s->warned, true)) {
-		SHIM_ERR("log: cannot write to %s: %s; records are lost until it can", s->name,
-			 n < 0 ? strerrordesc_np(errno) : "short write");
+		goto out;
 	}
+	if (n > 0 && s->kind == SINK_FILE)
+		atomic_store(&s->partial, true);
+	if (n < 0 && errno == EBADF && s->kind == SINK_FILE) {
+		/* closed under us with a raw system call: open it again next time */
+		int expect = fd;
+
+		if (atomic_compare_exchange_strong(&s->fd, &expect, FD_NONE)) {
+			if (fdtab_get(fd) == FDT_LIB)
+				fdtab_set(fd, FDT_NONE);
+			atomic_store(&s->next_check, 0);
+		}
+	}
+	warn_once(s, "cannot write to", n < 0 ? strerrordesc_np(errno) : "short write");
+out:
 	errno = saved;
 }
 
-/* A forked child writes to its own file when the path names the pid. */
+/*
+ * A forked child writes to its own file when the path names the pid: the
+ * parent's is closed here and the child's opened at its first record.
+ */
 void sink_fork_child(void)
 {
 	for (unsigned i = 0; i < nsinks; i++) {
@@ -194,10 +459,12 @@ void sink_fork_child(void)
 
 		if (s->kind != SINK_FILE || !strstr(s->name, "%p"))
 			continue;
-		fd = atomic_exchange(&s->fd, -1);
+		fd = atomic_exchange(&s->fd, FD_NONE);
 		if (fd >= 0)
 			libfd_close(fd);
-		atomic_store(&s->fd, open_file(s->name));
+		s->path_err = expand_path(s->path, sizeof(s->path), s->name);
+		atomic_store(&s->next_check, 0);
+		atomic_store(&s->partial, false);
 	}
 }
 
@@ -205,14 +472,20 @@ bool sink_evict(int fd)
 {
 	for (unsigned i = 0; i < nsinks; i++) {
 		struct sink *s = &sinks[i];
+		int old = fd;
 		long nfd;
 
+		/* the file replaced at a rotation: the program's dup2 closes it */
+		if (atomic_compare_exchange_strong(&s->retired, &old, FD_NONE)) {
+			fdtab_set(fd, FDT_NONE);
+			return true;
+		}
 		if (s->kind == SINK_STDERR || atomic_load(&s->fd) != fd)
 			continue;
 		nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
 		if (nfd >= 0)
 			fdtab_set((int)nfd, FDT_LIB);
-		atomic_store(&s->fd, (int)nfd);
+		atomic_store(&s->fd, nfd >= 0 ? (int)nfd : FD_NONE);
 		fdtab_set(fd, FDT_NONE);
 		return true;
 	}

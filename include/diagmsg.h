@@ -7,11 +7,23 @@
 #ifndef TWSHIM_DIAGMSG_H
 #define TWSHIM_DIAGMSG_H
 
+#include <stdbool.h>
+#include <sys/types.h>
+
 enum diag_level { DIAG_ERR = 0, DIAG_WARN = 1, DIAG_DBG = 2 };
 
 extern int diag_level;
 
+/* reads the level, and notes which file fd 2 is now */
 void diag_init(const char *env_value);
+/* fd 2 is the file it was at diag_init() (true when diag_init() never ran) */
+bool diag_stderr_same(void);
+/*
+ * write() with sig (SIGPIPE, SIGXFSZ) blocked in the calling thread and one
+ * the call raised taken back: -1 with errno EPIPE or EFBIG instead of a
+ * signal. Retries EINTR. Async-signal-safe.
+ */
+ssize_t write_nosig(int fd, const void *buf, size_t len, int sig);
 void diag_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define SHIM_LOG(lvl, ...)						\
