@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -175,6 +176,131 @@ static void adopt_inherited(void)
 	closedir(d);
 }
 
+/* The load bias of the loaded object called name (as the loader lists it). */
+static bool load_bias(const char *name, ElfW(Addr) *out)
+{
+	struct link_map *lm = NULL;
+	void *h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+	bool ok;
+
+	if (!h)
+		return false;
+	ok = dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm;
+	if (ok)
+		*out = lm->l_addr;
+	dlclose(h);
+	return ok;
+}
+
+/* Is sym, looked up from handle h, defined in the object loaded at addr itself? */
+static bool defines(void *h, const char *sym, ElfW(Addr) addr)
+{
+	void *p = dlsym(h, sym);
+	Dl_info di;
+
+	return p && dladdr(p, &di) && (ElfW(Addr))di.dli_fbase == addr;
+}
+
+/*
+ * Does the object loaded at addr define, itself (not through a dependency),
+ * the names that make up a copy of this library? Those that no C library,
+ * sanitizer runtime or other interposer defines all together without also
+ * defining write().
+ */
+static bool object_is_twshim(const char *name, ElfW(Addr) addr)
+{
+	static const char *const marks[] = { "close", "closefrom", "fexecve", "_Exit",
+					     "setsockopt", "sendmsg" };
+	ElfW(Addr) bias;
+	bool ok;
+	void *h;
+
+	if (!name || !*name || !load_bias(name, &bias) || bias != addr)
+		return false;
+	h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+	if (!h)
+		return false;
+	ok = !defines(h, "write", addr);
+	for (size_t i = 0; ok && i < sizeof(marks) / sizeof(marks[0]); i++)
+		ok = defines(h, marks[i], addr);
+	dlclose(h);
+	return ok;
+}
+
+struct copies {
+	ElfW(Addr) self;
+	bool other_first;	/* another copy comes before this one */
+	bool done;
+};
+
+static int copy_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	struct copies *k = arg;
+
+	(void)size;
+	if (info->dlpi_addr == k->self) {
+		k->done = true;
+		return 1;
+	}
+	if (object_is_twshim(info->dlpi_name, info->dlpi_addr)) {
+		k->other_first = true;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Two copies of the library in one process (one preloaded system-wide, one
+ * from `twshim run` out of a build tree): the program's calls go through
+ * both, and each would apply its policy and write its record. Only the copy
+ * first in the loader's list, which is the order in which symbols are
+ * looked up, acts; any later one passes every call through.
+ */
+static bool another_copy_first(void)
+{
+	struct copies k = { 0 };
+	Dl_info di;
+
+	if (!dladdr((void *)another_copy_first, &di))
+		return false;
+	if (!load_bias(di.dli_fname, &k.self))
+		return false;
+	dl_iterate_phdr(copy_cb, &k);
+	return k.other_first;
+}
+
+/*
+ * The process name for records, rules and %n in a log path: the program's
+ * basename as it was started. In secure-execution mode whoever started it
+ * chose argv[0] (`nginx`, `..`), so the name comes from the executable the
+ * kernel ran instead (/proc/self/exe); "" when that cannot be read, which
+ * refuses any log path holding %n.
+ */
+static void comm_init(bool secure)
+{
+	char exe[TW_PATH_MAX];
+	const char *base;
+	ssize_t n;
+
+	if (!secure) {
+		strncpy(rt.comm, program_invocation_short_name, TW_COMM_MAX);
+		return;
+	}
+	rt.comm[0] = 0;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return;
+	exe[n] = 0;
+	/* an executable deleted since it started reads "path (deleted)" */
+	if (n > 10 && !strcmp(exe + n - 10, " (deleted)"))
+		exe[n - 10] = 0;
+	base = strrchr(exe, '/');
+	base = base ? base + 1 : exe;
+	n = (ssize_t)strnlen(base, TW_COMM_MAX);
+	memcpy(rt.comm, base, (size_t)n);
+	rt.comm[n] = 0;
+}
+
 /*
  * Reads the settings and, when some connection may be recorded or closed
  * otherwise than normally, turns tracking on. A setting that does not parse
@@ -188,8 +314,13 @@ __attribute__((constructor)) static void shim_init(void)
 	int r;
 
 	shim_symbols();
+	if (another_copy_first()) {
+		diag_init(secure ? NULL : getenv(TW_ENV_DEBUG));
+		SHIM_DBG("another copy of twshim is active here; this one passes through");
+		return;
+	}
 	rt.pid = (int)syscall(SYS_getpid);
-	strncpy(rt.comm, program_invocation_short_name, TW_COMM_MAX);
+	comm_init(secure);
 	diag_init(secure ? NULL : getenv(TW_ENV_DEBUG));
 	err[0] = 0;
 	r = conf_load_env(&c, rt.comm, secure, err, sizeof(err));
