@@ -44,7 +44,12 @@ static int shim_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flag
 	int fd, saved;
 	uint32_t mark;
 
-	if (!rt.tracking)
+	/*
+	 * An address buffer without its length: the kernel fails the call with
+	 * EFAULT (after taking the connection off the queue). The program
+	 * must see exactly that, not a connection.
+	 */
+	if (!rt.tracking || (addr && !len))
 		return four ? REAL(accept4)(lfd, addr, len, flags) : REAL(accept)(lfd, addr, len);
 	fd = four ? REAL(accept4)(lfd, (struct sockaddr *)&ss, &sl, flags) :
 		    REAL(accept)(lfd, (struct sockaddr *)&ss, &sl);
