@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf_impl.h"
 #include "config.h"
@@ -480,33 +482,133 @@ static int root_parse(struct file_ctx *x, struct conf *c, const config_setting_t
 	return 0;
 }
 
+/* A config file is small: anything larger is a mistake (or /dev/zero). */
+#define CONF_FILE_MAX	(1 << 20)
+/* libconfig's own limit on nested @include */
+#define CONF_INCLUDE_DEPTH	10
+
+/*
+ * Reads the whole of path, which must be a regular file of at most
+ * CONF_FILE_MAX bytes: a FIFO, a terminal or /dev/stdin would block start-up
+ * or eat the program's input, so it is opened O_NONBLOCK and refused unless
+ * fstat() says regular. Returns the text (malloc'd, NUL-terminated) or NULL
+ * with "path: reason" in err and -errno in *ret (EINVAL: not regular, or too
+ * large).
+ */
+static char *file_slurp(const char *path, int *ret, char *err, size_t errlen)
+{
+	struct stat st;
+	char *text = NULL;
+	size_t got = 0;
+	ssize_t n;
+	int fd, e = 0;
+
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	*ret = -EINVAL;
+	if (fd < 0) {
+		*ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) < 0) {
+		e = errno;
+	} else if (S_ISDIR(st.st_mode)) {
+		e = EISDIR;
+	} else if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file (a FIFO or device would block "
+			 "or take the program's input)", path);
+		goto out;
+	} else if (st.st_size > CONF_FILE_MAX) {
+		snprintf(err, errlen, "%s: larger than %d bytes", path, CONF_FILE_MAX);
+		goto out;
+	} else if (!(text = malloc((size_t)st.st_size + 1))) {
+		e = ENOMEM;
+	}
+	while (!e && text && got < (size_t)st.st_size) {
+		n = read(fd, text + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			e = errno;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (e) {
+		*ret = -e;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		free(text);
+		text = NULL;
+	} else if (text) {
+		text[got] = 0;
+	}
+out:
+	close(fd);
+	return text;
+}
+
+/*
+ * libconfig 1.5 opens @include files itself, with fopen(): each one named
+ * in text is read first with file_slurp()'s checks (and its own includes in
+ * turn), so that a FIFO or an oversized file is refused before libconfig
+ * could block on it. dir is the including file's directory, as libconfig
+ * resolves relative names. Returns 0 or -errno with err set.
+ */
+static int includes_check(const char *text, const char *dir, int depth, char *err,
+			  size_t errlen)
+{
+	const char *l, *q, *e;
+	char path[TW_PATH_MAX];
+	char *sub;
+	int ret;
+
+	if (depth > CONF_INCLUDE_DEPTH)
+		return 0;	/* libconfig reports the nesting itself */
+	for (l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		q = l;
+		while (*q == ' ' || *q == '\t')
+			q++;
+		if (strncmp(q, "@include", 8))
+			continue;
+		q = strchr(q + 8, '"');
+		e = q ? strchr(q + 1, '"') : NULL;
+		if (!q || !e || memchr(q, '\n', (size_t)(e - q)))
+			continue;
+		q++;
+		snprintf(path, sizeof(path), "%s%.*s", *q == '/' || !dir ? "" : dir,
+			 (int)(e - q), q);
+		sub = file_slurp(path, &ret, err, errlen);
+		if (!sub && ret == -EINVAL)
+			return ret;
+		if (!sub) {
+			/* missing or unreadable: libconfig says so, with the line */
+			err[0] = 0;
+			continue;
+		}
+		ret = includes_check(sub, dir, depth + 1, err, errlen);
+		free(sub);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 /*
  * Reads path into c. Returns 0; -errno with "path: reason" when the file
- * cannot be read; -EINVAL with "path:line: ..." for a mistake in it.
+ * cannot be read (also: not a regular file, larger than 1 MiB, nor any file
+ * it includes); -EINVAL with "path:line: ..." for a mistake in it.
  */
 int conf_file_read(struct conf *c, const char *path, const char *comm, char *err,
 		   size_t errlen)
 {
 	struct file_ctx x = { .path = path, .comm = comm, .err = err, .errlen = errlen };
-	char *dir = NULL, *slash;
-	struct stat st;
+	char *dir = NULL, *slash, *text;
 	config_t cfg;
-	FILE *f;
 	int ret;
 
-	f = fopen(path, "re");
-	if (!f) {
-		ret = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+	text = file_slurp(path, &ret, err, errlen);
+	if (!text)
 		return ret;
-	}
-	/* fopen() opens a directory for reading; libconfig would see an empty file */
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		fclose(f);
-		snprintf(err, errlen, "%s: %s", path, strerror(EISDIR));
-		return -EISDIR;
-	}
-
 	config_init(&cfg);
 	/* @include "x" is taken relative to the including file, not to the cwd */
 	slash = strrchr(path, '/');
@@ -515,7 +617,10 @@ int conf_file_read(struct conf *c, const char *path, const char *comm, char *err
 		if (dir)
 			config_set_include_dir(&cfg, dir);
 	}
-	if (config_read(&cfg, f) != CONFIG_TRUE) {
+	ret = includes_check(text, dir, 1, err, errlen);
+	if (ret)
+		goto out;
+	if (config_read_string(&cfg, text) != CONFIG_TRUE) {
 		const char *file = config_error_file(&cfg);
 
 		ret = config_error_type(&cfg) == CONFIG_ERR_FILE_IO ? -EIO : -EINVAL;
@@ -527,6 +632,6 @@ int conf_file_read(struct conf *c, const char *path, const char *comm, char *err
 out:
 	config_destroy(&cfg);
 	free(dir);
-	fclose(f);
+	free(text);
 	return ret;
 }
