@@ -105,18 +105,20 @@ Test(host, log_larger_than_the_file_size_limit_kills_nothing, .timeout = 60)
 /* log=stderr, stderr a pipe with no reader: no SIGPIPE (exit 141) */
 Test(host, log_to_stderr_a_broken_pipe_kills_nothing, .timeout = 60)
 {
-	char *argv[] = { (char *)host(), (char *)"connect", (char *)"3", NULL };
+	char *argv[] = { NULL, (char *)"connect", (char *)"3", NULL };
 
 	lab_enter(100);
+	argv[0] = (char *)host();
 	cr_assert_eq(run_with_broken_stderr("log=stderr", argv), 0);
 }
 
 /* the one warning line for bad settings, stderr a pipe with no reader */
 Test(host, warning_to_a_broken_pipe_kills_nothing, .timeout = 60)
 {
-	char *argv[] = { (char *)host(), (char *)"connect", (char *)"1", NULL };
+	char *argv[] = { NULL, (char *)"connect", (char *)"1", NULL };
 
 	lab_enter(100);
+	argv[0] = (char *)host();
 	cr_assert_eq(run_with_broken_stderr("close=later", argv), 0);
 }
 
