@@ -575,6 +575,11 @@ static long sweep(void)
 	} else if (!strcmp(o.how, "logfd") || !strcmp(o.how, "dup2log")) {
 		int fd = o.log ? find_fd_of(o.log) : -1;
 
+		/* the library opens its log at the first record: wait for one (3 s at most) */
+		for (int i = 0; fd < 0 && o.log && i < 300; i++) {
+			usleep(10000);
+			fd = find_fd_of(o.log);
+		}
 		printf("log_fd=%d\n", fd);
 		if (fd < 0)
 			return 1;
