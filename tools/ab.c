@@ -521,7 +521,7 @@ static void print_json(const struct ab *ab, const struct summary *s)
 	json_t *root, *arms = json_object(), *argv = json_array();
 
 	for (char **a = ab->argv; *a; a++)
-		json_array_append_new(argv, json_string(*a));
+		json_array_append_new(argv, json_text(*a));
 	for (int k = 0; k < 2; k++) {
 		const struct arm *arm = &ab->arm[k];
 		const struct summary *sm = &s[k];
@@ -545,8 +545,8 @@ static void print_json(const struct ab *ab, const struct summary *s)
 				"tw_peak", num_or_null((double)r->tw_peak),
 				"tw_end", num_or_null((double)r->tw_end)));
 		}
-		o = json_pack("{s:s,s:s,s:i,s:o,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:o}",
-			      "settings", arm->spec,
+		o = json_pack("{s:o,s:s,s:i,s:o,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:o}",
+			      "settings", json_text(arm->spec),
 			      "kind", arm->is_file ? "file" : "options",
 			      "runs", arm->nruns,
 			      "exit_codes", codes,
@@ -616,6 +616,8 @@ static int arm_setup(struct arm *arm, const char *prog)
 		}
 		arm->is_file = true;
 		src.file = arm->file;
+		/* as the runs will have it: ab's own log at the top level */
+		src.options = "log=/twshim-ab.jsonl";
 	} else if (arm->spec[0] && !strchr(arm->spec, '=')) {
 		fprintf(stderr, "twshim ab: -%c %s: no such file, nor KEY=VAL settings\n", flag,
 			arm->spec);
@@ -628,6 +630,17 @@ static int arm_setup(struct arm *arm, const char *prog)
 		msg = strncmp(err, opt_prefix, strlen(opt_prefix)) ? err
 								    : err + strlen(opt_prefix);
 		fprintf(stderr, "twshim ab: -%c %s: %s\n", flag, arm->spec, msg);
+		return -EINVAL;
+	}
+	/*
+	 * A rule or arm with a log of its own sends its records where ab does
+	 * not read them: the arm would show 0 connections.
+	 */
+	if (arm->is_file && conf_nsinks(conf) > 1) {
+		fprintf(stderr, "twshim ab: -%c %s: a rule or arm sets its own log; ab counts "
+			"only the records it collects itself: remove that log\n", flag,
+			arm->spec);
+		conf_free(conf);
 		return -EINVAL;
 	}
 	conf_free(conf);

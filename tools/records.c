@@ -458,7 +458,7 @@ int records_read(const char *prog, const char *path, int (*cb)(const struct rec 
 	size_t cap = 0;
 	ssize_t n;
 	FILE *f;
-	int ret = 0;
+	int ret = 0, gerr = 0;
 
 	f = is_stdin ? stdin : fopen(path, "re");
 	if (!f) {
@@ -469,20 +469,30 @@ int records_read(const char *prog, const char *path, int (*cb)(const struct rec 
 	}
 	if (!is_stdin)
 		setvbuf(f, NULL, _IOFBF, 1 << 20);
-	errno = 0;
-	while ((n = getline(&line, &cap, f)) >= 0) {
+	for (;;) {
 		struct rec r;
 		void *hold;
 
+		errno = 0;
+		n = getline(&line, &cap, f);
+		if (n < 0) {
+			/* a line too long for memory is no end of file (getline: ENOMEM) */
+			if (!feof(f) && errno && !ferror(f))
+				gerr = errno;
+			break;
+		}
 		lineno++;
 		if (blank(line, (size_t)n))
 			continue;
 		if (record_parse(line, (size_t)n, &r, &hold, err, sizeof(err))) {
 			stats->malformed++;
 			if (stats->shown < MALFORMED_SHOWN) {
+				char *e = text_escape(err);
+
 				stats->shown++;
 				fprintf(stderr, "%s: %s:%llu: malformed record: %s\n", prog, name,
-					lineno, err);
+					lineno, e ? e : "?");
+				free(e);
 			}
 			continue;
 		}
@@ -492,8 +502,8 @@ int records_read(const char *prog, const char *path, int (*cb)(const struct rec 
 		if (ret)
 			break;
 	}
-	if (ret == 0 && ferror(f)) {
-		ret = errno ? -errno : -EIO;
+	if (ret == 0 && (ferror(f) || gerr)) {
+		ret = gerr ? -gerr : errno ? -errno : -EIO;
 		fprintf(stderr, "%s: %s: %s\n", prog, name, strerror(-ret));
 		stats->open_errors++;
 	}
@@ -668,6 +678,75 @@ void table_init(struct table *t, size_t ncols)
 	t->right = calloc(ncols, sizeof(*t->right));
 }
 
+/*
+ * Length of the printable UTF-8 character at p (1 to 4), or 0 for a byte
+ * that must not reach a terminal as it is: a C0 or C1 control, DEL, or a
+ * byte that does not start a well-formed sequence.
+ */
+static size_t utf8_printable(const unsigned char *p)
+{
+	size_t n;
+	uint32_t cp;
+
+	if (*p < 0x20 || *p == 0x7f)
+		return 0;
+	if (*p < 0x80)
+		return 1;
+	if (*p >= 0xc2 && *p <= 0xdf)
+		n = 2, cp = *p & 0x1f;
+	else if (*p >= 0xe0 && *p <= 0xef)
+		n = 3, cp = *p & 0x0f;
+	else if (*p >= 0xf0 && *p <= 0xf4)
+		n = 4, cp = *p & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+		return 0;
+	return n;
+}
+
+char *text_escape(const char *s)
+{
+	size_t len = strlen(s);
+	char *out = malloc(4 * len + 1), *o = out;
+	const unsigned char *p = (const unsigned char *)s;
+
+	if (!out)
+		return NULL;
+	while (*p) {
+		size_t n = utf8_printable(p);
+
+		if (n) {
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+		} else {
+			o += sprintf(o, "\\x%02x", *p++);
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+	char *e;
+
+	if (j)
+		return j;
+	e = text_escape(s);
+	j = e ? json_string(e) : NULL;
+	free(e);
+	return j ? j : json_string("");
+}
+
 void table_add(struct table *t, const char *const *cells)
 {
 	if (t->nrows == t->cap) {
@@ -680,7 +759,7 @@ void table_add(struct table *t, const char *const *cells)
 		t->cap = cap;
 	}
 	for (size_t i = 0; i < t->ncols; i++)
-		t->cells[t->nrows * t->ncols + i] = strdup(cells[i] ? cells[i] : "");
+		t->cells[t->nrows * t->ncols + i] = text_escape(cells[i] ? cells[i] : "");
 	t->nrows++;
 }
 

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "addr.h"
 
 /* where `make install` puts the library; the Makefile passes it */
@@ -104,6 +106,14 @@ struct table {
 	char **cells;		/* nrows * ncols */
 	bool *right;		/* per column: align right (numbers) */
 };
+
+/*
+ * s for a terminal: control characters, DEL, C1 controls and bytes that are
+ * not well-formed UTF-8 become \xNN (malloc'd; NULL when out of memory).
+ */
+char *text_escape(const char *s);
+/* a JSON string of s; text_escape()d when s is not UTF-8, never NULL but for ENOMEM */
+json_t *json_text(const char *s);
 
 void table_init(struct table *t, size_t ncols);
 void table_add(struct table *t, const char *const *cells);
