@@ -322,3 +322,44 @@ Test(host, logrotate_without_copytruncate_loses_nothing, .timeout = 90)
 	cr_assert_eq(total, 300, "records over all files: %zu of 300", total);
 	cr_assert_gt(current, 0, "nothing went to the new file after the rotation");
 }
+
+/* report shows a process name with control characters escaped: no forged row */
+Test(host, report_escapes_control_characters_in_names, .timeout = 60)
+{
+	const char *log;
+	struct lab_proc *r;
+
+	lab_enter(1);
+	log = lab_path("evil.jsonl");
+	lab_write_file(log, "{\"ts\":1796581193.09,\"pid\":1,\"comm\":\"evil\\u001b[2J\\nFAKE\","
+		       "\"role\":\"client\",\"local\":\"127.0.0.1:1\",\"remote\":\"127.0.0.1:2\","
+		       "\"policy\":\"normal\",\"state\":\"ESTABLISHED\",\"end\":\"active\","
+		       "\"tw\":\"local\",\"via\":\"close\",\"dur_ms\":1,\"bytes_acked\":1,"
+		       "\"bytes_received\":1,\"fd\":3}\n");
+	r = lab_run("report", NULL, RUN_MS, lab_build_path("twshim"), "report", log, NULL);
+	cr_assert_eq(lab_exit_code(r), 0, "%s", lab_stderr(r));
+	cr_assert(!strchr(lab_stdout(r), 0x1b), "an escape reached the output: %s", lab_stdout(r));
+	cr_assert(!strstr(lab_stdout(r), "\nFAKE"), "a forged row: %s", lab_stdout(r));
+	cr_assert(strstr(lab_stdout(r), "evil\\x1b[2J\\x0aFAKE"), "%s", lab_stdout(r));
+}
+
+/* a line too long for the memory the tool may use is an error, not the end of the file */
+Test(host, report_out_of_memory_on_a_long_line_fails, .timeout = 60)
+{
+	const char *log;
+	struct lab_proc *r;
+	FILE *f;
+
+	lab_enter(1);
+	log = lab_path("long.jsonl");
+	f = fopen(log, "we");
+	cr_assert(f);
+	for (int i = 0; i < 40 << 20; i++)
+		fputc('x', f);
+	fputc('\n', f);
+	fclose(f);
+	r = lab_run("report", NULL, RUN_MS, "/usr/bin/prlimit", "--as=41943040",
+		    lab_build_path("twshim"), "report", log, NULL);
+	cr_assert_eq(lab_exit_code(r), 1, "exit %d: %s", lab_exit_code(r), lab_stderr(r));
+	cr_assert(strstr(lab_stderr(r), "Cannot allocate memory"), "%s", lab_stderr(r));
+}
