@@ -282,7 +282,8 @@ Test(policies, defer_fd_table_back_to_start_after_connections_end, .timeout = 60
 	out = lab_stdout(r.c);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start"),
 		     "sockets left open: %s", out);
-	cr_assert_eq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start"),
+	/* one more: the log, which the library opens at the first record */
+	cr_assert_eq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 1,
 		     "fd table: %s", out);
 	lab_rec_assert_count(lab_records_checked(r.log), "policy=defer,end=passive", 50);
 	lab_stop(r.s, 5000);
