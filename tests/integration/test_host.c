@@ -39,6 +39,18 @@ static size_t shim_lines(const char *text)
 	return n;
 }
 
+/* path holds one line of n 'x's */
+static void write_line(const char *path, long n)
+{
+	FILE *f = fopen(path, "we");
+
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	for (long i = 0; i < n; i++)
+		fputc('x', f);
+	fputc('\n', f);
+	cr_assert_eq(fclose(f), 0);
+}
+
 static long file_size(const char *path)
 {
 	struct stat st;
@@ -82,16 +94,10 @@ Test(host, log_larger_than_the_file_size_limit_kills_nothing, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *c;
-	FILE *f;
 
 	lab_enter(100);
 	log = lab_path("big.jsonl");
-	f = fopen(log, "we");
-	cr_assert(f);
-	for (int i = 0; i < 5000; i++)
-		fputc('x', f);
-	fputc('\n', f);
-	fclose(f);
+	write_line(log, 5000);
 	c = lab_run("client", lab_traced(log, NULL), RUN_MS, "/usr/bin/prlimit", "--fsize=4000",
 		    host(), "connect", "3", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "exit %d (153: SIGXFSZ): %s%s", lab_exit_code(c),
@@ -348,16 +354,10 @@ Test(host, report_out_of_memory_on_a_long_line_fails, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *r;
-	FILE *f;
 
 	lab_enter(1);
 	log = lab_path("long.jsonl");
-	f = fopen(log, "we");
-	cr_assert(f);
-	for (int i = 0; i < 40 << 20; i++)
-		fputc('x', f);
-	fputc('\n', f);
-	fclose(f);
+	write_line(log, 40 << 20);
 	r = lab_run("report", NULL, RUN_MS, "/usr/bin/prlimit", "--as=41943040",
 		    lab_build_path("twshim"), "report", log, NULL);
 	cr_assert_eq(lab_exit_code(r), 1, "exit %d: %s", lab_exit_code(r), lab_stderr(r));
