@@ -19,6 +19,8 @@
 
 static const char *const close_names[] = { "normal", "defer", "abort" };
 static const char *const fallback_names[] = { "normal", "abort" };
+static const char *const log_only_names[] = { "all", "tw_local" };
+static const char *const learn_names[] = { "off", "on" };
 
 /* Index of v's text in names, or -1 when it is not one of them. */
 static int value_enum(const struct conf_value *v, const char *const *names, int n)
@@ -34,16 +36,16 @@ static int value_enum(const struct conf_value *v, const char *const *names, int 
 }
 
 /*
- * A number of milliseconds, 0 .. TW_MS_MAX: an integer in the file, plain
- * decimal digits in TWSHIM_OPTIONS (no sign, no suffix). Returns 0 or -EINVAL.
+ * A whole number, min .. max: an integer in the file, plain decimal digits
+ * in TWSHIM_OPTIONS (no sign, no suffix). Returns 0 or -EINVAL.
  */
-static int value_ms(const struct conf_value *v, uint32_t *out)
+static int value_num(const struct conf_value *v, uint32_t min, uint32_t max, uint32_t *out)
 {
 	unsigned long long n = 0;
 	const char *p;
 
 	if (v->type == CONF_V_INT) {
-		if (v->i < 0 || v->i > TW_MS_MAX)
+		if (v->i < min || v->i > max)
 			return -EINVAL;
 		*out = (uint32_t)v->i;
 		return 0;
@@ -54,11 +56,19 @@ static int value_ms(const struct conf_value *v, uint32_t *out)
 		if (*p < '0' || *p > '9')
 			return -EINVAL;
 		n = n * 10 + (unsigned)(*p - '0');
-		if (n > TW_MS_MAX)
+		if (n > max)
 			return -EINVAL;
 	}
+	if (n < min)
+		return -EINVAL;
 	*out = (uint32_t)n;
 	return 0;
+}
+
+/* A number of milliseconds, 0 .. TW_MS_MAX. */
+static int value_ms(const struct conf_value *v, uint32_t *out)
+{
+	return value_num(v, 0, TW_MS_MAX, out);
 }
 
 /* true/false in the file; 1, 0, true, false in TWSHIM_OPTIONS. */
@@ -80,26 +90,26 @@ static int value_bool(const struct conf_value *v, bool *out)
 }
 
 /*
- * The sink index for a log destination, adding it to c->sinks when it is new:
- * equal texts share one sink. Returns 0, -EINVAL when the table is full,
- * -ENOMEM.
+ * The index of text in a table of at most TW_SINKS_MAX strings (log
+ * destinations, stats directories), adding it when it is new: equal texts
+ * share one entry. Returns 0, -EINVAL when the table is full, -ENOMEM.
  */
-static int sink_add(struct conf *c, const char *dest, uint8_t *idx)
+static int text_add(char **tab, size_t *n, const char *text, uint8_t *idx)
 {
 	size_t i;
 
-	for (i = 0; i < c->nsinks; i++) {
-		if (!strcmp(c->sinks[i], dest)) {
+	for (i = 0; i < *n; i++) {
+		if (!strcmp(tab[i], text)) {
 			*idx = (uint8_t)i;
 			return 0;
 		}
 	}
-	if (c->nsinks >= TW_SINKS_MAX)
+	if (*n >= TW_SINKS_MAX)
 		return -EINVAL;
-	c->sinks[c->nsinks] = strdup(dest);
-	if (!c->sinks[c->nsinks])
+	tab[*n] = strdup(text);
+	if (!tab[*n])
 		return -ENOMEM;
-	*idx = (uint8_t)c->nsinks++;
+	*idx = (uint8_t)(*n)++;
 	return 0;
 }
 
@@ -121,13 +131,75 @@ static int value_log(struct conf *c, const struct conf_value *v, uint8_t *sink, 
 		snprintf(msg, msglen, "log: path longer than %d bytes", TW_PATH_MAX - 1);
 		return -EINVAL;
 	}
-	ret = sink_add(c, v->s, sink);
+	ret = text_add(c->sinks, &c->nsinks, v->s, sink);
 	if (ret == -EINVAL)
 		snprintf(msg, msglen, "log: more than %d different log destinations",
 			 TW_SINKS_MAX);
 	else if (ret == -ENOMEM)
 		snprintf(msg, msglen, "log: out of memory");
 	return ret;
+}
+
+/* stats: "none" or a directory. */
+static int value_stats(struct conf *c, const struct conf_value *v, uint8_t *dir, char *msg,
+		       size_t msglen)
+{
+	int ret;
+
+	if ((v->type != CONF_V_TEXT && v->type != CONF_V_STRING) || !*v->s) {
+		snprintf(msg, msglen, "stats: expected a directory or none");
+		return -EINVAL;
+	}
+	if (!strcmp(v->s, "none")) {
+		*dir = TW_SINK_NONE;
+		return 0;
+	}
+	if (strlen(v->s) >= TW_PATH_MAX - 64) {
+		snprintf(msg, msglen, "stats: path longer than %d bytes", TW_PATH_MAX - 65);
+		return -EINVAL;
+	}
+	ret = text_add(c->dirs, &c->ndirs, v->s, dir);
+	if (ret == -EINVAL)
+		snprintf(msg, msglen, "stats: more than %d different directories", TW_SINKS_MAX);
+	else if (ret == -ENOMEM)
+		snprintf(msg, msglen, "stats: out of memory");
+	return ret;
+}
+
+/* log_sample: 1 .. TW_SAMPLE_MAX, kept as an index into c->samples (0 for 1). */
+static int value_sample(struct conf *c, const struct conf_value *v, uint16_t *idx, char *msg,
+			size_t msglen)
+{
+	uint32_t n, *grown;
+	size_t i;
+
+	if (value_num(v, 1, TW_SAMPLE_MAX, &n)) {
+		snprintf(msg, msglen, "log_sample: expected a number from 1 to %d", TW_SAMPLE_MAX);
+		return -EINVAL;
+	}
+	if (n == 1) {
+		*idx = 0;
+		return 0;
+	}
+	for (i = 0; i < c->nsamples; i++) {
+		if (c->samples[i] == n) {
+			*idx = (uint16_t)(i + 1);
+			return 0;
+		}
+	}
+	if (c->nsamples >= TW_SAMPLES_MAX) {
+		snprintf(msg, msglen, "log_sample: more than %d different values", TW_SAMPLES_MAX);
+		return -EINVAL;
+	}
+	grown = realloc(c->samples, (c->nsamples + 1) * sizeof(*grown));
+	if (!grown) {
+		snprintf(msg, msglen, "log_sample: out of memory");
+		return -ENOMEM;
+	}
+	c->samples = grown;
+	c->samples[c->nsamples++] = n;
+	*idx = (uint16_t)c->nsamples;
+	return 0;
 }
 
 /*
@@ -169,6 +241,28 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		if (ret)
 			return ret;
 		lv->set |= CONF_BIT(CONF_K_LOG);
+	} else if (!strcmp(key, "log_sample")) {
+		ret = value_sample(c, v, &lv->sample, msg, msglen);
+		if (ret)
+			return ret;
+		lv->set |= CONF_BIT(CONF_K_LOG_SAMPLE);
+	} else if (!strcmp(key, "log_only")) {
+		i = value_enum(v, log_only_names, 2);
+		if (i < 0)
+			goto bad_log_only;
+		lv->log_only = (uint8_t)i;
+		lv->set |= CONF_BIT(CONF_K_LOG_ONLY);
+	} else if (!strcmp(key, "learn")) {
+		i = value_enum(v, learn_names, 2);
+		if (i < 0)
+			goto bad_learn;
+		lv->learn = i;
+		lv->set |= CONF_BIT(CONF_K_LEARN);
+	} else if (!strcmp(key, "stats")) {
+		ret = value_stats(c, v, &lv->stats, msg, msglen);
+		if (ret)
+			return ret;
+		lv->set |= CONF_BIT(CONF_K_STATS);
 	} else {
 		return -ENOENT;
 	}
@@ -179,6 +273,12 @@ bad_close:
 	return -EINVAL;
 bad_fallback:
 	snprintf(msg, msglen, "fallback: expected normal or abort");
+	return -EINVAL;
+bad_log_only:
+	snprintf(msg, msglen, "log_only: expected all or tw_local");
+	return -EINVAL;
+bad_learn:
+	snprintf(msg, msglen, "learn: expected on or off");
 	return -EINVAL;
 bad_ms:
 	snprintf(msg, msglen, "%s: expected a number from 0 to %d", key, TW_MS_MAX);
@@ -193,7 +293,8 @@ bad_bool:
 bool conf_key_known(const char *key)
 {
 	static const char *const keys[] = { "close", "defer_ms", "fallback", "exit_wait_ms",
-					    "reuseaddr", "log" };
+					    "reuseaddr", "log", "log_sample", "log_only",
+					    "stats", "learn" };
 	size_t i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -216,6 +317,11 @@ struct conf *conf_new(void)
 	c->top.reuseaddr = false;
 	c->top.defer_ms = TW_DEFER_MS_DEFAULT;
 	c->top.exit_wait_ms = TW_EXIT_WAIT_MS_DEFAULT;
+	c->top.sample = 0;
+	c->top.log_only = TW_LOG_ALL;
+	c->top.learn = true;
+	c->top.stats = TW_SINK_NONE;
+	c->stats = TW_SINK_NONE;
 	c->top_ab = -1;
 	return c;
 }
@@ -230,6 +336,9 @@ void conf_free(struct conf *c)
 		free(c->arms[i].name);
 	for (i = 0; i < c->nsinks; i++)
 		free(c->sinks[i]);
+	for (i = 0; i < c->ndirs; i++)
+		free(c->dirs[i]);
+	free(c->samples);
 	free(c->rules);
 	free(c->abs);
 	free(c);

@@ -15,6 +15,10 @@
 #define TW_DEFER_MS_DEFAULT	1000
 #define TW_EXIT_WAIT_MS_DEFAULT	1000
 #define TW_MS_MAX		600000
+/* log_sample: 1 .. this */
+#define TW_SAMPLE_MAX		1000000
+/* distinct log_sample values one configuration may name (tw_policy.sample) */
+#define TW_SAMPLES_MAX		1023
 
 /* fds at or above this are not tracked (the table is reserved, not allocated). */
 #define TW_FD_MAX		(1u << 20)
