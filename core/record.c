@@ -205,8 +205,20 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r)
 	} else {
 		put_u64(&o, (uint64_t)r->fd);
 	}
+	if (r->sample > 1) {
+		PUT_KEY(&o, "sample");
+		put_u64(&o, r->sample);
+	}
 	put(&o, "}\n", 2);
 	return o.full ? 0 : (size_t)(o.p - buf);
+}
+
+bool record_wanted(unsigned log_only, uint32_t sample, enum tw_end end, uint64_t rnd)
+{
+	if (log_only == TW_LOG_TW_LOCAL && record_where(end) != TW_TW_LOCAL)
+		return false;
+	/* rnd * sample / 2^64 < 1: probability 1/sample, from the high bits */
+	return sample <= 1 || (uint64_t)(((unsigned __int128)rnd * sample) >> 64) == 0;
 }
 
 /*
