@@ -43,6 +43,7 @@ struct rec {
 	uint8_t tw;		/* enum tw_where */
 	bool deferred;		/* deferred_ms present */
 	bool timeout;
+	uint32_t sample;	/* log_sample: the record stands for this many connections */
 };
 
 /* Counts kept over all files one command reads. */
@@ -95,7 +96,11 @@ struct counts {
 	unsigned long long conns, tw_local, tw_peer, tw_none, deferred, timeouts, tw_now;
 };
 
-/* Adds one record; tw_now counts tw=local records newer than now - TIME_WAIT's 60 s. */
+/*
+ * Adds one record, weighted by its sample (a sampled record stands for
+ * `sample` connections); tw_now counts tw=local records newer than now -
+ * TIME_WAIT's 60 s.
+ */
 void counts_add(struct counts *c, const struct rec *r, double now);
 
 /* A left-aligned text table for people; every cell a string. */
