@@ -20,8 +20,10 @@ PKGS_LIB = libconfig libmnl
 CFLAGS_ALL = $(WARN) $(OPT) $(SAN) -fPIC -D_GNU_SOURCE -Iinclude -DTW_LIBDIR='"$(LIBDIR)"' \
 	     $(shell $(PKG_CONFIG) --cflags $(PKGS_LIB)) $(CFLAGS)
 LIBS_LIB = $(shell $(PKG_CONFIG) --libs $(PKGS_LIB)) -ldl -lpthread
-LIBS_TOOL = $(LIBS_LIB) $(shell $(PKG_CONFIG) --libs jansson)
+# the tool only: the preload library links neither jansson nor libmicrohttpd
+LIBS_TOOL = $(LIBS_LIB) $(shell $(PKG_CONFIG) --libs jansson libmicrohttpd)
 CRIT_CFLAGS = $(shell $(PKG_CONFIG) --cflags criterion jansson)
+TOOL_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson libmicrohttpd)
 CRIT_LIBS = $(shell $(PKG_CONFIG) --libs criterion jansson)
 
 CORE_SRC = $(wildcard core/*.c)
@@ -53,7 +55,8 @@ all: $(LIB) $(if $(TOOL_SRC),$(TOOL)) $(EXAMPLES)
 
 $(B)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(if $(filter tests/%,$<),$(CRIT_CFLAGS) -Itests/integration) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(if $(filter tools/%,$<),$(TOOL_CFLAGS)) \
+		$(if $(filter tests/%,$<),$(CRIT_CFLAGS) -Itests/integration) -c $< -o $@
 
 $(CORE): $(CORE_OBJ)
 	@mkdir -p $(dir $@)

@@ -11,6 +11,8 @@
 #define TW_ENV_DEBUG		"TWSHIM_DEBUG"	/* 0 errors, 1 warnings, 2 debug */
 #define TW_SYSTEM_CONFIG	"/etc/twshim.conf"
 #define TW_LIB_NAME		"libtwshim.so"
+/* where `twshim exporter` looks for the processes' counters unless told */
+#define TW_STATS_DIR_DEFAULT	"/run/twshim"
 
 #define TW_DEFER_MS_DEFAULT	1000
 #define TW_EXIT_WAIT_MS_DEFAULT	1000

@@ -118,9 +118,36 @@ void table_free(struct table *t);
 /* "twshim CMD: message" and a pointer to --help on stderr; returns EXIT_USAGE */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A count per key (and pid): what `twshim tw` shows. */
+struct count_row {
+	const char *key;	/* comm, or an endpoint's text */
+	long long pid;
+	unsigned long n;
+};
+
+/* The kernel's TIME_WAIT sockets now, attributed through close records (tools/tw.c). */
+struct tw_attribution {
+	size_t total, attributed;
+	unsigned long no_record, too_old;	/* not attributed, and why */
+	struct count_row *rows;			/* per comm and pid, most first */
+	size_t nrows;
+	struct rec_stats rs;
+	void *priv;
+};
+
+/*
+ * Reads the TIME_WAIT sockets with sock_diag and matches them to the
+ * records in logs (errors said on stderr as "prog: ..."). Returns 0; -EIO
+ * when a log could not be read (a is filled from the others); another
+ * -errno when nothing could be counted. tw_attribution_free() a in any case.
+ */
+int tw_attribute(const char *prog, char *const *logs, int nlogs, struct tw_attribution *a);
+void tw_attribution_free(struct tw_attribution *a);
+
 int cmd_run(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_tw(int argc, char **argv);
 int cmd_ab(int argc, char **argv);
+int cmd_exporter(int argc, char **argv);
 
 #endif
