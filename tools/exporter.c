@@ -408,7 +408,8 @@ static char *scrape(struct exporter *ex, size_t *len)
 	struct smap m = { 0 };
 	char *text = NULL;
 
-	if (smap_copy(&m, &ex->folded) || collect_stats(ex, &m) ||
+	/* the files of processes that exited since the last scrape are folded first */
+	if (collect_stats(ex, &m) || smap_copy(&m, &ex->folded) ||
 	    (ex->nlogs && collect_tw(ex, &m)))
 		fprintf(stderr, "twshim exporter: some metrics could not be gathered\n");
 	else
