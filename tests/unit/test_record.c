@@ -86,6 +86,7 @@ Test(record, has_every_field_of_the_contract)
 	cr_assert_null(json_object_get(j, "arm"), "no arm without a split");
 	cr_assert_null(json_object_get(j, "timeout"), "timeout only when true");
 	cr_assert_null(json_object_get(j, "why"));
+	cr_assert_null(json_object_get(j, "sample"), "sample only when log_sample > 1");
 	json_decref(j);
 }
 
@@ -99,13 +100,38 @@ Test(record, optional_fields_appear_when_set)
 	r.why = "shared";
 	r.deferred = false;
 	r.role = TW_ROLE_SERVER;
+	r.sample = 1000000;
 	j = format_parse(&r);
+	cr_assert_eq(json_integer_value(json_object_get(j, "sample")), 1000000);
 	cr_assert_str_eq(str(j, "arm"), "control");
 	cr_assert(json_is_true(json_object_get(j, "timeout")));
 	cr_assert_str_eq(str(j, "why"), "shared");
 	cr_assert_str_eq(str(j, "role"), "server");
 	cr_assert_null(json_object_get(j, "deferred_ms"), "deferred_ms only for defer/abort");
 	json_decref(j);
+}
+
+/* log_only keeps the ends that left TIME_WAIT here; log_sample draws 1 in N of them. */
+Test(record, wanted_follows_log_only_and_log_sample)
+{
+	uint64_t rnd = 88172645463325252ull;
+	unsigned kept = 0;
+
+	cr_assert(record_wanted(TW_LOG_ALL, 1, TW_END_PASSIVE, 0));
+	cr_assert(record_wanted(TW_LOG_TW_LOCAL, 1, TW_END_ACTIVE, 0));
+	cr_assert_not(record_wanted(TW_LOG_TW_LOCAL, 1, TW_END_PASSIVE, 0));
+	cr_assert_not(record_wanted(TW_LOG_TW_LOCAL, 1, TW_END_ABORT, 0));
+	cr_assert_not(record_wanted(TW_LOG_TW_LOCAL, 1, TW_END_RESET, 0));
+	cr_assert(record_wanted(TW_LOG_ALL, 10, TW_END_PASSIVE, 0), "the lowest draw is kept");
+	cr_assert_not(record_wanted(TW_LOG_ALL, 10, TW_END_PASSIVE, UINT64_MAX));
+	/* xorshift64: 100000 draws at 1/10 keep 10000 +- 6 deviations (95) */
+	for (int i = 0; i < 100000; i++) {
+		rnd ^= rnd >> 12;
+		rnd ^= rnd << 25;
+		rnd ^= rnd >> 27;
+		kept += record_wanted(TW_LOG_ALL, 10, TW_END_ACTIVE, rnd * 0x2545f4914f6cdd1dull);
+	}
+	cr_assert(kept > 10000 - 570 && kept < 10000 + 570, "%u kept", kept);
 }
 
 Test(record, ipv6_addresses_in_brackets)
