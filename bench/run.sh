@@ -280,7 +280,7 @@ bench_close() {
 # wait for a client that waits for it, until defer_ms.
 
 churn_once() {	# DIR CLIENT_OPTS SERVER_OPTS PORT_LO PORT_HI TW_REUSE DURATION_MS
-	mkdir -p "$1"
+	mkdir -p "$1/stats"
 	in_netns "$6" "$4" "$5" "$SELF" --pair "$1" "$2" "$3" "$7" \
 		> "$1/pair.out" 2> "$1/pair.err"
 }
@@ -290,6 +290,7 @@ churn_opts() {	# VARIANT DIR: "CLIENT_OPTS SERVER_OPTS"
 	none|none2) echo "- -" ;;
 	normal-none) echo "close=normal,log=none close=normal,log=none" ;;
 	normal-log) echo "close=normal,log=$2/c.jsonl close=normal,log=$2/s.jsonl" ;;
+	stats-none) echo "close=normal,log=none,stats=$2/stats close=normal,log=none,stats=$2/stats" ;;
 	defer|abort) echo "close=$1,log=$2/c.jsonl close=normal,log=$2/s.jsonl" ;;
 	esac
 }
@@ -333,7 +334,7 @@ sys_diff() {
 
 bench_churn() {
 	# none2 is the run without the library once more: the A/A comparison
-	local variants=(none none2 normal-none normal-log defer abort) v i dir opts out
+	local variants=(none none2 normal-none stats-none normal-log defer abort) v i dir opts out
 	local rate cpu brate bcpu rr cr target met desc
 	if [ $ROOT = 0 ]; then
 		note "2: skipped: it needs root for its network namespaces (unshare -n)"
@@ -355,12 +356,12 @@ bench_churn() {
 				"$(kv elapsed_ms "$out")" "$(kv client_cpu_us "$out")" \
 				"$(kv server_cpu_us "$out")" > "$TMP/churn.$v.$i"
 			churn_check $v "$dir"
-			rm -f "$dir"/*.jsonl
+			rm -rf "$dir"/*.jsonl "$dir"/stats
 		done
 	done
 	if command -v strace > /dev/null; then
 		log "2: system calls per connection (strace -c)"
-		for v in none normal-none normal-log defer abort; do
+		for v in none normal-none stats-none normal-log defer abort; do
 			churn_syscalls $v
 		done
 	else
@@ -384,6 +385,7 @@ bench_churn() {
 		case $v in
 		none2) target=-; desc="A/A: no library in either run" ;;
 		normal-none) target=">= 0.97"; desc="close=normal, log=none (nothing tracked)" ;;
+		stats-none) target=">= 0.97"; desc="close=normal, stats=DIR, log=none" ;;
 		normal-log) target=">= 0.95"; desc="close=normal, log=FILE" ;;
 		*) target=-; desc="client close=$v, server close=normal, log=FILE" ;;
 		esac

@@ -124,7 +124,7 @@ Test(record, wanted_follows_log_only_and_log_sample)
 	cr_assert_not(record_wanted(TW_LOG_TW_LOCAL, 1, TW_END_RESET, 0));
 	cr_assert(record_wanted(TW_LOG_ALL, 10, TW_END_PASSIVE, 0), "the lowest draw is kept");
 	cr_assert_not(record_wanted(TW_LOG_ALL, 10, TW_END_PASSIVE, UINT64_MAX));
-	/* xorshift64: 100000 draws at 1/10 keep 10000 +- 6 deviations (95) */
+	/* xorshift64: 100000 draws at 1/10 keep 10000 +- 6 deviations of 95 */
 	for (int i = 0; i < 100000; i++) {
 		rnd ^= rnd >> 12;
 		rnd ^= rnd << 25;
