@@ -113,56 +113,49 @@ static int text_add(char **tab, size_t *n, const char *text, uint8_t *idx)
 	return 0;
 }
 
-/* log: "none", "stderr", "syslog" or a path (kept with its %p and %n). */
-static int value_log(struct conf *c, const struct conf_value *v, uint8_t *sink, char *msg,
-		     size_t msglen)
+/* What a key naming a place (log, stats) accepts, and where its places are kept. */
+struct place_key {
+	const char *key;
+	const char *expect;	/* "expected ..." */
+	const char *what;	/* "more than N different ..." */
+	size_t max;		/* longest path */
+};
+
+static const struct place_key log_key = {
+	"log", "a path, stderr, syslog or none", "log destinations", TW_PATH_MAX - 1,
+};
+/* room for the file name the stats module adds */
+static const struct place_key stats_key = {
+	"stats", "a directory or none", "directories", TW_PATH_MAX - 65,
+};
+
+/*
+ * "none" (TW_SINK_NONE) or a place, whose index in tab (log: a path kept
+ * with its %p and %n, "stderr", "syslog"; stats: a directory) goes to *idx.
+ */
+static int value_place(const struct place_key *k, char **tab, size_t *n,
+		       const struct conf_value *v, uint8_t *idx, char *msg, size_t msglen)
 {
 	int ret;
 
 	if ((v->type != CONF_V_TEXT && v->type != CONF_V_STRING) || !*v->s) {
-		snprintf(msg, msglen, "log: expected a path, stderr, syslog or none");
+		snprintf(msg, msglen, "%s: expected %s", k->key, k->expect);
 		return -EINVAL;
 	}
 	if (!strcmp(v->s, "none")) {
-		*sink = TW_SINK_NONE;
+		*idx = TW_SINK_NONE;
 		return 0;
 	}
-	if (strlen(v->s) >= TW_PATH_MAX) {
-		snprintf(msg, msglen, "log: path longer than %d bytes", TW_PATH_MAX - 1);
+	if (strlen(v->s) > k->max) {
+		snprintf(msg, msglen, "%s: path longer than %zu bytes", k->key, k->max);
 		return -EINVAL;
 	}
-	ret = text_add(c->sinks, &c->nsinks, v->s, sink);
+	ret = text_add(tab, n, v->s, idx);
 	if (ret == -EINVAL)
-		snprintf(msg, msglen, "log: more than %d different log destinations",
-			 TW_SINKS_MAX);
+		snprintf(msg, msglen, "%s: more than %d different %s", k->key, TW_SINKS_MAX,
+			 k->what);
 	else if (ret == -ENOMEM)
-		snprintf(msg, msglen, "log: out of memory");
-	return ret;
-}
-
-/* stats: "none" or a directory. */
-static int value_stats(struct conf *c, const struct conf_value *v, uint8_t *dir, char *msg,
-		       size_t msglen)
-{
-	int ret;
-
-	if ((v->type != CONF_V_TEXT && v->type != CONF_V_STRING) || !*v->s) {
-		snprintf(msg, msglen, "stats: expected a directory or none");
-		return -EINVAL;
-	}
-	if (!strcmp(v->s, "none")) {
-		*dir = TW_SINK_NONE;
-		return 0;
-	}
-	if (strlen(v->s) >= TW_PATH_MAX - 64) {
-		snprintf(msg, msglen, "stats: path longer than %d bytes", TW_PATH_MAX - 65);
-		return -EINVAL;
-	}
-	ret = text_add(c->dirs, &c->ndirs, v->s, dir);
-	if (ret == -EINVAL)
-		snprintf(msg, msglen, "stats: more than %d different directories", TW_SINKS_MAX);
-	else if (ret == -ENOMEM)
-		snprintf(msg, msglen, "stats: out of memory");
+		snprintf(msg, msglen, "%s: out of memory", k->key);
 	return ret;
 }
 
@@ -237,7 +230,7 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 			goto bad_bool;
 		lv->set |= CONF_BIT(CONF_K_REUSEADDR);
 	} else if (!strcmp(key, "log")) {
-		ret = value_log(c, v, &lv->sink, msg, msglen);
+		ret = value_place(&log_key, c->sinks, &c->nsinks, v, &lv->sink, msg, msglen);
 		if (ret)
 			return ret;
 		lv->set |= CONF_BIT(CONF_K_LOG);
@@ -259,7 +252,7 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		lv->learn = i;
 		lv->set |= CONF_BIT(CONF_K_LEARN);
 	} else if (!strcmp(key, "stats")) {
-		ret = value_stats(c, v, &lv->stats, msg, msglen);
+		ret = value_place(&stats_key, c->dirs, &c->ndirs, v, &lv->stats, msg, msglen);
 		if (ret)
 			return ret;
 		lv->set |= CONF_BIT(CONF_K_STATS);

@@ -60,70 +60,54 @@ struct series {
 	long long v;
 };
 
+/* Series added in any order; smap_merge() sorts them and adds up equal keys. */
 struct smap {
-	struct series *s;	/* open addressing; key NULL: empty */
-	size_t cap, n;
+	struct series *s;
+	size_t n, cap;
 };
 
-static uint64_t hash_str(const char *p)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *p; p++) {
-		h ^= (unsigned char)*p;
-		h *= 1099511628211ull;
-	}
-	return h;
-}
-
-static int smap_grow(struct smap *m)
-{
-	size_t cap = m->cap ? m->cap * 2 : 64;
-	struct series *s = calloc(cap, sizeof(*s));
-
-	if (!s)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->cap; i++) {
-		size_t j;
-
-		if (!m->s[i].key)
-			continue;
-		j = hash_str(m->s[i].key) & (cap - 1);
-		while (s[j].key)
-			j = (j + 1) & (cap - 1);
-		s[j] = m->s[i];
-	}
-	free(m->s);
-	m->s = s;
-	m->cap = cap;
-	return 0;
-}
-
-/* Adds v to the series key, made when new. */
 static int smap_add(struct smap *m, const char *key, long long v)
 {
-	size_t j;
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64;
+		struct series *s = realloc(m->s, cap * sizeof(*s));
 
-	if ((m->n + 1) * 10 > m->cap * 7 && smap_grow(m))
-		return -ENOMEM;
-	j = hash_str(key) & (m->cap - 1);
-	for (; m->s[j].key; j = (j + 1) & (m->cap - 1)) {
-		if (!strcmp(m->s[j].key, key)) {
-			m->s[j].v += v;
-			return 0;
-		}
+		if (!s)
+			return -ENOMEM;
+		m->s = s;
+		m->cap = cap;
 	}
-	m->s[j].key = strdup(key);
-	if (!m->s[j].key)
+	m->s[m->n].key = strdup(key);
+	if (!m->s[m->n].key)
 		return -ENOMEM;
-	m->s[j].v = v;
-	m->n++;
+	m->s[m->n++].v = v;
 	return 0;
+}
+
+static int cmp_series(const void *a, const void *b)
+{
+	return strcmp(((const struct series *)a)->key, ((const struct series *)b)->key);
+}
+
+static void smap_merge(struct smap *m)
+{
+	size_t out = 0;
+
+	qsort(m->s, m->n, sizeof(*m->s), cmp_series);
+	for (size_t i = 0; i < m->n; i++) {
+		if (out && !strcmp(m->s[out - 1].key, m->s[i].key)) {
+			m->s[out - 1].v += m->s[i].v;
+			free(m->s[i].key);
+			continue;
+		}
+		m->s[out++] = m->s[i];
+	}
+	m->n = out;
 }
 
 static void smap_free(struct smap *m)
 {
-	for (size_t i = 0; i < m->cap; i++)
+	for (size_t i = 0; i < m->n; i++)
 		free(m->s[i].key);
 	free(m->s);
 	memset(m, 0, sizeof(*m));
@@ -131,8 +115,8 @@ static void smap_free(struct smap *m)
 
 static int smap_copy(struct smap *dst, const struct smap *src)
 {
-	for (size_t i = 0; i < src->cap; i++)
-		if (src->s[i].key && smap_add(dst, src->s[i].key, src->s[i].v))
+	for (size_t i = 0; i < src->n; i++)
+		if (smap_add(dst, src->s[i].key, src->s[i].v))
 			return -ENOMEM;
 	return 0;
 }
@@ -352,38 +336,21 @@ static int collect_tw(struct exporter *ex, struct smap *m)
 	return ret ? -ENOMEM : 0;
 }
 
-static int cmp_series(const void *a, const void *b)
-{
-	return strcmp((*(const struct series *const *)a)->key,
-		      (*(const struct series *const *)b)->key);
-}
-
-/* The Prometheus text format (version 0.0.4) of m, in a malloc'ed string. */
+/* The Prometheus text format (version 0.0.4) of m (merged), in a malloc'ed string. */
 static char *render(const struct smap *m, size_t *len)
 {
-	struct series **sorted = calloc(m->n + 1, sizeof(*sorted));
 	char *buf = NULL;
-	size_t k = 0;
-	FILE *out;
+	FILE *out = open_memstream(&buf, len);
 
-	if (!sorted)
+	if (!out)
 		return NULL;
-	out = open_memstream(&buf, len);
-	if (!out) {
-		free(sorted);
-		return NULL;
-	}
-	for (size_t i = 0; i < m->cap; i++)
-		if (m->s[i].key)
-			sorted[k++] = &m->s[i];
-	qsort(sorted, k, sizeof(*sorted), cmp_series);
 	for (size_t fi = 0; fi < sizeof(families) / sizeof(families[0]); fi++) {
 		const struct family *fam = &families[fi];
 		size_t nl = strlen(fam->name);
 		bool head = false;
 
-		for (size_t i = 0; i < k; i++) {
-			const char *key = sorted[i]->key;
+		for (size_t i = 0; i < m->n; i++) {
+			const char *key = m->s[i].key;
 
 			if (strncmp(key, fam->name, nl) || (key[nl] && key[nl] != '{'))
 				continue;
@@ -391,10 +358,9 @@ static char *render(const struct smap *m, size_t *len)
 				fprintf(out, "# HELP %s %s.\n# TYPE %s %s\n", fam->name, fam->help,
 					fam->name, fam->type);
 			head = true;
-			fprintf(out, "%s %lld\n", key, sorted[i]->v);
+			fprintf(out, "%s %lld\n", key, m->s[i].v);
 		}
 	}
-	free(sorted);
 	if (fclose(out)) {
 		free(buf);
 		return NULL;
@@ -410,10 +376,13 @@ static char *scrape(struct exporter *ex, size_t *len)
 
 	/* the files of processes that exited since the last scrape are folded first */
 	if (collect_stats(ex, &m) || smap_copy(&m, &ex->folded) ||
-	    (ex->nlogs && collect_tw(ex, &m)))
+	    (ex->nlogs && collect_tw(ex, &m))) {
 		fprintf(stderr, "twshim exporter: some metrics could not be gathered\n");
-	else
+	} else {
+		smap_merge(&ex->folded);
+		smap_merge(&m);
 		text = render(&m, len);
+	}
 	smap_free(&m);
 	return text;
 }
