@@ -149,6 +149,7 @@ fail:
 static void stats_fork_child(void)
 {
 	struct tw_stats_file *f = page;
+	const char *dir;
 
 	page = NULL;
 	if (!f) {
@@ -158,8 +159,9 @@ static void stats_fork_child(void)
 		return;
 	}
 	munmap(f, sizeof(*f));
-	atomic_store(&state, ST_MAKING);
-	atomic_store(&state, file_make(conf_stats_dir(rt.conf)) ? ST_OFF : ST_READY);
+	/* the child's own draw of a split=process arm may name no directory */
+	dir = conf_stats_dir(rt.conf);
+	atomic_store(&state, dir && !file_make(dir) ? ST_READY : ST_OFF);
 }
 
 void stats_open(void)
