@@ -220,3 +220,56 @@ Test(stats, missing_directory_is_said_once_and_changes_nothing, .timeout = 60)
 	cr_expect_null(strstr(strstr(err, "stats:") + 1, "stats:"), "one line only:\n%s", err);
 	json_decref(lab_records_expect(log, 20, NULL));
 }
+
+/* Field 22 of /proc/PID/stat, as the library names its file. */
+static unsigned long long start_ticks(int pid)
+{
+	char *text = lab_read_file(lab_fmt("/proc/%d/stat", pid)), *p = strrchr(text, ')');
+	unsigned long long v = 0;
+
+	cr_assert_not_null(p);
+	for (int field = 2; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	sscanf(p, "%llu", &v);
+	return v;
+}
+
+/*
+ * The file's name taken by a symbolic link planted before the process's
+ * first connection (and by a stale file): the link and its target stay
+ * untouched, and the counters go to the next free name.
+ */
+Test(stats, planted_link_and_stale_file_are_left_alone, .timeout = 60)
+{
+	const char *dir, *victim, *base, *addr;
+	struct lab_proc *srv, *c;
+	struct sums s;
+	char *after;
+
+	lab_enter(1000);
+	dir = lab_path("stats");
+	cr_assert_eq(mkdir(dir, 0777), 0);
+	victim = lab_path("victim");
+	lab_write_file(victim, "precious\n");
+	addr = lab_addr4(lab_port());
+	srv = lab_start_server("server", lab_traced(lab_path("s.jsonl"),
+						    lab_fmt("stats=%s", dir)),
+			       lab_example("tw-server"), "-l", addr, NULL);
+	base = lab_fmt("%s/%d-%llu", dir, srv->pid, start_ticks(srv->pid));
+	cr_assert_eq(symlink(victim, lab_fmt("%s%s", base, TW_STATS_SUFFIX)), 0);
+	lab_write_file(lab_fmt("%s-1%s", base, TW_STATS_SUFFIX), "stale\n");
+	c = lab_run("client", NULL, 30000, lab_example("tw-client"), "-n", "5", addr, NULL);
+	lab_assert_ok(c, 5);
+	cr_assert_eq(lab_stop(srv, 5000), 0, "%s", lab_stderr(srv));
+	after = lab_read_file(victim);
+	cr_expect_str_eq(after, "precious\n", "the link's target is untouched");
+	cr_expect_str_eq(lab_read_file(lab_fmt("%s-1%s", base, TW_STATS_SUFFIX)), "stale\n");
+	cr_expect_eq(access(lab_fmt("%s-2%s", base, TW_STATS_SUFFIX), R_OK), 0,
+		     "the counters go to the next name");
+	/* stats_sum() checks every file: take the planted ones away first */
+	unlink(lab_fmt("%s%s", base, TW_STATS_SUFFIX));
+	unlink(lab_fmt("%s-1%s", base, TW_STATS_SUFFIX));
+	stats_sum(dir, &s);
+	cr_expect_eq(s.total, 5);
+}
