@@ -5,6 +5,7 @@
  * conf from defaults, the file and TWSHIM_OPTIONS.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,25 @@ static const char *const close_names[] = { "normal", "defer", "abort" };
 static const char *const fallback_names[] = { "normal", "abort" };
 static const char *const log_only_names[] = { "all", "tw_local" };
 static const char *const learn_names[] = { "off", "on" };
+
+/* The keys that take one of a few words; the value kept is the word's index. */
+static const struct enum_key {
+	const char *key;
+	const char *const *names;
+	int n;
+	enum conf_key bit;
+	size_t off;		/* of the uint8_t in struct conf_level */
+	const char *expect;
+} enum_keys[] = {
+	{ "close", close_names, 3, CONF_K_CLOSE, offsetof(struct conf_level, close),
+	  "normal, defer or abort" },
+	{ "fallback", fallback_names, 2, CONF_K_FALLBACK, offsetof(struct conf_level, fallback),
+	  "normal or abort" },
+	{ "log_only", log_only_names, 2, CONF_K_LOG_ONLY, offsetof(struct conf_level, log_only),
+	  "all or tw_local" },
+	{ "learn", learn_names, 2, CONF_K_LEARN, offsetof(struct conf_level, learn),
+	  "on or off" },
+};
 
 /* Index of v's text in names, or -1 when it is not one of them. */
 static int value_enum(const struct conf_value *v, const char *const *names, int n)
@@ -204,20 +224,23 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		 const struct conf_value *v, char *msg, size_t msglen)
 {
 	int i, ret;
+	size_t k;
 
-	if (!strcmp(key, "close")) {
-		i = value_enum(v, close_names, 3);
-		if (i < 0)
-			goto bad_close;
-		lv->close = (uint8_t)i;
-		lv->set |= CONF_BIT(CONF_K_CLOSE);
-	} else if (!strcmp(key, "fallback")) {
-		i = value_enum(v, fallback_names, 2);
-		if (i < 0)
-			goto bad_fallback;
-		lv->fallback = (uint8_t)i;
-		lv->set |= CONF_BIT(CONF_K_FALLBACK);
-	} else if (!strcmp(key, "defer_ms")) {
+	for (k = 0; k < sizeof(enum_keys) / sizeof(enum_keys[0]); k++) {
+		const struct enum_key *e = &enum_keys[k];
+
+		if (strcmp(key, e->key))
+			continue;
+		i = value_enum(v, e->names, e->n);
+		if (i < 0) {
+			snprintf(msg, msglen, "%s: expected %s", key, e->expect);
+			return -EINVAL;
+		}
+		*((uint8_t *)lv + e->off) = (uint8_t)i;
+		lv->set |= CONF_BIT(e->bit);
+		return 0;
+	}
+	if (!strcmp(key, "defer_ms")) {
 		if (value_ms(v, &lv->defer_ms))
 			goto bad_ms;
 		lv->set |= CONF_BIT(CONF_K_DEFER_MS);
@@ -239,18 +262,6 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		if (ret)
 			return ret;
 		lv->set |= CONF_BIT(CONF_K_LOG_SAMPLE);
-	} else if (!strcmp(key, "log_only")) {
-		i = value_enum(v, log_only_names, 2);
-		if (i < 0)
-			goto bad_log_only;
-		lv->log_only = (uint8_t)i;
-		lv->set |= CONF_BIT(CONF_K_LOG_ONLY);
-	} else if (!strcmp(key, "learn")) {
-		i = value_enum(v, learn_names, 2);
-		if (i < 0)
-			goto bad_learn;
-		lv->learn = i;
-		lv->set |= CONF_BIT(CONF_K_LEARN);
 	} else if (!strcmp(key, "stats")) {
 		ret = value_place(&stats_key, c->dirs, &c->ndirs, v, &lv->stats, msg, msglen);
 		if (ret)
@@ -261,18 +272,6 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 	}
 	return 0;
 
-bad_close:
-	snprintf(msg, msglen, "close: expected normal, defer or abort");
-	return -EINVAL;
-bad_fallback:
-	snprintf(msg, msglen, "fallback: expected normal or abort");
-	return -EINVAL;
-bad_log_only:
-	snprintf(msg, msglen, "log_only: expected all or tw_local");
-	return -EINVAL;
-bad_learn:
-	snprintf(msg, msglen, "learn: expected on or off");
-	return -EINVAL;
 bad_ms:
 	snprintf(msg, msglen, "%s: expected a number from 0 to %d", key, TW_MS_MAX);
 	return -EINVAL;

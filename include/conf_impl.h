@@ -39,7 +39,7 @@ struct conf_level {
 	uint8_t sink;		/* index into conf.sinks, or TW_SINK_NONE */
 	bool reuseaddr;
 	uint8_t log_only;	/* enum tw_log_only */
-	bool learn;
+	uint8_t learn;		/* 1: on */
 	uint8_t stats;		/* index into conf.dirs, or TW_SINK_NONE */
 	uint32_t defer_ms;
 	uint32_t exit_wait_ms;
