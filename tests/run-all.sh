@@ -8,7 +8,7 @@
 #
 # Environment: B (build), MAKE (make), CRITERION_FLAGS (--jobs=2).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 B=${B:-build}
 babs=$(cd "$B" && pwd)
 out=$B/test-results
