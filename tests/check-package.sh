@@ -26,6 +26,8 @@ fail() {
 	exit 1
 }
 checks=0
+# shellcheck source=tests/one-record.sh
+. ./tests/one-record.sh
 ok() {
 	checks=$((checks + 1))
 }
@@ -103,28 +105,8 @@ ok
 
 # one connection under close=abort; TWSHIM_CONFIG unset, so the library also
 # reads the shipped /etc/twshim.conf, which must change nothing
-"$B/examples/tw-server" -l 127.0.0.1:0 -n 1 --close last --timeout 2000 \
-	> "$tmp/server.out" 2> "$tmp/server.err" &
-spid=$!
-tries=0
-until grep -q '^listening' "$tmp/server.out" 2>/dev/null; do
-	tries=$((tries + 1))
-	[ "$tries" -le 300 ] || { cat "$tmp/server.err" >&2; fail "tw-server did not start"; }
-	sleep 0.01
-done
-port=$(sed -n 's/^listening //p' "$tmp/server.out")
-env -u LD_PRELOAD -u TWSHIM_OPTIONS -u TWSHIM_CONFIG /usr/bin/twshim run \
-	-o "close=abort,log=$tmp/rec.jsonl" -- "$B/examples/tw-client" --timeout 2000 \
-	"127.0.0.1:$port" > "$tmp/client.out" 2>&1 ||
-	{ cat "$tmp/client.out" >&2; fail "the client failed"; }
-wait "$spid" || true
-spid=
-[ "$(wc -l < "$tmp/rec.jsonl" 2>/dev/null || echo 0)" -eq 1 ] ||
-	fail "expected one record: $(cat "$tmp/rec.jsonl" 2>/dev/null)"
-for field in '"comm":"tw-client"' '"role":"client"' '"policy":"abort"' '"end":"abort"'; do
-	grep -qF "$field" "$tmp/rec.jsonl" || fail "no $field in the record: $(cat "$tmp/rec.jsonl")"
-	ok
-done
+unset TWSHIM_CONFIG
+one_record /usr/bin/twshim "$B"
 ! grep -q twshim "$tmp/client.out" || fail "the library complained: $(cat "$tmp/client.out")"
 ok
 
