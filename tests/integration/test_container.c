@@ -201,3 +201,35 @@ Test(container, kubernetes_manifest_hands_the_library_to_the_application, .timeo
 			 lab_fmt("LD_PRELOAD=\"%s\"", want)), "the Dockerfile does not preload %s",
 		  want);
 }
+
+/*
+ * A musl program (an Alpine image's) cannot use the library, built for
+ * glibc: musl's loader does not start the program at all. This is why the
+ * README says musl-based images do not work, not merely go unrecorded.
+ */
+Test(container, musl_program_does_not_start_with_the_glibc_library, .timeout = 60)
+{
+	const char *bin;
+	struct lab_proc *p;
+	struct lab_opts o = { .preload = true, .options = "log=stderr" };
+
+	lab_enter(100);
+	if (access("/usr/bin/musl-gcc", X_OK))
+		cr_skip_test("musl-gcc is not installed (Debian package musl-tools)");
+	bin = lab_path("musl-socket");
+	lab_write_file(lab_path("musl-socket.c"),
+		       "#include <stdio.h>\n#include <sys/socket.h>\n#include <unistd.h>\n"
+		       "int main(void) { int s = socket(AF_INET, SOCK_STREAM, 0);\n"
+		       "  printf(\"socket %d\\n\", s >= 0); return close(s); }\n");
+	p = lab_run("musl-gcc", NULL, RUN_MS, "/usr/bin/musl-gcc", "-o", bin,
+		    lab_path("musl-socket.c"), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s", lab_stderr(p));
+	p = lab_run("plain", NULL, RUN_MS, bin, NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "the musl program runs without the library");
+	cr_assert_str_eq(lab_stdout(p), "socket 1\n");
+
+	p = lab_run("preloaded", &o, RUN_MS, bin, NULL);
+	cr_expect_eq(lab_exit_code(p), 127, "%s", lab_stderr(p));
+	cr_expect_str_eq(lab_stdout(p), "", "it ran");
+	cr_expect(strstr(lab_stderr(p), "Error relocating"), "%s", lab_stderr(p));
+}
