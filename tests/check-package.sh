@@ -11,7 +11,7 @@
 #     run under it writes a close record, /etc/twshim.conf changing nothing;
 #   - twshim enable and disable on a test unit: the drop-in is written,
 #     systemd-analyze verify accepts it, twshim status lists it, disable
-#     removes it; logrotate accepts the logrotate file;
+#     removes it; logrotate accepts the logrotate file and rotates by rename;
 #   - dpkg --purge leaves no file of the package behind, not even the
 #     drop-in of a unit still enabled.
 # It installs and purges a package on this machine: it refuses to run when
@@ -142,6 +142,17 @@ twshim status "$unit" > /dev/null && fail "twshim status $unit after disable exi
 ok
 logrotate -d /etc/logrotate.d/twshim > "$tmp/logrotate.out" 2>&1 ||
 	fail "logrotate -d: $(cat "$tmp/logrotate.out")"
+ok
+# a rotation of a directory of its own: renamed, not copied, and no new file
+# made (the process makes its own when it sees the rename)
+mkdir "$tmp/logs"
+echo '{"ts":1}' > "$tmp/logs/a.jsonl"
+sed "s|/var/log/twshim|$tmp/logs|" /etc/logrotate.d/twshim > "$tmp/logrotate.conf"
+logrotate -f -s "$tmp/logrotate.state" "$tmp/logrotate.conf" > "$tmp/logrotate.out" 2>&1 ||
+	fail "logrotate: $(cat "$tmp/logrotate.out")"
+if [ "$(cat "$tmp/logs/a.jsonl.1" 2>/dev/null)" != '{"ts":1}' ] || [ -e "$tmp/logs/a.jsonl" ]; then
+	fail "logrotate made: $(ls "$tmp/logs")"
+fi
 ok
 
 # --- purge ------------------------------------------------------------------------------
