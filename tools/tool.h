@@ -88,6 +88,8 @@ const char *preload_lib_path(const char *cmd);
  * Prepends lib to LD_PRELOAD, keeping what it held. 0 or -errno.
  */
 int env_prepend_preload(const char *lib);
+/* Appends item to the comma-separated *list (malloc'd, NULL: empty); 0 or -ENOMEM. */
+int opt_list_append(char **list, const char *item);
 /* Appends extra to TWSHIM_OPTIONS with a comma; 0 or -errno. */
 int env_append_options(const char *extra);
 
@@ -149,5 +151,8 @@ int cmd_report(int argc, char **argv);
 int cmd_tw(int argc, char **argv);
 int cmd_ab(int argc, char **argv);
 int cmd_exporter(int argc, char **argv);
+int cmd_enable(int argc, char **argv);
+int cmd_disable(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif
