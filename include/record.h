@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "defaults.h"
+#include "fmt.h"
 
 /* TCP_INFO tcpi_state values (include/net/tcp_states.h) */
 enum tw_tcp_state {
@@ -61,8 +62,6 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r);
  * probability 1/sample. The counters count it either way.
  */
 bool record_wanted(unsigned log_only, uint32_t sample, enum tw_end end, uint64_t rnd);
-/* Writes v in decimal to buf (20 bytes at most, no NUL); returns the length. */
-size_t fmt_u64(char *buf, uint64_t v);
 /* How a connection ends when the program's close or shutdown meets it in `state`. */
 enum tw_end record_classify(int state);
 enum tw_where record_where(enum tw_end end);
