@@ -93,6 +93,8 @@ static void smap_merge(struct smap *m)
 {
 	size_t out = 0;
 
+	if (!m->n)
+		return;
 	qsort(m->s, m->n, sizeof(*m->s), cmp_series);
 	for (size_t i = 0; i < m->n; i++) {
 		if (out && !strcmp(m->s[out - 1].key, m->s[i].key)) {
