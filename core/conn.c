@@ -23,6 +23,7 @@
 #include "diag.h"
 #include "diagmsg.h"
 #include "runtime.h"
+#include "stats.h"
 
 static struct tw_conn *slots;
 /* free list head: ABA tag in the high 32 bits, slot index + 1 in the low */
@@ -161,6 +162,7 @@ static void conn_track(struct tw_conn *c, int fd)
 	c->fd = fd;
 	c->gen = atomic_load(&rt.forkgen);
 	atomic_store(&c->nfds, 1);
+	stats_open();
 	note_fd(fd);
 	fdtab_set(fd, conn_index(c) + 1);
 }
@@ -351,7 +353,10 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 	char buf[TW_RECORD_MAX];
 	size_t n;
 
-	if (c->pol.sink == TW_SINK_NONE)
+	stats_end(r.role, r.policy, c->pol.arm, end, timeout, c->libfd >= 0);
+	r.sample = conf_log_sample(rt.conf, &c->pol);
+	if (c->pol.sink == TW_SINK_NONE ||
+	    !record_wanted(c->pol.log_only, r.sample, end, rnd_next()))
 		return;
 	if (!end_ns)
 		end_ns = c->t_close_ns;
@@ -632,6 +637,7 @@ static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *
 	*ret = op(fd, arg);
 	saved = errno;
 	c->libfd = (int)libfd;
+	stats_defer_begin();
 	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
 	if (!closer_submit(c)) {
 		/* the closer went away under us (fork): end it here and now */
