@@ -33,14 +33,29 @@ enum sink_kind { SINK_FILE, SINK_STDERR, SINK_SYSLOG };
 /* sink.fd before the first open, and after the file was lost */
 #define FD_NONE		(-1)
 
+/*
+ * sink.retired: the fd in the low half, the count of reopens in the high
+ * half, so that a retired fd closed and its number given to a later one is
+ * never taken for the fd another thread saw.
+ */
+#define RETIRED_NONE	((uint64_t)(uint32_t)FD_NONE)
+
+static int retired_fd(uint64_t r)
+{
+	return (int)(uint32_t)r;
+}
+
 struct sink {
 	enum sink_kind kind;
 	_Atomic int fd;
-	_Atomic int retired;		/* replaced at a reopen; closed at the next check */
+	_Atomic uint64_t retired;	/* the fd replaced at a reopen, until no write holds it */
+	_Atomic uint32_t reopens;	/* tags retired: a number given out again is not the old fd */
 	_Atomic bool warned;		/* a failure was reported; a success clears it */
 	_Atomic bool partial;		/* a write stopped inside a record */
 	_Atomic bool special;		/* not a regular file: a write may raise SIGPIPE */
 	_Atomic uint64_t next_check;	/* CLOCK_MONOTONIC_COARSE second of the next look */
+	_Atomic uint64_t open_retry;	/* no open before this second (the last one failed) */
+	_Atomic unsigned writers;	/* writes in flight: a retired fd waits for none */
 	_Atomic uint64_t dev, ino;	/* of the file open now */
 	const char *name;		/* as configured, %p and %n unexpanded */
 	char path[TW_PATH_MAX];		/* expanded; "" when it cannot be */
@@ -259,23 +274,42 @@ static bool check_due(struct sink *s)
 }
 
 /*
- * The once-a-second look: the fd replaced last time is closed (no write can
- * still hold it after a second), RLIMIT_FSIZE is read again, and a file whose
- * path now names another file, or none, is opened anew. An fd that is no
+ * The once-a-second look: RLIMIT_FSIZE is read again, and a file whose path
+ * now names another file, or none, is opened anew (unless the fd replaced
+ * last time is still waiting for its writers: see retire()). An fd that is no
  * longer the file the library opened (the program closed it with a raw
  * system call and got the number back) is left to the program. Returns the
  * fd to write to.
  */
+/*
+ * Closes the fd replaced at a reopen once no write is in flight. A write
+ * counts itself in s->writers before it loads s->fd, and the reopen swaps
+ * s->fd before it sets s->retired: seen here in that order, retired and then
+ * no writer, no write can still hold the old fd, and every later one loads
+ * the new. However long a thread is held up between loading the fd and
+ * writing, the number it holds is never closed and given to the program
+ * under it.
+ */
+static void retire(struct sink *s)
+{
+	uint64_t r = atomic_load(&s->retired);
+
+	if (r == RETIRED_NONE || atomic_load(&s->writers) != 0)
+		return;
+	if (atomic_compare_exchange_strong(&s->retired, &r, RETIRED_NONE))
+		libfd_close(retired_fd(r));
+}
+
 static int sink_check(struct sink *s, int fd)
 {
 	struct stat fst, pst;
-	int old = atomic_exchange(&s->retired, FD_NONE), nfd;
+	int nfd;
 
-	if (old >= 0)
-		libfd_close(old);
 	fsize_refresh();
 	if (s->kind != SINK_FILE || fd < 0)
 		return fd;
+	if (atomic_load(&s->retired) != RETIRED_NONE)
+		return fd;	/* the last replaced fd is not closed yet: no new one */
 	if (syscall(SYS_fstat, fd, &fst) < 0 || fst.st_dev != atomic_load(&s->dev) ||
 	    fst.st_ino != atomic_load(&s->ino)) {
 		int expect = fd;
@@ -298,7 +332,9 @@ static int sink_check(struct sink *s, int fd)
 	atomic_store(&s->ino, pst.st_ino);
 	atomic_store(&s->special, !S_ISREG(pst.st_mode));
 	if (atomic_compare_exchange_strong(&s->fd, &fd, nfd)) {
-		atomic_store(&s->retired, fd);
+		uint64_t tag = (uint64_t)(atomic_fetch_add(&s->reopens, 1) + 1) << 32;
+
+		atomic_store(&s->retired, tag | (uint32_t)fd);
 		return nfd;
 	}
 	libfd_close(nfd);
@@ -321,7 +357,7 @@ int sink_open_all(const struct conf *c)
 		s->kind = !strcmp(s->name, "stderr") ? SINK_STDERR :
 			  !strcmp(s->name, "syslog") ? SINK_SYSLOG : SINK_FILE;
 		atomic_store(&s->fd, s->kind == SINK_STDERR ? STDERR_FILENO : FD_NONE);
-		atomic_store(&s->retired, FD_NONE);
+		atomic_store(&s->retired, RETIRED_NONE);
 		if (s->kind == SINK_FILE)
 			s->path_err = expand_path(s->path, sizeof(s->path), s->name);
 		if (s->path_err == -EPERM)
@@ -380,14 +416,15 @@ void sink_write(unsigned i, const char *buf, size_t len)
 
 	if (i >= nsinks)
 		return;
+	atomic_fetch_add(&s->writers, 1);
 	fd = atomic_load(&s->fd);
 	if (fd < 0 && s->kind != SINK_STDERR) {
-		if (now_sec() < atomic_load(&s->next_check))
+		if (now_sec() < atomic_load(&s->open_retry))
 			goto out;	/* failed less than a second ago */
 		fsize_refresh();
 		fd = sink_open(s);
 		if (fd < 0) {
-			atomic_store(&s->next_check, now_sec() + 1);
+			atomic_store(&s->open_retry, now_sec() + 1);
 			warn_once(s, "cannot open", why_text(fd));
 			goto out;
 		}
@@ -439,11 +476,13 @@ void sink_write(unsigned i, const char *buf, size_t len)
 		if (atomic_compare_exchange_strong(&s->fd, &expect, FD_NONE)) {
 			if (fdtab_get(fd) == FDT_LIB)
 				fdtab_set(fd, FDT_NONE);
-			atomic_store(&s->next_check, 0);
+			atomic_store(&s->open_retry, 0);
 		}
 	}
 	warn_once(s, "cannot write to", n < 0 ? strerrordesc_np(errno) : "short write");
 out:
+	atomic_fetch_sub(&s->writers, 1);
+	retire(s);
 	errno = saved;
 }
 
@@ -457,13 +496,15 @@ void sink_fork_child(void)
 		struct sink *s = &sinks[i];
 		int fd;
 
+		/* the threads whose writes were in flight did not come along */
+		atomic_store(&s->writers, 0);
 		if (s->kind != SINK_FILE || !strstr(s->name, "%p"))
 			continue;
 		fd = atomic_exchange(&s->fd, FD_NONE);
 		if (fd >= 0)
 			libfd_close(fd);
 		s->path_err = expand_path(s->path, sizeof(s->path), s->name);
-		atomic_store(&s->next_check, 0);
+		atomic_store(&s->open_retry, 0);
 		atomic_store(&s->partial, false);
 	}
 }
@@ -472,11 +513,12 @@ bool sink_evict(int fd)
 {
 	for (unsigned i = 0; i < nsinks; i++) {
 		struct sink *s = &sinks[i];
-		int old = fd;
+		uint64_t old = atomic_load(&s->retired);
 		long nfd;
 
 		/* the file replaced at a rotation: the program's dup2 closes it */
-		if (atomic_compare_exchange_strong(&s->retired, &old, FD_NONE)) {
+		if (old != RETIRED_NONE && retired_fd(old) == fd &&
+		    atomic_compare_exchange_strong(&s->retired, &old, RETIRED_NONE)) {
 			fdtab_set(fd, FDT_NONE);
 			return true;
 		}

@@ -93,12 +93,10 @@ static void lab_cleanup(void)
 	for (i = 0; i < nprocs; i++) {
 		struct lab_proc *p = procs[i];
 
+		/* the leader, dead or alive, still holds its number: no other group has it */
 		kill(-p->pid, SIGKILL);
-		if (!p->reaped) {
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &p->status, 0);
-			p->reaped = true;
-		}
+		kill(p->pid, SIGKILL);
+		waitpid(p->pid, NULL, 0);
 	}
 	if (scratch[0] && !(keep && !strcmp(keep, "1")))
 		nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -388,18 +386,24 @@ int lab_exit_code(const struct lab_proc *p)
 	return -1;
 }
 
+/*
+ * Has p exited? Its status is taken but the zombie is left (WNOWAIT) until
+ * the test ends: while it stays, its pid cannot go to another process, so
+ * the kill of its process group at the end never reaches a stranger's (pids
+ * wrap quickly when several suites run at once: pid_max is often 32768).
+ */
 static bool try_reap(struct lab_proc *p)
 {
-	pid_t r;
+	siginfo_t si = { 0 };
 
 	if (p->reaped)
 		return true;
-	r = waitpid(p->pid, &p->status, WNOHANG);
-	if (r == p->pid) {
-		p->reaped = true;
-		return true;
-	}
-	return false;
+	if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != p->pid)
+		return false;
+	p->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0)
+					      : (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+	p->reaped = true;
+	return true;
 }
 
 bool lab_running(struct lab_proc *p)
@@ -443,8 +447,7 @@ int lab_wait(struct lab_proc *p, int timeout_ms)
 		return lab_exit_code(p);
 	kill(-p->pid, SIGKILL);
 	kill(p->pid, SIGKILL);
-	waitpid(p->pid, &p->status, 0);
-	p->reaped = true;
+	wait_exit(p, 60000);
 	return -1;
 }
 

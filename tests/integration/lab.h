@@ -32,7 +32,7 @@ struct lab_proc {
 	char name[64];		/* short name, unique within the test */
 	char *out;		/* path of the file holding its stdout */
 	char *err;		/* path of the file holding its stderr */
-	bool reaped;
+	bool reaped;		/* it exited; the zombie stays until the test ends */
 	int status;		/* wait status, once reaped */
 	int port;		/* from "listening PORT", once seen */
 };
