@@ -53,8 +53,8 @@ uint64_t stats_start_ticks(int pid)
 	buf[n] = 0;
 	/* comm, field 2, may hold spaces and parentheses: count from the last ')' */
 	p = strrchr(buf, ')');
-	if (!p)
-		return 0;
+	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return 0;	/* gone, or a zombie: it has ended, only its parent has not reaped it */
 	for (field = 2; *p && field < 22; p++)
 		if (*p == ' ')
 			field++;

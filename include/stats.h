@@ -72,7 +72,8 @@ void stats_connect_wait(void);
  * complete file of this version. Returns 0 or -EINVAL.
  */
 int stats_file_check(const void *buf, size_t len);
-/* Field 22 of /proc/PID/stat (start time in clock ticks since boot), or 0. */
+/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when
+ * there is no such process or it has ended (a zombie). */
 uint64_t stats_start_ticks(int pid);
 
 #endif
