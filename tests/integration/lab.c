@@ -615,8 +615,8 @@ void lab_assert_ok(const struct lab_proc *p, long n)
 	char *out = lab_stdout(p);
 	long ok = lab_value_long(out, "ok");
 
-	cr_assert_eq(ok, n, "%s: ok=%ld, expected %ld; stdout:\n%s\nstderr:\n%s", p->name, ok, n,
-		     out, lab_stderr(p));
+	cr_assert_eq(ok, n, "%s (exit %d): ok=%ld, expected %ld; stdout:\n%s\nstderr:\n%s", p->name,
+		     lab_exit_code(p), ok, n, out, lab_stderr(p));
 	free(out);
 }
 
