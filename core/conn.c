@@ -710,8 +710,13 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 
 	if ((c->gen != atomic_load(&rt.forkgen) || (c->flags & (CONN_SHARED | CONN_INHERITED))) &&
 	    ((c->flags & CONN_SHARED) || holders_elsewhere(fd))) {
-		/* another process holds it on: its close ends it and records it */
-		conn_free(c);
+		/*
+		 * Another process holds it too. This one lets go now, as a
+		 * close: left to the end of the process, its reference would
+		 * outlive the other holder's close, which then saw it still
+		 * held and recorded nothing, and nobody would record the end.
+		 */
+		conn_end(c, fd, via, op_close, NULL);
 		return;
 	}
 	c->t_close_ns = clock_mono_ns();

@@ -157,7 +157,7 @@ struct verdict decide(const struct observed *o)
 		 * the socket: the process that shut down records it.
 		 */
 		end = (uint8_t)record_classify(o->at_shutdown);
-		return v_of(DO_CLOSE, end, why, TW_CLOSE_NORMAL, true);
+		return v_of(DO_CLOSE, end, why, mode, true);
 	}
 	switch (o->before) {
 	case TW_ESTABLISHED:
@@ -174,18 +174,17 @@ struct verdict decide(const struct observed *o)
 		/* a FIN went out though this process did not shut down: another holder's */
 		if (o->shared)
 			return v_of(exiting ? DO_NOTHING : DO_CLOSE, 0, why, mode, false);
-		return v_of(DO_CLOSE, (uint8_t)record_classify(o->before), why, TW_CLOSE_NORMAL,
-			    true);
+		return v_of(DO_CLOSE, (uint8_t)record_classify(o->before), why, mode, true);
 	case TW_CLOSE:
 		/* over already: only the kernel's table shows whether a TIME_WAIT is ours */
 		if (exiting)
-			return v_of(DO_CLOSE, TW_END_RESET, why, TW_CLOSE_NORMAL, true);
-		return v_of(DO_CLOSE_ASK, TW_END_RESET, why, TW_CLOSE_NORMAL, false);
+			return v_of(DO_CLOSE, TW_END_RESET, why, mode, true);
+		return v_of(DO_CLOSE_ASK, TW_END_RESET, why, mode, false);
 	default:
 		/* SYN_SENT, SYN_RECV: it never came up; a close gives it up */
 		if (o->shared && !exiting)
-			return v_of(DO_CLOSE_ASK, TW_END_RESET, why, TW_CLOSE_NORMAL, false);
-		return v_of(DO_CLOSE, TW_END_RESET, why, TW_CLOSE_NORMAL, true);
+			return v_of(DO_CLOSE_ASK, TW_END_RESET, why, mode, false);
+		return v_of(DO_CLOSE, TW_END_RESET, why, mode, true);
 	}
 	/* ESTABLISHED, nothing unread, no reset asked for */
 	if (mode == TW_CLOSE_DEFER && o->unread == UNREAD_NONE) {
@@ -201,9 +200,6 @@ struct verdict decide(const struct observed *o)
 		if (!o->closer_why)
 			return v_of(DO_WAIT_ACKED, 0, WHY_NONE, mode, false);
 		why = o->closer_why;
-		mode = TW_CLOSE_NORMAL;
-	} else if (mode != TW_CLOSE_NORMAL) {
-		/* the end of the stream in ESTABLISHED: the program's own SHUT_RD */
 		mode = TW_CLOSE_NORMAL;
 	}
 	/* at exit the kernel's close sends the FIN, first unless the peer's crosses it */

@@ -120,10 +120,11 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	out = lab_stdout(c);
 	cr_assert_eq(lab_value_long(out, "ok"), total, "client: %s%s", out, lab_stderr(c));
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start"),
-		     "sockets left open: %s", out);
-	/* the closer's epoll and eventfd are all the library may keep */
-	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start") + 1,
+		      "sockets left open: %s", out);
+	/* the closer's epoll and eventfd, and that socket, are all the library may keep */
+	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 3,
 		      "fds leaked: %s", out);
 
 	recs = lab_records_checked(log);
@@ -168,7 +169,8 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
 	cr_expect_eq(lab_value_long(out, "errno_changed"), 0,
 		     "a successful call changed errno: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "sockets left open: %s", out);
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), 1, "sockets left open: %s", out);
 
 	recs = lab_records_checked(log);
 	/* a child records only what it held: never a connection it had no fd for */
@@ -225,8 +227,9 @@ Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout 
 	cr_assert_gt(lab_value_long(out, "signals"), 500, "too few signals: %s", out);
 	cr_assert_gt(lab_value_long(out, "connect_eintr"), 0, "no connect interrupted: %s", out);
 	cr_assert_gt(lab_value_long(out, "accept_eintr"), 0, "no accept interrupted: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "sockets left open: %s", out);
-	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), 1, "sockets left open: %s", out);
+	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 3,
 		      "fds leaked: %s", out);
 
 	recs = lab_records_checked(log);

@@ -106,13 +106,13 @@ static const struct row rows[] = {
 	  REC(DO_CLOSE, TW_END_ACTIVE, WHY_NONE, N) },
 	{ "over already (CLOSE): ask the kernel for a TIME_WAIT",
 	  { .who = WHO_CLOSE, .mode = D, .before = TW_CLOSE, .unread = UNREAD_ERROR },
-	  NOREC(DO_CLOSE_ASK, WHY_NONE, N) },
+	  NOREC(DO_CLOSE_ASK, WHY_NONE, D) },
 	{ "a connect given up in SYN_SENT: reset",
 	  { .who = WHO_CLOSE, .mode = D, .before = TW_SYN_SENT },
-	  REC(DO_CLOSE, TW_END_RESET, WHY_NONE, N) },
-	{ "the program's SHUT_RD under defer: a normal close, ask after",
+	  REC(DO_CLOSE, TW_END_RESET, WHY_NONE, D) },
+	{ "the program's SHUT_RD under defer: nothing to wait for, close and ask after",
 	  { .who = WHO_CLOSE, .mode = D, .before = EST, .unread = UNREAD_EOF },
-	  NOREC(DO_CLOSE_ASK, WHY_NONE, N) },
+	  NOREC(DO_CLOSE_ASK, WHY_NONE, D) },
 
 	/* after the close, what the kernel shows */
 	{ "after: FIN_WAIT1, this side was first",
