@@ -184,8 +184,10 @@ static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
 	if (v.act == DO_CLOSE_ASK) {
 		struct verdict a;
+		uint64_t found;
 
-		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state);
+		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state,
+					 &found);
 		a = decide(o);
 		v.end = a.end;
 	}

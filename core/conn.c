@@ -377,6 +377,7 @@ static int set_linger0(int fd)
  */
 static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, socklen_t tl)
 {
+	uint64_t found;
 	uint8_t st = 0;
 
 	switch (ti->tcpi_state) {
@@ -390,7 +391,8 @@ static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, so
 		if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti->tcpi_segs_in) &&
 		    !ti->tcpi_segs_in)
 			return TW_SYN_SENT;
-		if (observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &st) == AFTER_ORPHAN &&
+		if (observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &st, &found) ==
+		    AFTER_ORPHAN &&
 		    st == TW_TIME_WAIT)
 			return TW_ESTABLISHED;
 		return TW_CLOSE_WAIT;
@@ -514,7 +516,9 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	if (v.act == DO_CLOSE_ASK) {
 		struct verdict a;
 
-		o.after = observe_after(&c->local, &c->remote, cookie, &o.after_state);
+		uint64_t found = DIAG_ANY_COOKIE;
+
+		o.after = observe_after(&c->local, &c->remote, cookie, &o.after_state, &found);
 		if (o.after == AFTER_HELD && rt_foreign()) {
 			give_back(c, fd, NULL, NULL);
 			errno = saved;
@@ -528,7 +532,14 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 			c->bytes_received += c->bytes_received != 0;
 		}
 		v.end = a.end;
-		if (v.record && shared && !shared_claim(cookie))
+		/*
+		 * A holder the library did not know of (a child forked
+		 * between socket() and connect()) may be recording this end
+		 * at the same instant: the first to claim the cookie does.
+		 */
+		if (o.after == AFTER_ORPHAN && !shared)
+			cookie = found;
+		if (v.record && cookie != DIAG_ANY_COOKIE && !shared_claim(cookie))
 			v.record = false;
 	}
 	if (v.record)
@@ -716,7 +727,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		 * outlive the other holder's close, which then saw it still
 		 * held and recorded nothing, and nobody would record the end.
 		 */
-		conn_end(c, fd, via, op_close, NULL);
+			conn_end(c, fd, via, op_close, NULL);
 		return;
 	}
 	c->t_close_ns = clock_mono_ns();
@@ -771,9 +782,9 @@ void conn_exit_all(enum tw_via via)
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	for (int fd = 0; fd <= hi; fd++) {
-		uint32_t v;
+		uint32_t v = fdtab_get(fd);
 
-		if (!fdt_is_conn(fdtab_get(fd)))
+		if (!fdt_is_conn(v))
 			continue;
 		table_enter();
 		/* out of the table: a close of it after this passes through untouched */

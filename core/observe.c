@@ -119,7 +119,7 @@ static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64
  * the socket of that cookie is gone, the 4-tuple alone may still find it.
  */
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, uint8_t *state)
+		      uint64_t cookie, uint8_t *state, uint64_t *found)
 {
 	struct diag_sock ds;
 	int r = ask(local, remote, cookie, &ds);
@@ -134,6 +134,7 @@ uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
 	if (r == 0)
 		return AFTER_GONE;
 	*state = ds.state;
+	*found = ds.cookie;
 	/* a TIME_WAIT socket has no inode, and an orphan none either */
 	return ds.inode ? AFTER_HELD : AFTER_ORPHAN;
 }

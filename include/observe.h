@@ -19,11 +19,11 @@ uint8_t observe_unread(int fd, bool peek_off);
 int observe_outq(int fd);
 /*
  * After a close: enum obs_after for the socket with this 4-tuple (and
- * cookie, DIAG_ANY_COOKIE for any), with its state in *state when it is an
- * orphan.
+ * cookie, DIAG_ANY_COOKIE for any), with its state in *state and its cookie
+ * in *found when it is there (a TIME_WAIT socket keeps the cookie).
  */
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, uint8_t *state);
+		      uint64_t cookie, uint8_t *state, uint64_t *found);
 /* the fork child must not share the parent's netlink socket */
 void observe_fork_child(void);
 /* the program dup2s onto fd: if it is the netlink socket, move it; false if it is not */
