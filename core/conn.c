@@ -402,6 +402,33 @@ static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, so
 }
 
 /*
+ * What the program's close (or the end of the process) meets: the receive
+ * queue (a peek, unless the program asked for a reset), the state and the
+ * counters the record keeps (TCP_INFO). Fills o and c.
+ */
+static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct observed *o)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	c->t_close_ns = clock_mono_ns();
+	c->fd = fd;
+	c->via = o->shut_wr ? TW_VIA_SHUTDOWN : via;
+	o->at_shutdown = c->state;
+	if (!o->linger0)
+		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
+		o->before = ti.tcpi_state;
+	else if (errno != EBADF && errno != ENOTSOCK)
+		o->before = TW_CLOSE;
+	c->bytes_acked = ti.tcpi_bytes_acked;
+	c->bytes_received = ti.tcpi_bytes_received;
+	if (!o->shut_wr)
+		c->state = o->before;
+}
+
+/*
  * A vfork child let go of its copy of fd: the entry goes back into the
  * parent's table as it was. Closes fd with op first unless op is NULL.
  */
@@ -430,8 +457,6 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
 	};
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
 	bool shared = c->gen != atomic_load(&rt.forkgen) ||
 		      (c->flags & (CONN_SHARED | CONN_INHERITED));
 	uint64_t cookie = DIAG_ANY_COOKIE;
@@ -440,21 +465,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	int ret, saved;
 	long libfd;
 
-	c->t_close_ns = clock_mono_ns();
-	c->fd = fd;
-	c->via = o.shut_wr ? TW_VIA_SHUTDOWN : via;
-	o.at_shutdown = c->state;
-	if (!o.linger0)
-		o.unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
-		o.before = ti.tcpi_state;
-	else if (errno != EBADF && errno != ENOTSOCK)
-		o.before = TW_CLOSE;
-	c->bytes_acked = ti.tcpi_bytes_acked;
-	c->bytes_received = ti.tcpi_bytes_received;
-	if (!o.shut_wr)
-		c->state = o.before;
+	observe_at_close(c, fd, via, &o);
 	if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
 	    !holders_elsewhere(fd)) {
 		/*
@@ -714,8 +725,6 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
 	};
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
 	struct verdict v;
 	long libfd;
 
@@ -730,19 +739,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 			conn_end(c, fd, via, op_close, NULL);
 		return;
 	}
-	c->t_close_ns = clock_mono_ns();
-	c->fd = fd;
-	c->via = o.shut_wr ? TW_VIA_SHUTDOWN : via;
-	o.at_shutdown = c->state;
-	if (!o.linger0)
-		o.unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
-	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
-		o.before = ti.tcpi_state;
-	c->bytes_acked = ti.tcpi_bytes_acked;
-	c->bytes_received = ti.tcpi_bytes_received;
-	if (!o.shut_wr)
-		c->state = o.before;
+	observe_at_close(c, fd, via, &o);
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
 		o.outq_empty = observe_outq(fd) == 0;
 	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)
