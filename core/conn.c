@@ -140,11 +140,28 @@ static void table_leave(void)
 	atomic_fetch_sub(&table_busy, 1);
 }
 
+/*
+ * Every TCP socket that is no connection yet is now held by the child too,
+ * and either process may connect it while the other's table still says it
+ * is none: both copies of the table mark it (FDT_TCP_FORKED), so that the
+ * process whose close ends it finds the connection (adopt_forked()). The
+ * walk runs with the table's changes held off, up to the highest fd that
+ * ever held a TCP socket.
+ */
 void conn_fork_prepare(void)
 {
+	int hi;
+
 	atomic_store(&table_forking, true);
 	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
 		sched_yield();
+	hi = atomic_load(&fd_hi);
+	for (int fd = 0; fd <= hi; fd++) {
+		uint32_t v = fdtab_get(fd);
+
+		if (fdt_is_tcp(v) && !(v & FDT_TCP_FORKED))
+			fdtab_replace(fd, v, v | FDT_TCP_FORKED);
+	}
 }
 
 void conn_fork_parent(void)
@@ -157,6 +174,24 @@ void conn_fork_child(void)
 	atomic_store(&table_busy, 0);
 	atomic_store(&table_forking, false);
 	observe_fork_child();
+}
+
+/*
+ * socket() runs between these two, inside the fork barrier: a fork never
+ * copies a new TCP socket into a child before the table knows it.
+ */
+void conn_socket_begin(void)
+{
+	table_enter();
+}
+
+void conn_socket_end(int fd, bool tcp)
+{
+	if (fd >= 0 && tcp) {
+		note_fd(fd);
+		fdtab_set(fd, FDT_TCP);
+	}
+	table_leave();
 }
 
 static void conn_track(struct tw_conn *c, int fd)
@@ -233,8 +268,17 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 	socklen_t sl = sizeof(ss);
 	struct tw_conn *c;
 
-	if (fdt_is_conn(fdtab_get(fd)))
+	uint32_t now = fdtab_get(fd);
+
+	if (fdt_is_conn(now))
 		return;
+	/*
+	 * The caller read the mark before the barrier: a fork since may have
+	 * marked the socket FDT_TCP_FORKED (an accepted socket is new, and
+	 * inherits the listener's options only).
+	 */
+	if (role == TW_ROLE_CLIENT && fdt_is_tcp(now))
+		mark = now;
 	c = conn_alloc();
 	if (!c) {
 		SHIM_WARN("no connection slot left: fd %d is not tracked", fd);
@@ -248,6 +292,9 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 		return;
 	}
 	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | (uint8_t)(mark & FDT_TCP_OPTS);
+	/* a socket open across a fork before it connected: the other process holds it */
+	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_FORKED))
+		c->flags |= CONN_INHERITED;
 	conf_resolve(rt.conf, role, remote, len,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
@@ -291,37 +338,63 @@ static int port_ephemeral(uint16_t port)
 }
 
 /*
- * Takes over a connected TCP socket the process inherited across exec
- * (inetd-style servers, socket passing). The parent may still hold it, so
- * it is treated as shared until its close finds that nobody else does. Its role is guessed from the ports: a
- * local port in the ephemeral range is a client's.
+ * Tracks fd, a connected TCP socket another process may hold too (flag
+ * CONN_INHERITED: shared until its close finds that nobody else holds it).
+ * role < 0: guessed from the ports, a local port in the ephemeral range is a
+ * client's. mark: the socket's FDT_TCP value, with its options. NULL when it
+ * is no connection (never connected, or over).
  */
-void conn_adopt(int fd)
+static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 {
 	struct sockaddr_storage ls, ps;
 	socklen_t ll = sizeof(ls), pl = sizeof(ps);
 	struct tw_conn *c;
-	enum tw_role role;
 
-	if (getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 ||
-	    getpeername(fd, (struct sockaddr *)&ps, &pl) < 0)
-		return;
+	if (getpeername(fd, (struct sockaddr *)&ps, &pl) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ls, &ll) < 0)
+		return NULL;
 	c = conn_alloc();
 	if (!c)
-		return;
+		return NULL;
 	if (addr_from_sockaddr(&c->local, (struct sockaddr *)&ls, ll) < 0 ||
 	    addr_from_sockaddr(&c->remote, (struct sockaddr *)&ps, pl) < 0) {
 		conn_free(c);
-		return;
+		return NULL;
 	}
-	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
-	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+	if (role < 0)
+		role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
+		       TW_ROLE_CLIENT : TW_ROLE_SERVER;
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
-		   (uint8_t)(conn_probe_mark(fd) & FDT_TCP_OPTS);
-	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
+		   (uint8_t)(mark & FDT_TCP_OPTS);
+	conf_resolve(rt.conf, (enum tw_role)role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
+	return c;
+}
+
+/*
+ * Takes over a connected TCP socket the process inherited across exec
+ * (inetd-style servers, socket passing). The parent may still hold it.
+ */
+void conn_adopt(int fd)
+{
+	take_over(fd, -1, conn_probe_mark(fd));
+}
+
+/*
+ * fd is a socket that was open across a fork before it connected (mark v):
+ * the other process may have connected it since, and this one's close may
+ * be the one that ends the connection. Tracked as a client connection open
+ * across the fork when the kernel shows it connected; the other fds of this
+ * process that share it (dup) are linked to it. Runs inside the barrier.
+ */
+static void adopt_forked(int fd, uint32_t v)
+{
+	struct tw_conn *c = take_over(fd, TW_ROLE_CLIENT, v);
+
+	if (c && (v & FDT_TCP_DUPED))
+		link_dups(c, fd);
 }
 
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns)
@@ -588,6 +661,8 @@ int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 		ret = op(fd, arg);
 		goto out;
 	}
+	if (fdt_is_forked_tcp(v))
+		adopt_forked(fd, v);
 	v = fdtab_take(fd);
 	if (!fdt_is_conn(v))
 		ret = op(fd, arg);
@@ -696,7 +771,7 @@ void conn_exec_all(void)
 	for (int fd = 0; fd <= hi; fd++) {
 		long fl;
 
-		if (!fdt_is_conn(fdtab_get(fd)))
+		if (!fdt_may_be_conn(fdtab_get(fd)))
 			continue;
 		fl = syscall(SYS_fcntl, fd, F_GETFD);
 		if (fl < 0 || !(fl & FD_CLOEXEC))
@@ -781,11 +856,15 @@ void conn_exit_all(enum tw_via via)
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
 
-		if (!fdt_is_conn(v))
+		if (!fdt_may_be_conn(v))
 			continue;
 		table_enter();
+		v = fdtab_get(fd);
+		if (fdt_is_forked_tcp(v))
+			adopt_forked(fd, v);
 		/* out of the table: a close of it after this passes through untouched */
-		v = fdtab_take(fd);
+		if (fdt_is_conn(fdtab_get(fd)))
+			v = fdtab_take(fd);
 		if (fdt_is_conn(v) && atomic_fetch_sub(&conn_at(fdt_index(v))->nfds, 1) == 1)
 			exit_one(conn_at(fdt_index(v)), fd, via);
 		table_leave();

@@ -53,7 +53,11 @@ enum conn_flags {
 	CONN_SERVER	= 1 << 2,	/* accepted, not connected */
 	CONN_SHUT_WR	= 1 << 3,	/* the program shut down writing; state is as it was then */
 	CONN_SHARED	= 1 << 4,	/* sent away with SCM_RIGHTS: another process holds it */
-	CONN_INHERITED	= 1 << 5,	/* adopted across exec: the parent may hold it */
+	/*
+	 * another process may hold it unseen by the table: adopted across
+	 * exec, or its socket was open across a fork before it connected
+	 */
+	CONN_INHERITED	= 1 << 5,
 	CONN_HELD	= 1 << 6,	/* closer: a copy, while the exiting program keeps its fd */
 };
 
@@ -69,6 +73,12 @@ void conn_free(struct tw_conn *c);
  */
 void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
 	       socklen_t len);
+/*
+ * socket() is called between these, and conn_socket_end() marks the new fd
+ * (tcp: it is a TCP socket), so that no fork copies it unmarked.
+ */
+void conn_socket_begin(void);
+void conn_socket_end(int fd, bool tcp);
 /* FDT_TCP with the options of a TCP socket the library did not see made. */
 uint32_t conn_probe_mark(int fd);
 /* Takes over an fd the process inherited (across exec) at start-up. */

@@ -25,23 +25,28 @@ struct conf;
  */
 #define FDT_NONE	0u
 #define FDT_LIBCONN	0x80000000u
-#define FDT_LIB		0xfffffff6u	/* another library fd: closer, log, netlink */
-#define FDT_OTHER	0xfffffff7u	/* a socket probed and found not TCP */
+#define FDT_LIB		0xffffffeeu	/* another library fd: closer, log, netlink */
+#define FDT_OTHER	0xffffffefu	/* a socket probed and found not TCP */
 /*
  * A TCP socket that is no connection (yet): FDT_TCP, or'ed with the options
- * its connections start with (accepted ones inherit the listener's), and
- * with FDT_TCP_DUPED.
+ * its connections start with (accepted ones inherit the listener's), with
+ * FDT_TCP_DUPED and with FDT_TCP_FORKED.
  */
-#define FDT_TCP		0xfffffff8u
+#define FDT_TCP		0xfffffff0u
 #define FDT_TCP_LINGER0	0x1u		/* SO_LINGER {1,0}: its close resets */
 #define FDT_TCP_PEEKOFF	0x2u		/* SO_PEEK_OFF: a peek may skip data */
 #define FDT_TCP_OPTS	(FDT_TCP_LINGER0 | FDT_TCP_PEEKOFF)
 #define FDT_TCP_DUPED	0x4u		/* dup'ed: other fds may share the socket */
+/*
+ * Open across a fork: the other process holds it too, and may connect it
+ * while this one's table still says it is no connection.
+ */
+#define FDT_TCP_FORKED	0x8u
+#define FDT_TCP_BITS	(FDT_TCP_OPTS | FDT_TCP_DUPED | FDT_TCP_FORKED)
 
 _Static_assert(TW_CONN_MAX < FDT_LIBCONN - 1, "a slot index + 1 must stay below FDT_LIBCONN");
 _Static_assert((FDT_LIBCONN | TW_CONN_MAX) < FDT_LIB, "library copies must stay below FDT_LIB");
-_Static_assert((FDT_TCP & (FDT_TCP_OPTS | FDT_TCP_DUPED)) == 0 &&
-	       (FDT_TCP | FDT_TCP_OPTS | FDT_TCP_DUPED) == 0xffffffffu,
+_Static_assert((FDT_TCP & FDT_TCP_BITS) == 0 && (FDT_TCP | FDT_TCP_BITS) == 0xffffffffu,
 	       "the TCP marker's low bits are its options");
 _Static_assert(FDT_LIB < FDT_OTHER && FDT_OTHER < FDT_TCP, "markers in this order");
 
@@ -62,9 +67,21 @@ static inline bool fdt_is_tcp(uint32_t v)
 	return v >= FDT_TCP;
 }
 
+/* a TCP socket the table knows as no connection, which another process may have connected */
+static inline bool fdt_is_forked_tcp(uint32_t v)
+{
+	return fdt_is_tcp(v) && (v & FDT_TCP_FORKED);
+}
+
 static inline bool fdt_is_conn(uint32_t v)
 {
 	return v != FDT_NONE && v < FDT_LIBCONN;
+}
+
+/* a connection, or a socket another process may have made one (whose end may be ours) */
+static inline bool fdt_may_be_conn(uint32_t v)
+{
+	return fdt_is_conn(v) || fdt_is_forked_tcp(v);
 }
 
 static inline bool fdt_is_libconn(uint32_t v)

@@ -42,7 +42,7 @@ static int shim_dup23(int oldfd, int newfd, int flags, bool three)
 	v = fdtab_get(newfd);
 	if (fdt_is_lib(v) && !rt_foreign() && !sink_evict(newfd) && !observe_evict(newfd))
 		closer_evict(newfd);
-	if (fdt_is_conn(v))
+	if (fdt_may_be_conn(v))
 		r = conn_release(newfd, three ? TW_VIA_DUP3 : TW_VIA_DUP2, op_dup, &a);
 	else
 		r = op_dup(newfd, &a);
