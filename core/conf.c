@@ -5,6 +5,7 @@
  * conf from defaults, the file and TWSHIM_OPTIONS.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,27 @@
 
 static const char *const close_names[] = { "normal", "defer", "abort" };
 static const char *const fallback_names[] = { "normal", "abort" };
+static const char *const log_only_names[] = { "all", "tw_local" };
+static const char *const learn_names[] = { "off", "on" };
+
+/* The keys that take one of a few words; the value kept is the word's index. */
+static const struct enum_key {
+	const char *key;
+	const char *const *names;
+	int n;
+	enum conf_key bit;
+	size_t off;		/* of the uint8_t in struct conf_level */
+	const char *expect;
+} enum_keys[] = {
+	{ "close", close_names, 3, CONF_K_CLOSE, offsetof(struct conf_level, close),
+	  "normal, defer or abort" },
+	{ "fallback", fallback_names, 2, CONF_K_FALLBACK, offsetof(struct conf_level, fallback),
+	  "normal or abort" },
+	{ "log_only", log_only_names, 2, CONF_K_LOG_ONLY, offsetof(struct conf_level, log_only),
+	  "all or tw_local" },
+	{ "learn", learn_names, 2, CONF_K_LEARN, offsetof(struct conf_level, learn),
+	  "on or off" },
+};
 
 /* Index of v's text in names, or -1 when it is not one of them. */
 static int value_enum(const struct conf_value *v, const char *const *names, int n)
@@ -34,16 +56,16 @@ static int value_enum(const struct conf_value *v, const char *const *names, int 
 }
 
 /*
- * A number of milliseconds, 0 .. TW_MS_MAX: an integer in the file, plain
- * decimal digits in TWSHIM_OPTIONS (no sign, no suffix). Returns 0 or -EINVAL.
+ * A whole number, min .. max: an integer in the file, plain decimal digits
+ * in TWSHIM_OPTIONS (no sign, no suffix). Returns 0 or -EINVAL.
  */
-static int value_ms(const struct conf_value *v, uint32_t *out)
+static int value_num(const struct conf_value *v, uint32_t min, uint32_t max, uint32_t *out)
 {
 	unsigned long long n = 0;
 	const char *p;
 
 	if (v->type == CONF_V_INT) {
-		if (v->i < 0 || v->i > TW_MS_MAX)
+		if (v->i < min || v->i > max)
 			return -EINVAL;
 		*out = (uint32_t)v->i;
 		return 0;
@@ -54,11 +76,19 @@ static int value_ms(const struct conf_value *v, uint32_t *out)
 		if (*p < '0' || *p > '9')
 			return -EINVAL;
 		n = n * 10 + (unsigned)(*p - '0');
-		if (n > TW_MS_MAX)
+		if (n > max)
 			return -EINVAL;
 	}
+	if (n < min)
+		return -EINVAL;
 	*out = (uint32_t)n;
 	return 0;
+}
+
+/* A number of milliseconds, 0 .. TW_MS_MAX. */
+static int value_ms(const struct conf_value *v, uint32_t *out)
+{
+	return value_num(v, 0, TW_MS_MAX, out);
 }
 
 /* true/false in the file; 1, 0, true, false in TWSHIM_OPTIONS. */
@@ -80,54 +110,109 @@ static int value_bool(const struct conf_value *v, bool *out)
 }
 
 /*
- * The sink index for a log destination, adding it to c->sinks when it is new:
- * equal texts share one sink. Returns 0, -EINVAL when the table is full,
- * -ENOMEM.
+ * The index of text in a table of at most TW_SINKS_MAX strings (log
+ * destinations, stats directories), adding it when it is new: equal texts
+ * share one entry. Returns 0, -EINVAL when the table is full, -ENOMEM.
  */
-static int sink_add(struct conf *c, const char *dest, uint8_t *idx)
+static int text_add(char **tab, size_t *n, const char *text, uint8_t *idx)
 {
 	size_t i;
 
-	for (i = 0; i < c->nsinks; i++) {
-		if (!strcmp(c->sinks[i], dest)) {
+	for (i = 0; i < *n; i++) {
+		if (!strcmp(tab[i], text)) {
 			*idx = (uint8_t)i;
 			return 0;
 		}
 	}
-	if (c->nsinks >= TW_SINKS_MAX)
+	if (*n >= TW_SINKS_MAX)
 		return -EINVAL;
-	c->sinks[c->nsinks] = strdup(dest);
-	if (!c->sinks[c->nsinks])
+	tab[*n] = strdup(text);
+	if (!tab[*n])
 		return -ENOMEM;
-	*idx = (uint8_t)c->nsinks++;
+	*idx = (uint8_t)(*n)++;
 	return 0;
 }
 
-/* log: "none", "stderr", "syslog" or a path (kept with its %p and %n). */
-static int value_log(struct conf *c, const struct conf_value *v, uint8_t *sink, char *msg,
-		     size_t msglen)
+/* What a key naming a place (log, stats) accepts, and where its places are kept. */
+struct place_key {
+	const char *key;
+	const char *expect;	/* "expected ..." */
+	const char *what;	/* "more than N different ..." */
+	size_t max;		/* longest path */
+};
+
+static const struct place_key log_key = {
+	"log", "a path, stderr, syslog or none", "log destinations", TW_PATH_MAX - 1,
+};
+/* room for the file name the stats module adds */
+static const struct place_key stats_key = {
+	"stats", "a directory or none", "directories", TW_PATH_MAX - 65,
+};
+
+/*
+ * "none" (TW_SINK_NONE) or a place, whose index in tab (log: a path kept
+ * with its %p and %n, "stderr", "syslog"; stats: a directory) goes to *idx.
+ */
+static int value_place(const struct place_key *k, char **tab, size_t *n,
+		       const struct conf_value *v, uint8_t *idx, char *msg, size_t msglen)
 {
 	int ret;
 
 	if ((v->type != CONF_V_TEXT && v->type != CONF_V_STRING) || !*v->s) {
-		snprintf(msg, msglen, "log: expected a path, stderr, syslog or none");
+		snprintf(msg, msglen, "%s: expected %s", k->key, k->expect);
 		return -EINVAL;
 	}
 	if (!strcmp(v->s, "none")) {
-		*sink = TW_SINK_NONE;
+		*idx = TW_SINK_NONE;
 		return 0;
 	}
-	if (strlen(v->s) >= TW_PATH_MAX) {
-		snprintf(msg, msglen, "log: path longer than %d bytes", TW_PATH_MAX - 1);
+	if (strlen(v->s) > k->max) {
+		snprintf(msg, msglen, "%s: path longer than %zu bytes", k->key, k->max);
 		return -EINVAL;
 	}
-	ret = sink_add(c, v->s, sink);
+	ret = text_add(tab, n, v->s, idx);
 	if (ret == -EINVAL)
-		snprintf(msg, msglen, "log: more than %d different log destinations",
-			 TW_SINKS_MAX);
+		snprintf(msg, msglen, "%s: more than %d different %s", k->key, TW_SINKS_MAX,
+			 k->what);
 	else if (ret == -ENOMEM)
-		snprintf(msg, msglen, "log: out of memory");
+		snprintf(msg, msglen, "%s: out of memory", k->key);
 	return ret;
+}
+
+/* log_sample: 1 .. TW_SAMPLE_MAX, kept as an index into c->samples (0 for 1). */
+static int value_sample(struct conf *c, const struct conf_value *v, uint16_t *idx, char *msg,
+			size_t msglen)
+{
+	uint32_t n, *grown;
+	size_t i;
+
+	if (value_num(v, 1, TW_SAMPLE_MAX, &n)) {
+		snprintf(msg, msglen, "log_sample: expected a number from 1 to %d", TW_SAMPLE_MAX);
+		return -EINVAL;
+	}
+	if (n == 1) {
+		*idx = 0;
+		return 0;
+	}
+	for (i = 0; i < c->nsamples; i++) {
+		if (c->samples[i] == n) {
+			*idx = (uint16_t)(i + 1);
+			return 0;
+		}
+	}
+	if (c->nsamples >= TW_SAMPLES_MAX) {
+		snprintf(msg, msglen, "log_sample: more than %d different values", TW_SAMPLES_MAX);
+		return -EINVAL;
+	}
+	grown = realloc(c->samples, (c->nsamples + 1) * sizeof(*grown));
+	if (!grown) {
+		snprintf(msg, msglen, "log_sample: out of memory");
+		return -ENOMEM;
+	}
+	c->samples = grown;
+	c->samples[c->nsamples++] = n;
+	*idx = (uint16_t)c->nsamples;
+	return 0;
 }
 
 /*
@@ -139,20 +224,23 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		 const struct conf_value *v, char *msg, size_t msglen)
 {
 	int i, ret;
+	size_t k;
 
-	if (!strcmp(key, "close")) {
-		i = value_enum(v, close_names, 3);
-		if (i < 0)
-			goto bad_close;
-		lv->close = (uint8_t)i;
-		lv->set |= CONF_BIT(CONF_K_CLOSE);
-	} else if (!strcmp(key, "fallback")) {
-		i = value_enum(v, fallback_names, 2);
-		if (i < 0)
-			goto bad_fallback;
-		lv->fallback = (uint8_t)i;
-		lv->set |= CONF_BIT(CONF_K_FALLBACK);
-	} else if (!strcmp(key, "defer_ms")) {
+	for (k = 0; k < sizeof(enum_keys) / sizeof(enum_keys[0]); k++) {
+		const struct enum_key *e = &enum_keys[k];
+
+		if (strcmp(key, e->key))
+			continue;
+		i = value_enum(v, e->names, e->n);
+		if (i < 0) {
+			snprintf(msg, msglen, "%s: expected %s", key, e->expect);
+			return -EINVAL;
+		}
+		*((uint8_t *)lv + e->off) = (uint8_t)i;
+		lv->set |= CONF_BIT(e->bit);
+		return 0;
+	}
+	if (!strcmp(key, "defer_ms")) {
 		if (value_ms(v, &lv->defer_ms))
 			goto bad_ms;
 		lv->set |= CONF_BIT(CONF_K_DEFER_MS);
@@ -165,21 +253,25 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 			goto bad_bool;
 		lv->set |= CONF_BIT(CONF_K_REUSEADDR);
 	} else if (!strcmp(key, "log")) {
-		ret = value_log(c, v, &lv->sink, msg, msglen);
+		ret = value_place(&log_key, c->sinks, &c->nsinks, v, &lv->sink, msg, msglen);
 		if (ret)
 			return ret;
 		lv->set |= CONF_BIT(CONF_K_LOG);
+	} else if (!strcmp(key, "log_sample")) {
+		ret = value_sample(c, v, &lv->sample, msg, msglen);
+		if (ret)
+			return ret;
+		lv->set |= CONF_BIT(CONF_K_LOG_SAMPLE);
+	} else if (!strcmp(key, "stats")) {
+		ret = value_place(&stats_key, c->dirs, &c->ndirs, v, &lv->stats, msg, msglen);
+		if (ret)
+			return ret;
+		lv->set |= CONF_BIT(CONF_K_STATS);
 	} else {
 		return -ENOENT;
 	}
 	return 0;
 
-bad_close:
-	snprintf(msg, msglen, "close: expected normal, defer or abort");
-	return -EINVAL;
-bad_fallback:
-	snprintf(msg, msglen, "fallback: expected normal or abort");
-	return -EINVAL;
 bad_ms:
 	snprintf(msg, msglen, "%s: expected a number from 0 to %d", key, TW_MS_MAX);
 	return -EINVAL;
@@ -193,7 +285,8 @@ bad_bool:
 bool conf_key_known(const char *key)
 {
 	static const char *const keys[] = { "close", "defer_ms", "fallback", "exit_wait_ms",
-					    "reuseaddr", "log" };
+					    "reuseaddr", "log", "log_sample", "log_only",
+					    "stats", "learn" };
 	size_t i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -216,6 +309,11 @@ struct conf *conf_new(void)
 	c->top.reuseaddr = false;
 	c->top.defer_ms = TW_DEFER_MS_DEFAULT;
 	c->top.exit_wait_ms = TW_EXIT_WAIT_MS_DEFAULT;
+	c->top.sample = 0;
+	c->top.log_only = TW_LOG_ALL;
+	c->top.learn = true;
+	c->top.stats = TW_SINK_NONE;
+	c->stats = TW_SINK_NONE;
 	c->top_ab = -1;
 	return c;
 }
@@ -230,6 +328,9 @@ void conf_free(struct conf *c)
 		free(c->arms[i].name);
 	for (i = 0; i < c->nsinks; i++)
 		free(c->sinks[i]);
+	for (i = 0; i < c->ndirs; i++)
+		free(c->dirs[i]);
+	free(c->samples);
 	free(c->rules);
 	free(c->abs);
 	free(c);

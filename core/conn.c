@@ -25,6 +25,7 @@
 #include "diagmsg.h"
 #include "observe.h"
 #include "runtime.h"
+#include "stats.h"
 
 static struct tw_conn *slots;
 /* free list head: ABA tag in the high 32 bits, slot index + 1 in the low */
@@ -199,6 +200,7 @@ static void conn_track(struct tw_conn *c, int fd)
 	c->fd = fd;
 	c->gen = atomic_load(&rt.forkgen);
 	atomic_store(&c->nfds, 1);
+	stats_open();
 	note_fd(fd);
 	fdtab_set(fd, fdt_conn(conn_index(c)));
 }
@@ -419,7 +421,10 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 	char buf[TW_RECORD_MAX];
 	size_t n;
 
-	if (c->pol.sink == TW_SINK_NONE)
+	stats_end(r.role, r.policy, c->pol.arm, end, timeout, c->libfd >= 0);
+	r.sample = conf_log_sample(rt.conf, &c->pol);
+	if (c->pol.sink == TW_SINK_NONE ||
+	    !record_wanted(c->pol.log_only, r.sample, end, rnd_next()))
 		return;
 	if (!end_ns)
 		end_ns = c->t_close_ns;
@@ -501,6 +506,32 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 		c->state = o->before;
 }
 
+/* The library's copy of c's socket for the closer (marked in the table), or -1. */
+static int closer_copy(struct tw_conn *c, int fd)
+{
+	long libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+
+	if (libfd < 0)
+		return -1;
+	fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
+	return (int)libfd;
+}
+
+/*
+ * Hands c, with the library's copy libfd, to the closer, which waits under
+ * mode until defer_ms. Counted as deferred from here on, until its record
+ * (c->libfd >= 0 then). False when the closer went away under us (fork):
+ * the caller ends it.
+ */
+static bool closer_handoff(struct tw_conn *c, int libfd, uint8_t mode)
+{
+	c->libfd = libfd;
+	c->mode = mode;
+	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
+	stats_defer_begin();
+	return closer_submit(c);
+}
+
 /*
  * A vfork child let go of its copy of fd: the entry goes back into the
  * parent's table as it was. Closes fd with op first unless op is NULL.
@@ -536,7 +567,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	socklen_t cl = sizeof(cookie);
 	struct verdict v;
 	int ret, saved;
-	long libfd;
+	int libfd;
 
 	observe_at_close(c, fd, via, &o);
 	if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
@@ -569,15 +600,11 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		return give_back(c, fd, op, arg);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
 		/* the library keeps a copy; the program's number is free at once */
-		libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
-			fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
 			ret = op(fd, arg);
 			saved = errno;
-			c->libfd = (int)libfd;
-			c->mode = v.mode;
-			c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
-			if (!closer_submit(c)) {
+			if (!closer_handoff(c, libfd, v.mode)) {
 				/* the closer went away under us (fork): a plain close */
 				c->why = WHY_NO_CLOSER;
 				c->mode = TW_CLOSE_NORMAL;
@@ -801,7 +828,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
 	};
 	struct verdict v;
-	long libfd;
+	int libfd;
 
 	if ((c->gen != atomic_load(&rt.forkgen) || (c->flags & (CONN_SHARED | CONN_INHERITED))) &&
 	    ((c->flags & CONN_SHARED) || holders_elsewhere(fd))) {
@@ -823,14 +850,10 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		o.closer_why = WHY_CAP;
 	v = decide(&o);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
-		libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
-			fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
-			c->libfd = (int)libfd;
 			c->flags |= CONN_HELD;
-			c->mode = v.mode;
-			c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
-			if (closer_submit(c))
+			if (closer_handoff(c, libfd, v.mode))
 				return;
 			libfd_close(c->libfd);
 			o.closer_why = WHY_NO_CLOSER;

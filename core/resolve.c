@@ -54,6 +54,12 @@ static void level_apply(struct tw_policy *p, const struct conf_level *lv)
 		p->defer_ms = lv->defer_ms;
 	if (s & CONF_BIT(CONF_K_EXIT_WAIT_MS))
 		p->exit_wait_ms = lv->exit_wait_ms;
+	if (s & CONF_BIT(CONF_K_LOG_SAMPLE))
+		p->sample = lv->sample;
+	if (s & CONF_BIT(CONF_K_LOG_ONLY))
+		p->log_only = lv->log_only;
+	if (s & CONF_BIT(CONF_K_LEARN))
+		p->learn = lv->learn;
 }
 
 /* The remote address as IPv6 (IPv4 mapped) in two words; false when unknown. */
@@ -101,6 +107,7 @@ void conf_resolve(const struct conf *c, enum tw_role role, const struct sockaddr
 	out->sink = TW_SINK_NONE;
 	out->defer_ms = TW_DEFER_MS_DEFAULT;
 	out->exit_wait_ms = TW_EXIT_WAIT_MS_DEFAULT;
+	out->learn = true;
 	if (!c)
 		return;
 	level_apply(out, &c->top);
@@ -141,37 +148,53 @@ static bool level_closes(const struct conf_level *lv)
 
 static bool level_tracks(const struct conf_level *lv)
 {
-	return ((lv->set & CONF_BIT(CONF_K_LOG)) && lv->sink != TW_SINK_NONE) || level_closes(lv);
+	return ((lv->set & CONF_BIT(CONF_K_LOG)) && lv->sink != TW_SINK_NONE) ||
+	       ((lv->set & CONF_BIT(CONF_K_STATS)) && lv->stats != TW_SINK_NONE) ||
+	       level_closes(lv);
 }
 
-/* reuseaddr from a level and, for split=process, its drawn arm; false: not named */
-static bool level_reuse(const struct conf *c, const struct conf_level *lv, int abi, bool *val)
+/* Copies process-wide key k (reuseaddr, stats) from lv to out; false when lv does not name it. */
+static bool proc_key(const struct conf_level *lv, enum conf_key k, struct conf_level *out)
 {
-	const struct conf_level *alv;
-	bool named = false;
+	if (!(lv->set & CONF_BIT(k)))
+		return false;
+	if (k == CONF_K_REUSEADDR)
+		out->reuseaddr = lv->reuseaddr;
+	else
+		out->stats = lv->stats;
+	return true;
+}
 
-	if (lv->set & CONF_BIT(CONF_K_REUSEADDR)) {
-		*val = lv->reuseaddr;
-		named = true;
-	}
-	if (abi >= 0 && c->abs[abi].split == CONF_SPLIT_PROCESS) {
-		alv = &c->arms[c->abs[abi].first + c->abs[abi].drawn].lv;
-		if (alv->set & CONF_BIT(CONF_K_REUSEADDR)) {
-			*val = alv->reuseaddr;
-			named = true;
-		}
-	}
+/* Key k from a level and, for split=process, its drawn arm; false: not named */
+static bool level_proc(const struct conf *c, const struct conf_level *lv, int abi,
+		       enum conf_key k, struct conf_level *out)
+{
+	bool named = proc_key(lv, k, out);
+
+	if (abi >= 0 && c->abs[abi].split == CONF_SPLIT_PROCESS)
+		named |= proc_key(&c->arms[c->abs[abi].first + c->abs[abi].drawn].lv, k, out);
 	return named;
 }
 
 /*
- * Draws the per-process arms and settles reuseaddr: the top level (and its
- * drawn arm), overridden by the first rule that only `process` selects (or
- * nothing) and that names reuseaddr, itself or in its drawn arm.
+ * A key that acts for the whole process: the top level (and its drawn arm),
+ * overridden by the first rule that only `process` selects (or nothing) and
+ * that names it, itself or in its drawn arm.
  */
+static void proc_settle(const struct conf *c, enum conf_key k, struct conf_level *out)
+{
+	size_t i;
+
+	level_proc(c, &c->top, c->top_ab, k, out);
+	for (i = 0; i < c->nrules; i++)
+		if (c->rules[i].reuse_sel && level_proc(c, &c->rules[i].lv, c->rules[i].ab, k, out))
+			break;
+}
+
+/* Draws the per-process arms and settles reuseaddr and stats. */
 void conf_reseed(struct conf *c, uint64_t rnd)
 {
-	bool val;
+	struct conf_level v = { .reuseaddr = false, .stats = TW_SINK_NONE };
 	size_t k;
 
 	if (!c)
@@ -179,13 +202,10 @@ void conf_reseed(struct conf *c, uint64_t rnd)
 	for (k = 0; k < c->nabs; k++)
 		if (c->abs[k].split == CONF_SPLIT_PROCESS)
 			c->abs[k].drawn = (uint8_t)ab_pick(c, &c->abs[k], mix64(rnd + k));
-
-	val = false;
-	level_reuse(c, &c->top, c->top_ab, &val);
-	for (k = 0; k < c->nrules; k++)
-		if (c->rules[k].reuse_sel && level_reuse(c, &c->rules[k].lv, c->rules[k].ab, &val))
-			break;
-	c->reuseaddr = val;
+	proc_settle(c, CONF_K_REUSEADDR, &v);
+	proc_settle(c, CONF_K_STATS, &v);
+	c->reuseaddr = v.reuseaddr;
+	c->stats = v.stats;
 }
 
 static void sink_mark(const struct conf_level *lv, bool *used)
@@ -273,6 +293,16 @@ size_t conf_nsinks(const struct conf *c)
 const char *conf_sink(const struct conf *c, size_t i)
 {
 	return c && i < c->nsinks ? c->sinks[i] : NULL;
+}
+
+uint32_t conf_log_sample(const struct conf *c, const struct tw_policy *p)
+{
+	return c && p->sample && p->sample <= c->nsamples ? c->samples[p->sample - 1] : 1;
+}
+
+const char *conf_stats_dir(const struct conf *c)
+{
+	return c && c->stats < c->ndirs ? c->dirs[c->stats] : NULL;
 }
 
 const char *conf_arm_name(const struct conf *c, unsigned arm)

@@ -22,6 +22,10 @@ enum conf_key {
 	CONF_K_EXIT_WAIT_MS,
 	CONF_K_REUSEADDR,
 	CONF_K_LOG,
+	CONF_K_LOG_SAMPLE,
+	CONF_K_LOG_ONLY,
+	CONF_K_STATS,
+	CONF_K_LEARN,
 	CONF_K_COUNT,
 };
 #define CONF_BIT(k)	(1u << (k))
@@ -34,8 +38,12 @@ struct conf_level {
 	uint8_t fallback;	/* enum tw_fallback */
 	uint8_t sink;		/* index into conf.sinks, or TW_SINK_NONE */
 	bool reuseaddr;
+	uint8_t log_only;	/* enum tw_log_only */
+	uint8_t learn;		/* 1: on */
+	uint8_t stats;		/* index into conf.dirs, or TW_SINK_NONE */
 	uint32_t defer_ms;
 	uint32_t exit_wait_ms;
+	uint16_t sample;	/* log_sample: 0 for 1, else 1 + index into conf.samples */
 };
 
 enum conf_split { CONF_SPLIT_CONNECTION, CONF_SPLIT_PROCESS };
@@ -87,6 +95,11 @@ struct conf {
 	size_t narms;
 	char *sinks[TW_SINKS_MAX];
 	size_t nsinks;
+	char *dirs[TW_SINKS_MAX];	/* `stats` directories named */
+	size_t ndirs;
+	uint32_t *samples;		/* distinct log_sample values > 1 */
+	size_t nsamples;
+	uint8_t stats;		/* this process's, after its per-process draw; or TW_SINK_NONE */
 	bool tracking;		/* computed by conf_finish() */
 	bool closing;		/* some level closes other than normally; conf_finish() */
 	bool reuseaddr;		/* for this process, after its per-process draw */

@@ -14,6 +14,7 @@
 enum tw_close_policy { TW_CLOSE_NORMAL = 0, TW_CLOSE_DEFER = 1, TW_CLOSE_ABORT = 2 };
 enum tw_fallback { TW_FALLBACK_NORMAL = 0, TW_FALLBACK_ABORT = 1 };
 enum tw_role { TW_ROLE_CLIENT = 0, TW_ROLE_SERVER = 1 };
+enum tw_log_only { TW_LOG_ALL = 0, TW_LOG_TW_LOCAL = 1 };
 
 #define TW_SINK_NONE	0xff
 
@@ -24,7 +25,15 @@ struct tw_policy {
 	uint8_t sink;		/* index for conf_sink(); TW_SINK_NONE: no record */
 	uint8_t arm;		/* 0: no A/B split; else 1 + index for conf_arm_name() */
 	uint32_t defer_ms;
-	uint32_t exit_wait_ms;
+	/*
+	 * Bit fields keep a connection slot within its 112 bytes (runtime.h):
+	 * exit_wait_ms is at most TW_MS_MAX, and the log_sample values a
+	 * configuration names are few, so the policy holds an index to them.
+	 */
+	uint32_t exit_wait_ms : 20;
+	uint32_t log_only : 1;	/* enum tw_log_only */
+	uint32_t learn : 1;	/* `learn` is on */
+	uint32_t sample : 10;	/* 0: log_sample 1; else 1 + index for conf_log_sample() */
 };
 
 struct conf;
@@ -67,6 +76,10 @@ void conf_resolve(const struct conf *c, enum tw_role role, const struct sockaddr
 /* Log destinations: "stderr", "syslog", or a path still holding %p and %n. */
 size_t conf_nsinks(const struct conf *c);
 const char *conf_sink(const struct conf *c, size_t i);
+/* log_sample N of a policy: 1 .. TW_SAMPLE_MAX */
+uint32_t conf_log_sample(const struct conf *c, const struct tw_policy *p);
+/* The `stats` directory of this process (selected by `process` only), or NULL. */
+const char *conf_stats_dir(const struct conf *c);
 /* name of arm (>= 1) as given in the file */
 const char *conf_arm_name(const struct conf *c, unsigned arm);
 /* a new process (after fork) draws its per-process A/B arms again */

@@ -11,10 +11,16 @@
 #define TW_ENV_DEBUG		"TWSHIM_DEBUG"	/* 0 errors, 1 warnings, 2 debug */
 #define TW_SYSTEM_CONFIG	"/etc/twshim.conf"
 #define TW_LIB_NAME		"libtwshim.so"
+/* where `twshim exporter` looks for the processes' counters unless told */
+#define TW_STATS_DIR_DEFAULT	"/run/twshim"
 
 #define TW_DEFER_MS_DEFAULT	1000
 #define TW_EXIT_WAIT_MS_DEFAULT	1000
 #define TW_MS_MAX		600000
+/* log_sample: 1 .. this */
+#define TW_SAMPLE_MAX		1000000
+/* distinct log_sample values one configuration may name (tw_policy.sample) */
+#define TW_SAMPLES_MAX		1023
 
 /* fds at or above this are not tracked (the table is reserved, not allocated). */
 #define TW_FD_MAX		(1u << 20)

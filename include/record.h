@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "defaults.h"
+#include "fmt.h"
 
 /* TCP_INFO tcpi_state values (include/net/tcp_states.h) */
 enum tw_tcp_state {
@@ -44,6 +45,7 @@ struct tw_record {
 	uint64_t deferred_us;	/* the program's close to the real end */
 	uint64_t bytes_acked, bytes_received;
 	int fd;
+	uint32_t sample;	/* log_sample N: written when > 1 */
 };
 
 /* longest line record_format() can need: comm is at most TW_COMM_MAX bytes */
@@ -54,8 +56,12 @@ struct tw_record {
  * len is too short. Async-signal-safe: no stdio, no locale, no allocation.
  */
 size_t record_format(char *buf, size_t len, const struct tw_record *r);
-/* Writes v in decimal to buf (20 bytes at most, no NUL); returns the length. */
-size_t fmt_u64(char *buf, uint64_t v);
+/*
+ * Whether the record of a connection that ended `end` is written under
+ * log_only and log_sample: rnd, a fresh random number, draws it with
+ * probability 1/sample. The counters count it either way.
+ */
+bool record_wanted(unsigned log_only, uint32_t sample, enum tw_end end, uint64_t rnd);
 /* How a connection ends when the program's close or shutdown meets it in `state`. */
 enum tw_end record_classify(int state);
 enum tw_where record_where(enum tw_end end);

@@ -27,6 +27,8 @@ cleanup() {
 trap cleanup EXIT
 
 checks=0
+# shellcheck source=tests/one-record.sh
+. ./tests/one-record.sh
 fail() {
 	echo "check-install: FAIL: $*" >&2
 	exit 1
@@ -67,29 +69,8 @@ got=$(env -u LD_PRELOAD "$tool" run -c '' -- /bin/sh -c 'printf "%s" "$LD_PRELOA
 	fail "the installed twshim preloads '$got', not the installed library $lib"
 ok
 
-# one connection: a server waiting for the client's close, a client under
-# close=abort, so that the record says the settings reached the library
-"$build/examples/tw-server" -l 127.0.0.1:0 -n 1 --close last --timeout 2000 \
-	> "$tmp/server.out" 2> "$tmp/server.err" &
-spid=$!
-tries=0
-until grep -q '^listening' "$tmp/server.out" 2>/dev/null; do
-	tries=$((tries + 1))
-	[ "$tries" -le 300 ] || { cat "$tmp/server.err" >&2; fail "tw-server did not start"; }
-	sleep 0.01
-done
-port=$(sed -n 's/^listening //p' "$tmp/server.out")
-env -u LD_PRELOAD -u TWSHIM_OPTIONS "$tool" run -c '' -o "close=abort,log=$tmp/rec.jsonl" -- \
-	"$build/examples/tw-client" --timeout 2000 "127.0.0.1:$port" \
-	> "$tmp/client.out" 2>&1 || { cat "$tmp/client.out" >&2; fail "the client failed"; }
-wait "$spid" || true
-spid=
-[ -s "$tmp/rec.jsonl" ] || fail "the program run with the installed library wrote no record"
-[ "$(wc -l < "$tmp/rec.jsonl")" -eq 1 ] || fail "expected one record: $(cat "$tmp/rec.jsonl")"
-for field in '"comm":"tw-client"' '"role":"client"' '"policy":"abort"' '"end":"abort"'; do
-	grep -qF "$field" "$tmp/rec.jsonl" || fail "no $field in the record: $(cat "$tmp/rec.jsonl")"
-	ok
-done
+# one connection under close=abort; -c '' keeps any /etc/twshim.conf out
+one_record "$tool" "$build" -c ''
 "$tool" report "$tmp/rec.jsonl" > "$tmp/report.out" ||
 	fail "the installed twshim report failed"
 grep -q '^tw-client  *1 ' "$tmp/report.out" ||

@@ -42,9 +42,10 @@ ubsan)
 tsan)
 	san="-fsanitize=thread"
 	rt=libtsan.so
-	# the tests where threads meet the library: the stress suite and the
-	# threaded record tests; the rest is single-threaded and costs time
-	filter=${FILTER:-"@(stress|records)/*"}
+	# the tests where threads meet the library: the stress suite, the
+	# threaded record tests and the counters; the rest is single-threaded
+	# and costs time
+	filter=${FILTER:-"@(stress|records|stats)/*"}
 	;;
 *)
 	echo "usage: $0 asan|ubsan|tsan" >&2

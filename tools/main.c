@@ -18,6 +18,10 @@ static const char usage[] =
 	"  report  aggregate close records: connections, TIME_WAIT local/peer/none, held now\n"
 	"  tw      the TIME_WAIT sockets of this network namespace, attributed to processes\n"
 	"  ab      run a program under two settings, alternately, and compare them\n"
+	"  exporter  Prometheus metrics from the processes' counters and the kernel's TIME_WAIT\n"
+	"  enable  preload the library into a systemd service (a drop-in)\n"
+	"  disable remove that drop-in\n"
+	"  status  the services that have it\n"
 	"\n"
 	"'twshim COMMAND --help' describes each command; 'man twshim' all of them.\n"
 	"Exit status: 0 success, 1 failure, 2 usage error.\n";
@@ -32,6 +36,10 @@ int main(int argc, char **argv)
 		{ "report", cmd_report },
 		{ "tw", cmd_tw },
 		{ "ab", cmd_ab },
+		{ "exporter", cmd_exporter },
+		{ "enable", cmd_enable },
+		{ "disable", cmd_disable },
+		{ "status", cmd_status },
 	};
 
 	if (argc < 2) {

@@ -37,10 +37,14 @@ struct raw {
 };
 
 /* the keys the tool reads; the rest of a record is checked as JSON only */
-enum { K_TS, K_PID, K_COMM, K_ROLE, K_LOCAL, K_REMOTE, K_TW, K_ARM, K_DEFERRED, K_TIMEOUT, K_N };
+enum {
+	K_TS, K_PID, K_COMM, K_ROLE, K_LOCAL, K_REMOTE, K_TW, K_ARM, K_DEFERRED, K_TIMEOUT,
+	K_SAMPLE, K_N
+};
 
 static const char *const key_names[K_N] = {
 	"ts", "pid", "comm", "role", "local", "remote", "tw", "arm", "deferred_ms", "timeout",
+	"sample",
 };
 
 static int key_index(const char *p, size_t n)
@@ -399,6 +403,15 @@ static int rec_from_raw(const struct raw *raw, struct rec *r, char *err, size_t 
 		r->timeout = true;
 	else if (v->type != RAW_ABSENT && v->type != RAW_FALSE && v->type != RAW_NULL)
 		return need(raw, K_TIMEOUT, RAW_TRUE, "true or false", err, errlen);
+	v = &raw[K_SAMPLE];
+	r->sample = 1;
+	if (v->type == RAW_INT && v->i >= 1 && v->i <= TW_SAMPLE_MAX) {
+		r->sample = (uint32_t)v->i;
+	} else if (v->type != RAW_ABSENT && v->type != RAW_NULL) {
+		snprintf(err, errlen, "\"sample\": expected a whole number from 1 to %d",
+			 TW_SAMPLE_MAX);
+		return -EINVAL;
+	}
 	return 0;
 }
 

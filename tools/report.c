@@ -56,20 +56,22 @@ struct report {
 
 void counts_add(struct counts *c, const struct rec *r, double now)
 {
-	c->conns++;
+	unsigned long long w = r->sample ? r->sample : 1;
+
+	c->conns += w;
 	if (r->tw == TW_TW_LOCAL) {
-		c->tw_local++;
+		c->tw_local += w;
 		if (r->ts > now - TW_TIMEWAIT_SEC)
-			c->tw_now++;
+			c->tw_now += w;
 	} else if (r->tw == TW_TW_PEER) {
-		c->tw_peer++;
+		c->tw_peer += w;
 	} else {
-		c->tw_none++;
+		c->tw_none += w;
 	}
 	if (r->deferred)
-		c->deferred++;
+		c->deferred += w;
 	if (r->timeout)
-		c->timeouts++;
+		c->timeouts += w;
 }
 
 static uint64_t hash_bytes(const char *p, size_t n)

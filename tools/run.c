@@ -29,7 +29,7 @@ static const char run_usage[] =
 	"Exit status: the program's; 2 when the settings do not parse or the program\n"
 	"cannot be started; 1 when the library is not found.\n";
 
-static int append(char **list, const char *item)
+int opt_list_append(char **list, const char *item)
 {
 	char *n;
 
@@ -67,7 +67,7 @@ int cmd_run(int argc, char **argv)
 			config = optarg;
 			break;
 		case 'o':
-			if (append(&options, optarg)) {
+			if (opt_list_append(&options, optarg)) {
 				fprintf(stderr, "twshim run: out of memory\n");
 				goto out;
 			}

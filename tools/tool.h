@@ -43,6 +43,7 @@ struct rec {
 	uint8_t tw;		/* enum tw_where */
 	bool deferred;		/* deferred_ms present */
 	bool timeout;
+	uint32_t sample;	/* log_sample: the record stands for this many connections */
 };
 
 /* Counts kept over all files one command reads. */
@@ -87,6 +88,8 @@ const char *preload_lib_path(const char *cmd);
  * Prepends lib to LD_PRELOAD, keeping what it held. 0 or -errno.
  */
 int env_prepend_preload(const char *lib);
+/* Appends item to the comma-separated *list (malloc'd, NULL: empty); 0 or -ENOMEM. */
+int opt_list_append(char **list, const char *item);
 /* Appends extra to TWSHIM_OPTIONS with a comma; 0 or -errno. */
 int env_append_options(const char *extra);
 
@@ -95,7 +98,11 @@ struct counts {
 	unsigned long long conns, tw_local, tw_peer, tw_none, deferred, timeouts, tw_now;
 };
 
-/* Adds one record; tw_now counts tw=local records newer than now - TIME_WAIT's 60 s. */
+/*
+ * Adds one record, weighted by its sample (a sampled record stands for
+ * `sample` connections); tw_now counts tw=local records newer than now -
+ * TIME_WAIT's 60 s.
+ */
 void counts_add(struct counts *c, const struct rec *r, double now);
 
 /* A left-aligned text table for people; every cell a string. */
@@ -113,9 +120,39 @@ void table_free(struct table *t);
 /* "twshim CMD: message" and a pointer to --help on stderr; returns EXIT_USAGE */
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A count per key (and pid): what `twshim tw` shows. */
+struct count_row {
+	const char *key;	/* comm, or an endpoint's text */
+	long long pid;
+	unsigned long n;
+};
+
+/* The kernel's TIME_WAIT sockets now, attributed through close records (tools/tw.c). */
+struct tw_attribution {
+	size_t total, attributed;
+	unsigned long no_record, too_old;	/* not attributed, and why */
+	struct count_row *rows;			/* per comm and pid, most first */
+	size_t nrows;
+	struct rec_stats rs;
+	void *priv;
+};
+
+/*
+ * Reads the TIME_WAIT sockets with sock_diag and matches them to the
+ * records in logs (errors said on stderr as "prog: ..."). Returns 0; -EIO
+ * when a log could not be read (a is filled from the others); another
+ * -errno when nothing could be counted. tw_attribution_free() a in any case.
+ */
+int tw_attribute(const char *prog, char *const *logs, int nlogs, struct tw_attribution *a);
+void tw_attribution_free(struct tw_attribution *a);
+
 int cmd_run(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_tw(int argc, char **argv);
 int cmd_ab(int argc, char **argv);
+int cmd_exporter(int argc, char **argv);
+int cmd_enable(int argc, char **argv);
+int cmd_disable(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

@@ -154,12 +154,6 @@ static int match_cb(const struct rec *r, void *arg)
 	return 0;
 }
 
-struct count_row {
-	const char *key;	/* comm, or an endpoint's text */
-	long long pid;
-	unsigned long n;
-};
-
 static int cmp_key_pid(const void *a, const void *b)
 {
 	const struct count_row *x = a, *y = b;
@@ -286,13 +280,14 @@ out:
 	return ret;
 }
 
-/* With records: TIME_WAIT per process, and what could not be attributed. */
-static int show_processes(const struct tw_state *st, double now, bool json,
-			  const struct rec_stats *rs)
+/*
+ * With records: the TIME_WAIT sockets of st counted per process (comm and
+ * pid), and what could not be attributed. Takes st over.
+ */
+static int attribute(struct tw_state *st, double now, struct tw_attribution *a)
 {
-	unsigned long no_record = 0, too_old = 0;
 	struct count_row *rows;
-	size_t n = 0, attributed;
+	size_t n = 0;
 
 	rows = calloc(st->n + 1, sizeof(*rows));
 	if (!rows)
@@ -301,47 +296,107 @@ static int show_processes(const struct tw_state *st, double now, bool json,
 		const struct tw_sock *s = &st->s[i];
 
 		if (!s->matched)
-			no_record++;
+			a->no_record++;
 		else if (s->ts < now - TW_TIMEWAIT_SEC - TW_MATCH_SLACK_SEC)
-			too_old++;
+			a->too_old++;
 		else
 			rows[n++] = (struct count_row){ .key = s->comm, .pid = s->pid, .n = 1 };
 	}
-	attributed = n;
-	n = fold(rows, n);
+	a->total = st->n;
+	a->attributed = n;
+	a->rows = rows;
+	a->nrows = fold(rows, n);
+	a->priv = st;
+	return 0;
+}
+
+static void state_free(struct tw_state *st)
+{
+	for (size_t i = 0; i < st->n; i++)
+		free(st->s[i].comm);
+	free(st->s);
+	free(st->index);
+}
+
+void tw_attribution_free(struct tw_attribution *a)
+{
+	if (a->priv) {
+		state_free(a->priv);
+		free(a->priv);
+	}
+	free(a->rows);
+	memset(a, 0, sizeof(*a));
+}
+
+int tw_attribute(const char *prog, char *const *logs, int nlogs, struct tw_attribution *a)
+{
+	struct tw_state *st = calloc(1, sizeof(*st));
+	double now = now_realtime();
+	int err, ret = 0;
+
+	memset(a, 0, sizeof(*a));
+	if (!st)
+		return -ENOMEM;
+	err = diag_dump(1u << TW_TIME_WAIT, collect_cb, st);
+	if (err) {
+		fprintf(stderr, "%s: sock_diag: %s\n", prog, strerror(-err));
+		ret = err;
+		goto fail;
+	}
+	if (index_build(st)) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < nlogs && !st->oom; i++)
+		if (records_read(prog, logs[i], match_cb, st, &a->rs))
+			ret = -EIO;
+	records_summary(prog, &a->rs);
+	if (st->oom || attribute(st, now, a)) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		ret = -ENOMEM;
+		goto fail;
+	}
+	return ret;
+fail:
+	state_free(st);
+	free(st);
+	return ret;
+}
+
+/* With records: TIME_WAIT per process, and what could not be attributed. */
+static void show_processes(const struct tw_attribution *a, bool json)
+{
 	if (json) {
 		json_t *root = json_pack("{s:I,s:I,s:o,s:{s:I,s:I},s:I,s:I}",
-					 "timewait", (json_int_t)st->n,
-					 "attributed", (json_int_t)attributed,
-					 "processes", rows_json(rows, n, "comm", true),
+					 "timewait", (json_int_t)a->total,
+					 "attributed", (json_int_t)a->attributed,
+					 "processes", rows_json(a->rows, a->nrows, "comm", true),
 					 "unattributed",
-					 "no_record", (json_int_t)no_record,
-					 "record_too_old", (json_int_t)too_old,
-					 "records", (json_int_t)rs->records,
-					 "malformed", (json_int_t)rs->malformed);
+					 "no_record", (json_int_t)a->no_record,
+					 "record_too_old", (json_int_t)a->too_old,
+					 "records", (json_int_t)a->rs.records,
+					 "malformed", (json_int_t)a->rs.malformed);
 
 		json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
 		json_decref(root);
 	} else {
 		printf("TIME_WAIT sockets in this network namespace: %zu, attributed: %zu\n",
-		       st->n, attributed);
-		if (n) {
+		       a->total, a->attributed);
+		if (a->nrows) {
 			putchar('\n');
-			print_rows("PROCESS", rows, n, true);
+			print_rows("PROCESS", a->rows, a->nrows, true);
 		}
-		if (no_record || too_old) {
+		if (a->no_record || a->too_old) {
 			struct count_row why[2] = {
-				{ .key = "no record", .n = no_record },
-				{ .key = "record too old", .n = too_old },
+				{ .key = "no record", .n = a->no_record },
+				{ .key = "record too old", .n = a->too_old },
 			};
 
 			putchar('\n');
 			print_rows("NOT ATTRIBUTED", why, 2, false);
 		}
 	}
-	free(rows);
-	return 0;
 }
 
 int cmd_tw(int argc, char **argv)
@@ -352,9 +407,8 @@ int cmd_tw(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tw_state st = { 0 };
-	struct rec_stats rs = { 0 };
+	struct tw_attribution a;
 	bool json = false;
-	double now;
 	int opt, ret = EXIT_OK, err;
 
 	opterr = 0;
@@ -372,35 +426,24 @@ int cmd_tw(int argc, char **argv)
 		}
 	}
 
-	now = now_realtime();
+	if (optind < argc) {
+		err = tw_attribute("twshim tw", argv + optind, argc - optind, &a);
+		if (err == -EIO || !err)
+			show_processes(&a, json);
+		if (err)
+			ret = EXIT_FAIL;
+		tw_attribution_free(&a);
+		goto out;
+	}
 	err = diag_dump(1u << TW_TIME_WAIT, collect_cb, &st);
 	if (err) {
 		fprintf(stderr, "twshim tw: sock_diag: %s\n", strerror(-err));
 		ret = EXIT_FAIL;
-		goto out;
-	}
-	if (optind >= argc) {
-		if (show_endpoints(&st, json))
-			ret = EXIT_FAIL;
-		goto out;
-	}
-	if (index_build(&st)) {
-		ret = EXIT_FAIL;
-		goto out;
-	}
-	for (int i = optind; i < argc && !st.oom; i++)
-		if (records_read("twshim tw", argv[i], match_cb, &st, &rs))
-			ret = EXIT_FAIL;
-	records_summary("twshim tw", &rs);
-	if (st.oom || show_processes(&st, now, json, &rs)) {
-		fprintf(stderr, "twshim tw: out of memory\n");
+	} else if (show_endpoints(&st, json)) {
 		ret = EXIT_FAIL;
 	}
+	state_free(&st);
 out:
-	for (size_t i = 0; i < st.n; i++)
-		free(st.s[i].comm);
-	free(st.s);
-	free(st.index);
 	if (fflush(stdout))
 		ret = EXIT_FAIL;
 	return ret;

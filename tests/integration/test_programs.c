@@ -921,7 +921,8 @@ Test(programs, static_binary_runs_untouched_and_unrecorded, .timeout = 90)
 	bin = lab_path("tw-client-static");
 	cc = lab_run("cc", NULL, RUN_MS, "/bin/sh", "-c",
 		     lab_fmt("exec ${CC:-cc} -std=gnu11 -D_GNU_SOURCE -O1 -static -o '%s' "
-			     "'%s/examples/tw-client.c' -lpthread", bin, src), NULL);
+			     "-I'%s/examples/common' '%s/examples/tw-client.c' "
+			     "'%s/examples/common/common.c' -lpthread", bin, src, src, src), NULL);
 	if (lab_exit_code(cc) != 0)
 		cr_skip_test("cannot link statically here (libc6-dev): %s", lab_stderr(cc));
 	log = lab_path("client.jsonl");

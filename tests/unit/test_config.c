@@ -99,8 +99,14 @@ static const struct {
 	{ "bad-exit-wait", 2, "exit_wait_ms: expected a number from 0 to 600000" },
 	{ "bad-fallback", 3, "fallback: expected normal or abort" },
 	{ "bad-include-missing", 2, "cannot open include file" },
+	{ "bad-learn", 2, "learn: expected on or off" },
 	{ "bad-log-empty", 2, "log: expected a path, stderr, syslog or none" },
 	{ "bad-log-type", 2, "log: expected a path, stderr, syslog or none" },
+	{ "bad-log-only", 2, "log_only: expected all or tw_local" },
+	{ "bad-log-only-rule", 3, "log_only: expected all or tw_local" },
+	{ "bad-log-sample-range", 3, "log_sample: expected a number from 1 to 1000000" },
+	{ "bad-log-sample-string", 2, "log_sample: expected a number from 1 to 1000000" },
+	{ "bad-log-sample-zero", 2, "log_sample: expected a number from 1 to 1000000" },
 	{ "bad-match-at-top", 2, "process: allowed only in a rule" },
 	{ "bad-name-in-rule", 3, "name: allowed only in an arm" },
 	{ "bad-other-process-rule", 3, "close: expected normal, defer or abort" },
@@ -130,6 +136,8 @@ static const struct {
 	{ "bad-rules-in-rule", 3, "rules: allowed only at the top level" },
 	{ "bad-rules-type", 2, "rules: expected a list of rules ( { ... }, { ... } )" },
 	{ "bad-split", 3, "split: expected connection or process" },
+	{ "bad-stats-empty", 2, "stats: expected a directory or none" },
+	{ "bad-stats-type", 2, "stats: expected a directory or none" },
 	{ "bad-syntax", 3, "syntax error" },
 	{ "bad-syntax-brace", 4, "syntax error" },
 	{ "bad-too-many-arms", 68, "arms: more than 64 arms in all" },
@@ -240,6 +248,48 @@ Test(config, top_level_sets_every_key)
 	cr_assert_eq(p.arm, 0);
 	cr_assert(conf_reuseaddr(c));
 	cr_assert(conf_tracking(c));
+	conf_free(c);
+}
+
+Test(config, production_keys_sample_filter_and_count)
+{
+	struct conf *c = load(FIX "good-production.conf", "curl", NULL);
+	struct tw_policy p;
+
+	resolve(c, TW_ROLE_CLIENT, "192.0.2.1", 443, 0, &p);
+	cr_assert_eq(conf_log_sample(c, &p), 10);
+	cr_assert_eq(p.log_only, TW_LOG_TW_LOCAL);
+	cr_assert_not(p.learn);
+	resolve(c, TW_ROLE_CLIENT, "192.0.2.1", 80, 0, &p);
+	cr_assert_eq(conf_log_sample(c, &p), 100, "the port rule samples otherwise");
+	cr_assert_eq(p.log_only, TW_LOG_ALL);
+	cr_assert(p.learn);
+	cr_assert_str_eq(conf_stats_dir(c), "/run/twshim",
+			 "a rule matched by port does not choose the process's directory");
+	cr_assert(conf_tracking(c));
+	conf_free(c);
+
+	c = load(FIX "good-production.conf", "nginx", NULL);
+	cr_assert_str_eq(conf_stats_dir(c), "/run/twshim-nginx");
+	conf_free(c);
+}
+
+Test(config, stats_alone_turns_tracking_on)
+{
+	struct conf *c = load(FIX "good-empty.conf", "x", "stats=/tmp/s");
+	struct tw_policy p;
+
+	cr_assert(conf_tracking(c), "counters need the connections tracked, log or not");
+	cr_assert_str_eq(conf_stats_dir(c), "/tmp/s");
+	resolve(c, TW_ROLE_CLIENT, NULL, 1, 0, &p);
+	cr_assert_eq(p.sink, TW_SINK_NONE);
+	cr_assert_eq(conf_log_sample(c, &p), 1);
+	cr_assert_eq(p.log_only, TW_LOG_ALL);
+	cr_assert(p.learn, "learn is on by default");
+	conf_free(c);
+
+	c = load(FIX "good-production.conf", "x", "stats=none");
+	cr_assert_null(conf_stats_dir(c));
 	conf_free(c);
 }
 

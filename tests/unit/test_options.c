@@ -183,6 +183,15 @@ Test(options, mistakes_give_one_exact_line)
 		{ "fallback=defer", "TWSHIM_OPTIONS: fallback: expected normal or abort" },
 		{ "reuseaddr=yes", "TWSHIM_OPTIONS: reuseaddr: expected 1, 0, true or false" },
 		{ "log=", "TWSHIM_OPTIONS: log: expected a path, stderr, syslog or none" },
+		{ "log_sample=0",
+		  "TWSHIM_OPTIONS: log_sample: expected a number from 1 to 1000000" },
+		{ "log_sample=1000001",
+		  "TWSHIM_OPTIONS: log_sample: expected a number from 1 to 1000000" },
+		{ "log_sample=1/10",
+		  "TWSHIM_OPTIONS: log_sample: expected a number from 1 to 1000000" },
+		{ "log_only=local", "TWSHIM_OPTIONS: log_only: expected all or tw_local" },
+		{ "stats=", "TWSHIM_OPTIONS: stats: expected a directory or none" },
+		{ "learn=1", "TWSHIM_OPTIONS: learn: expected on or off" },
 		{ "clsoe=defer", "TWSHIM_OPTIONS: unknown key \"clsoe\"" },
 		{ "close=defer,bogus=1", "TWSHIM_OPTIONS: unknown key \"bogus\"" },
 		{ "defer", "TWSHIM_OPTIONS: \"defer\": expected key=value" },
@@ -207,6 +216,31 @@ Test(options, mistakes_give_one_exact_line)
 		cr_assert_str_eq(err, cases[i].msg, "for \"%s\"", cases[i].opts);
 		cr_assert_null(strchr(err, '\n'));
 	}
+}
+
+Test(options, production_keys)
+{
+	struct tw_policy p;
+	struct conf *c;
+	char err[256] = "";
+
+	cr_assert_eq(opts_policy("log_sample=1000000,log_only=tw_local,stats=/run/tw,learn=off",
+				 &p, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(conf_log_sample(c, &p), 1000000);
+	cr_assert_eq(p.log_only, TW_LOG_TW_LOCAL);
+	cr_assert_not(p.learn);
+	cr_assert_str_eq(conf_stats_dir(c), "/run/tw");
+	cr_assert(conf_tracking(c));
+	conf_free(c);
+
+	cr_assert_eq(opts_policy("log_sample=7,log_sample=1,log_only=all,learn=on", &p, &c, err,
+				 sizeof(err)), 0, "%s", err);
+	cr_assert_eq(conf_log_sample(c, &p), 1, "the last value wins");
+	cr_assert_eq(p.log_only, TW_LOG_ALL);
+	cr_assert(p.learn);
+	cr_assert_null(conf_stats_dir(c));
+	cr_assert_not(conf_tracking(c));
+	conf_free(c);
 }
 
 Test(options, replaced_log_leaves_no_sink_behind)

@@ -218,6 +218,17 @@ Test(report, counts_per_process_equal_the_records)
 	json_decref(j);
 }
 
+Test(report, sampled_records_count_for_the_connections_they_stand_for)
+{
+	json_t *j = report_json("process", FIXTURES "sampled.jsonl");
+
+	/* two records of 1 in 10, one whole; a sample of 0 or "3" is no record */
+	expect_counts(group(j, "edge"), 21, 11, 10, 0, 10, 10, 0);
+	cr_expect_eq(num(j, "records"), 3);
+	cr_expect_eq(num(j, "malformed"), 2);
+	json_decref(j);
+}
+
 Test(report, by_remote_groups_hosts_and_folds_mapped_ipv4)
 {
 	json_t *j = report_json("remote", FIXTURES "basic.jsonl");
