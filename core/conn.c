@@ -395,7 +395,10 @@ static void adopt_forked(int fd, uint32_t v)
 {
 	struct tw_conn *c = take_over(fd, TW_ROLE_CLIENT, v);
 
-	if (c && (v & FDT_TCP_DUPED))
+	if (!c)
+		return;
+	c->flags |= CONN_TAKEN;
+	if (v & FDT_TCP_DUPED)
 		link_dups(c, fd);
 }
 
@@ -506,6 +509,26 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 		c->state = o->before;
 }
 
+/* Another process may hold c: open across a fork or exec, or sent away. */
+static bool maybe_shared(const struct tw_conn *c)
+{
+	return c->gen != atomic_load(&rt.forkgen) ||
+	       (c->flags & (CONN_SHARED | CONN_INHERITED));
+}
+
+/*
+ * A connection open across fork or exec, found ours alone now. The holder
+ * that just let go may be recording it at this instant: the first to claim
+ * its cookie does. False when the other holder did.
+ */
+static bool claim_alone(int fd)
+{
+	uint64_t cookie;
+	socklen_t cl = sizeof(cookie);
+
+	return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0 || shared_claim(cookie);
+}
+
 /* The library's copy of c's socket for the closer (marked in the table), or -1. */
 static int closer_copy(struct tw_conn *c, int fd)
 {
@@ -561,8 +584,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
 	};
-	bool shared = c->gen != atomic_load(&rt.forkgen) ||
-		      (c->flags & (CONN_SHARED | CONN_INHERITED));
+	bool shared = maybe_shared(c);
 	uint64_t cookie = DIAG_ANY_COOKIE;
 	socklen_t cl = sizeof(cookie);
 	struct verdict v;
@@ -572,16 +594,9 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	observe_at_close(c, fd, via, &o);
 	if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
 	    !holders_elsewhere(fd)) {
-		/*
-		 * Open across fork or exec, but ours alone now. The holder
-		 * that just let go may be recording it at this instant: the
-		 * first to claim its cookie does.
-		 */
-		if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) == 0 &&
-		    !shared_claim(cookie))
+		if (!claim_alone(fd))
 			o.before = 0;
 		shared = false;
-		cookie = DIAG_ANY_COOKIE;
 	}
 	o.shared = shared;
 	if (shared && getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
@@ -626,8 +641,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	saved = errno;
 	if (v.act == DO_CLOSE_ASK) {
 		struct verdict a;
-
-		uint64_t found = DIAG_ANY_COOKIE;
+		uint64_t found;
 
 		o.after = observe_after(&c->local, &c->remote, cookie, &o.after_state, &found);
 		if (o.after == AFTER_HELD && rt_foreign()) {
@@ -643,13 +657,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 			c->bytes_received += c->bytes_received != 0;
 		}
 		v.end = a.end;
-		/*
-		 * A holder the library did not know of (a child forked
-		 * between socket() and connect()) may be recording this end
-		 * at the same instant: the first to claim the cookie does.
-		 */
-		if (o.after == AFTER_ORPHAN && !shared)
-			cookie = found;
+		/* another holder may be recording this end at the same instant: the first claim does */
 		if (v.record && cookie != DIAG_ANY_COOKIE && !shared_claim(cookie))
 			v.record = false;
 	}
@@ -830,18 +838,25 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	struct verdict v;
 	int libfd;
 
-	if ((c->gen != atomic_load(&rt.forkgen) || (c->flags & (CONN_SHARED | CONN_INHERITED))) &&
-	    ((c->flags & CONN_SHARED) || holders_elsewhere(fd))) {
+	bool shared = maybe_shared(c);
+
+	if ((c->flags & CONN_TAKEN) ||
+	    (shared && ((c->flags & CONN_SHARED) || holders_elsewhere(fd)))) {
 		/*
 		 * Another process holds it too. This one lets go now, as a
 		 * close: left to the end of the process, its reference would
 		 * outlive the other holder's close, which then saw it still
 		 * held and recorded nothing, and nobody would record the end.
+		 * So does one the program here never used as a connection
+		 * (CONN_TAKEN), whose other holder has just let go: what its
+		 * end will be is then known, not foretold.
 		 */
-			conn_end(c, fd, via, op_close, NULL);
+		conn_end(c, fd, via, op_close, NULL);
 		return;
 	}
 	observe_at_close(c, fd, via, &o);
+	if (shared && !claim_alone(fd))
+		o.before = 0;
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
 		o.outq_empty = observe_outq(fd) == 0;
 	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)

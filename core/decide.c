@@ -33,9 +33,17 @@ static bool open_state(int s)
  */
 static struct verdict after_close(const struct observed *o)
 {
-	uint8_t end;
+	uint8_t end, after = o->after;
 
-	switch (o->after) {
+	/*
+	 * A socket over already (CLOSE) had left the kernel's tables, and
+	 * its 4-tuple was free for a new connection (another thread's
+	 * connect may take it at once): only a TIME_WAIT entry can be its own.
+	 */
+	if (o->before == TW_CLOSE && (after == AFTER_HELD ||
+				      (after == AFTER_ORPHAN && o->after_state != TW_TIME_WAIT)))
+		after = AFTER_GONE;
+	switch (after) {
 	case AFTER_HELD:
 		return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
 	case AFTER_ORPHAN:

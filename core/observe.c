@@ -98,8 +98,8 @@ static void nl_give(int fd, bool kept, bool ok)
 }
 
 /* One question: 1 and *ds when the kernel has a socket of exactly this 4-tuple. */
-static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
-	       struct diag_sock *ds)
+static int ask_once(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
+		    struct diag_sock *ds)
 {
 	bool kept;
 	int fd = nl_take(&kept), r;
@@ -112,6 +112,20 @@ static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64
 	if (r == 1 && (ds->state == TW_LISTEN || ds->remote.port != remote->port))
 		r = 0;
 	return r;
+}
+
+/*
+ * A socket caught as it leaves the tables shows CLOSE (found on its way to
+ * TIME_WAIT, or out): where it went is what the next question finds.
+ */
+static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
+	       struct diag_sock *ds)
+{
+	int r = ask_once(local, remote, cookie, ds);
+
+	for (int i = 0; i < 3 && r == 1 && ds->state == TW_CLOSE; i++)
+		r = ask_once(local, remote, cookie, ds);
+	return r == 1 && ds->state == TW_CLOSE ? 0 : r;
 }
 
 /*

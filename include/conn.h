@@ -59,6 +59,11 @@ enum conn_flags {
 	 */
 	CONN_INHERITED	= 1 << 5,
 	CONN_HELD	= 1 << 6,	/* closer: a copy, while the exiting program keeps its fd */
+	/*
+	 * taken over at its close, exit or exec: another process connected
+	 * it after a fork, and the program here never used it as a connection
+	 */
+	CONN_TAKEN	= 1 << 7,
 };
 
 int conn_slots_init(void);
