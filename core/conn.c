@@ -448,6 +448,15 @@ static int set_linger0(int fd)
 	return (int)syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
+/* What a verdict does before the close: the policy and why the record names, a reset. */
+static void act_before_close(struct tw_conn *c, int fd, const struct verdict *v)
+{
+	c->mode = v->mode;
+	c->why = v->why;
+	if (v->act == DO_RESET)
+		set_linger0(fd);
+}
+
 /*
  * The program's own shutdown(SHUT_WR) just sent its FIN: the state it
  * produced says which FIN was first. FIN_WAIT or CLOSING, this side's (both
@@ -633,10 +642,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		o.closer_why = WHY_NO_FD;
 		v = decide(&o);
 	}
-	c->mode = v.mode;
-	c->why = v.why;
-	if (v.act == DO_RESET)
-		set_linger0(fd);
+	act_before_close(c, fd, &v);
 	ret = op(fd, arg);
 	saved = errno;
 	if (v.act == DO_CLOSE_ASK) {
@@ -877,10 +883,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		}
 		v = decide(&o);
 	}
-	c->mode = v.mode;
-	c->why = v.why;
-	if (v.act == DO_RESET)
-		set_linger0(fd);
+	act_before_close(c, fd, &v);
 	if (v.record)
 		conn_record(c, (enum tw_end)v.end, false, 0);
 	conn_free(c);

@@ -184,6 +184,65 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 }
 
 /*
+ * fork-hold: 30 sockets, each made before a fork and connected by one of the
+ * two processes, whose close comes while the other still holds it. The
+ * other's table knows the socket only as unconnected; the connection is
+ * recorded once, by whichever process ends it, with the end the kernel
+ * shows.
+ */
+static json_t *fork_hold(const char *how, struct lab_proc **cp)
+{
+	const char *log, *prog;
+	struct lab_proc *s, *c;
+	struct lab_tw_diff diff;
+	json_t *recs;
+	char *out;
+	int port;
+
+	lab_enter(1000);
+	prog = lab_test_program("tw-stress", RUN_MS);
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = quick_server(port);
+	no_exit_leak_check();
+	c = lab_run("client", mixed(log, 300, 34), RUN_MS, prog, "fork-hold", "-n", "30",
+		    "--child-ms", "30", "--sleep-end", "500", how, lab_addr4(port), NULL);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
+	cr_assert_eq(lab_value_long(out, "ok"), 30, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", 30);
+	lab_rec_assert_all(recs, "", "role=client,state!=UNKNOWN");
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
+	lab_stop(s, 5000);
+	*cp = c;
+	return recs;
+}
+
+/*
+ * The parent connects and closes; the child exits or execs 30 ms after the
+ * fork, and usually ends it (which process does depends on the timing).
+ */
+Test(stress, socket_forked_before_the_parent_connects_is_recorded_once, .timeout = 120)
+{
+	struct lab_proc *c;
+
+	fork_hold("--", &c);
+}
+
+/* the child connects and closes; the parent's close, after the child is gone, ends it */
+Test(stress, socket_forked_before_the_child_connects_is_recorded_by_the_parent_that_ends_it,
+     .timeout = 120)
+{
+	struct lab_proc *c;
+	json_t *recs = fork_hold("--child-connects", &c);
+
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,via=close", c->pid));
+}
+
+/*
  * One process serving itself: 8 client threads × 1,000 connections and 4
  * accepting threads, all interrupted by SIGUSR1 every 100 us (no
  * SA_RESTART): connect, accept, reads and writes return EINTR and are
