@@ -137,6 +137,32 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 }
 
 /*
+ * A namespace for a client that forks: a quick server on a new port, the
+ * path of the client's log, and no leak check at exit in its children.
+ */
+static struct lab_proc *forking_lab(int max_tw, const char **log, int *port)
+{
+	lab_enter(max_tw);
+	*log = lab_path("client.jsonl");
+	*port = lab_port();
+	no_exit_leak_check();
+	return quick_server(*port);
+}
+
+/* The client's records: `total`, each with a state, and each tw as the kernel shows. */
+static json_t *records_one_each(const char *log, size_t total, int port)
+{
+	struct lab_tw_diff diff;
+	json_t *recs = lab_records_checked(log);
+
+	lab_rec_assert_all(recs, "", "state!=UNKNOWN");
+	lab_rec_assert_count(recs, "", total);
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
+	return recs;
+}
+
+/*
  * 8 threads × 1,000 connections under the mix while another thread forks
  * without pause; children exit at once (_exit, exit with the library's
  * destructor, exec of /bin/true). Children hold copies of whatever was open
@@ -148,17 +174,12 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	const long total = 8 * 1000;
 	const char *log, *prog;
 	struct lab_proc *s, *c;
-	struct lab_tw_diff diff;
 	json_t *recs;
 	char *out;
 	int port;
 
-	lab_enter(10000);
+	s = forking_lab(10000, &log, &port);
 	prog = lab_test_program("tw-stress", RUN_MS);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = quick_server(port);
-	no_exit_leak_check();
 	c = lab_run("client", mixed(log, 2000, 20), RUN_MS, prog, "fork-race", "--threads", "8",
 		    "-n", "1000", "--child-ms", "2", "--sleep-end", "2500", lab_addr4(port), NULL);
 	out = lab_stdout(c);
@@ -172,14 +193,10 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	/* one socket may stay: the library's own for sock_diag questions */
 	cr_assert_leq(lab_value_long(out, "sockets_end"), 1, "sockets left open: %s", out);
 
-	recs = lab_records_checked(log);
 	/* a child records only what it held: never a connection it had no fd for */
-	lab_rec_assert_all(recs, "", "state!=UNKNOWN");
-	lab_rec_assert_count(recs, "", (size_t)total);
+	recs = records_one_each(log, (size_t)total, port);
 	lab_rec_assert_all(recs, "", "role=client,comm=tw-stress");
 	assert_arms(recs);
-	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
-	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
 }
 
@@ -194,28 +211,20 @@ static json_t *fork_hold(const char *how, struct lab_proc **cp)
 {
 	const char *log, *prog;
 	struct lab_proc *s, *c;
-	struct lab_tw_diff diff;
 	json_t *recs;
 	char *out;
 	int port;
 
-	lab_enter(1000);
+	s = forking_lab(1000, &log, &port);
 	prog = lab_test_program("tw-stress", RUN_MS);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = quick_server(port);
-	no_exit_leak_check();
 	c = lab_run("client", mixed(log, 300, 34), RUN_MS, prog, "fork-hold", "-n", "30",
 		    "--child-ms", "30", "--sleep-end", "500", how, lab_addr4(port), NULL);
 	out = lab_stdout(c);
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
 	cr_assert_eq(lab_value_long(out, "ok"), 30, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
-	recs = lab_records_checked(log);
-	lab_rec_assert_count(recs, "", 30);
-	lab_rec_assert_all(recs, "", "role=client,state!=UNKNOWN");
-	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
-	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
+	recs = records_one_each(log, 30, port);
+	lab_rec_assert_all(recs, "", "role=client");
 	lab_stop(s, 5000);
 	*cp = c;
 	return recs;
