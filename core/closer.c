@@ -6,8 +6,10 @@
  * The program's close hands a connection over through a lock-free stack and an
  * eventfd (async-signal-safe, no allocation). The thread waits with epoll on
  * every deferred socket and on the earliest deadline of a binary min-heap, so
- * each event costs O(log n). Incoming data is read and dropped, so that the
- * final close is never turned into a reset by unread data.
+ * each event costs O(log n). It never reads the peer's data: a peek tells
+ * the peer's FIN from its data, and data is answered with a reset at once,
+ * as the kernel's closed socket would answer it. Its fds and its thread come
+ * at the first connection that may be deferred, not before.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +28,13 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
+#include "closer.h"
+#include "decide.h"
+#include "diag.h"
 #include "diagmsg.h"
-#include "runtime.h"
+#include "observe.h"
 
 #define CLOSER_EVENTS	128
-#define CLOSER_READS	16	/* reads per event before others get a turn */
 #define ABORT_POLL_MAX	6	/* abort polls SIOCOUTQ after 1, 2, 4 ... 64 ms */
 
 static struct {
@@ -52,8 +56,6 @@ static struct {
 	.epfd = -1,
 	.evfd = -1,
 };
-
-static char scratch[65536];	/* where dropped data goes; only the thread reads into it */
 
 bool closer_running(void)
 {
@@ -162,99 +164,103 @@ static uint64_t final_ns(const struct tw_conn *c)
 	return cl.exiting && e < t ? e : t;
 }
 
-/* Ends c now, records it, and gives its slot back. Holds cl.lock. */
-static void finish(struct tw_conn *c, enum tw_end end, bool timeout)
+/*
+ * Acts on the verdict for c: a reset (SO_LINGER {1,0}) or a close of the
+ * library's copy, and, when the close sent the FIN, the kernel asked who was
+ * first. A copy held while the exiting program keeps its fd only leaves
+ * epoll and goes: the kernel's close at the end of the process ends it.
+ * Records, and gives the slot back. Holds cl.lock.
+ */
+static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 {
 	heap_remove(c);
-	if (end == TW_END_ABORT) {
+	if (c->flags & CONN_HELD)
+		epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_DEL, c->libfd, NULL);
+	if (v.act == DO_RESET) {
 		struct linger l = { .l_onoff = 1, .l_linger = 0 };
 
 		syscall(SYS_setsockopt, c->libfd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 	}
-	conn_record(c, end, timeout, clock_mono_ns());
 	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
+	if (v.act == DO_CLOSE_ASK) {
+		struct verdict a;
+		uint64_t found;
+
+		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state,
+					 &found);
+		a = decide(o);
+		v.end = a.end;
+	}
+	if (v.why)
+		c->why = v.why;
+	if (v.record)
+		conn_record(c, (enum tw_end)v.end, v.timeout, clock_mono_ns());
 	conn_free(c);
 	atomic_fetch_sub(&cl.count, 1);
 }
 
 /*
- * Reads and drops what the peer sent. Returns 1 when the connection ended
- * (the peer's FIN or a reset), 0 when it goes on.
+ * Looks at c (now: a peek; at a deadline also SIOCOUTQ) and acts on what
+ * decide() makes of it. Returns true when c is over.
  */
-static int drain(struct tw_conn *c)
+static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
 {
-	for (int i = 0; i < CLOSER_READS; i++) {
-		ssize_t n = recv(c->libfd, scratch, sizeof(scratch), MSG_DONTWAIT);
+	struct observed o = {
+		.who = (uint8_t)who,
+		.mode = c->mode,
+		.fallback = c->pol.fallback,
+		.before = TW_ESTABLISHED,
+		.held = (c->flags & CONN_HELD) != 0,
+		.linger0 = false,
+	};
+	struct verdict v;
 
-		if (n > 0)
-			continue;
-		if (n == 0) {
-			finish(c, TW_END_PASSIVE, false);
-			return 1;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN)
-			return 0;
-		finish(c, TW_END_RESET, false);
-		return 1;
+	o.unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
+	if (who == WHO_DEADLINE && o.unread == UNREAD_NONE) {
+		o.final = now >= final_ns(c);
+		o.outq_empty = observe_outq(c->libfd) == 0;
 	}
-	return 0;
+	v = decide(&o);
+	if (v.act == DO_KEEP)
+		return false;
+	finish(c, &o, v);
+	return true;
 }
 
 static void on_event(struct tw_conn *c, uint32_t events)
 {
-	int err = 0;
-	socklen_t el = sizeof(err);
-
-	if (drain(c))
+	if (look(c, WHO_EVENT, 0))
 		return;
 	if (events & (EPOLLERR | EPOLLHUP)) {
-		getsockopt(c->libfd, SOL_SOCKET, SO_ERROR, &err, &el);
-		finish(c, TW_END_RESET, false);
+		struct observed o = { .who = WHO_EVENT, .mode = c->mode, .unread = UNREAD_ERROR,
+				      .held = (c->flags & CONN_HELD) != 0 };
+
+		finish(c, &o, decide(&o));
 	}
 }
 
 /*
- * A deadline passed. `abort` looks whether the peer has acknowledged all
- * the program wrote (SIOCOUTQ = 0) and resets then, backing off while it
- * waits; at defer_ms it resets anyway. `defer` applies its fallback at
- * defer_ms: the peer's FIN did not come.
+ * A deadline passed. `abort` resets once the peer has acknowledged all the
+ * program wrote (SIOCOUTQ = 0), backing off while it waits; `defer` applies
+ * its fallback at defer_ms: the peer's FIN did not come. A reset that would
+ * lose data is not made: a close instead (why: unacked).
  */
 static void on_deadline(struct tw_conn *c, uint64_t now)
 {
 	uint64_t fin = final_ns(c);
-	int q = 0;
 
-	if (drain(c))
+	if (look(c, WHO_DEADLINE, now))
 		return;
 	if (c->mode == TW_CLOSE_ABORT) {
-		if (ioctl(c->libfd, SIOCOUTQ, &q) == 0 && q == 0) {
-			finish(c, TW_END_ABORT, false);
-			return;
-		}
-		if (now >= fin) {
-			finish(c, TW_END_ABORT, true);
-			return;
-		}
 		c->deadline_ns = now + (1000000ull << c->backoff);
 		if (c->backoff < ABORT_POLL_MAX)
 			c->backoff++;
 		if (c->deadline_ns > fin)
 			c->deadline_ns = fin;
-		heap_fix(c->heap);
-		return;
-	}
-	if (now < fin) {
+	} else {
 		c->deadline_ns = fin;
-		heap_fix(c->heap);
-		return;
 	}
-	if (c->pol.fallback == TW_FALLBACK_ABORT) {
-		finish(c, TW_END_ABORT, true);
-		return;
-	}
-	finish(c, TW_END_ACTIVE, true);
+	heap_fix(c->heap);
 }
 
 /* Takes what close handed over: into epoll and the heap. Holds cl.lock. */
@@ -272,8 +278,12 @@ static void take_submissions(void)
 		if (c->deadline_ns > final_ns(c))
 			c->deadline_ns = final_ns(c);
 		if (heap_push(c) < 0) {
+			struct observed o = { .who = WHO_DEADLINE, .mode = c->mode,
+					      .before = TW_ESTABLISHED, .final = true,
+					      .held = (c->flags & CONN_HELD) != 0 };
+
 			c->heap = UINT32_MAX;
-			finish(c, TW_END_ACTIVE, false);
+			finish(c, &o, decide(&o));
 			continue;
 		}
 		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
@@ -337,9 +347,8 @@ static void *closer_main(void *arg)
 }
 
 /*
- * The closer's epoll and eventfd, in the library's fd range. Made at start-up
- * when the settings may defer, so that the program's fd table does not grow
- * under it later. Holds start_lock, or runs in a fork child.
+ * The closer's epoll and eventfd, in the library's fd range. Made with the
+ * thread, at the first connection that may be deferred. Holds start_lock.
  */
 static int closer_fds(void)
 {
@@ -368,16 +377,6 @@ static int closer_fds(void)
 	return 0;
 fail:
 	libfd_close(ep);
-	return err;
-}
-
-int closer_init(void)
-{
-	int err;
-
-	pthread_mutex_lock(&cl.start_lock);
-	err = closer_fds();
-	pthread_mutex_unlock(&cl.start_lock);
 	return err;
 }
 
@@ -453,8 +452,8 @@ void closer_evict(int fd)
 	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
 	if (nfd >= 0) {
 		fdtab_set((int)nfd, mark);
-		if (mark > FDT_LIBCONN && mark < FDT_LIB)
-			conn_at((mark & ~FDT_LIBCONN) - 1)->libfd = (int)nfd;
+		if (fdt_is_libconn(mark))
+			conn_at(fdt_index(mark))->libfd = (int)nfd;
 		if (atomic_load(&cl.epfd) == fd)
 			atomic_store(&cl.epfd, (int)nfd);
 		if (atomic_load(&cl.evfd) == fd)
@@ -524,7 +523,6 @@ static void forget(struct tw_conn *c)
 void closer_fork_child(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
-	bool had_fds = atomic_load(&cl.epfd) >= 0;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -547,7 +545,5 @@ void closer_fork_child(void)
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
 	pthread_cond_init(&cl.idle, NULL);
-	/* the epoll instance was the parent's too: the child needs its own */
-	if (had_fds)
-		closer_fds();
+	/* the epoll instance was the parent's: the child makes its own when it defers */
 }

@@ -20,8 +20,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+#include "decide.h"
 #include "diag.h"
 #include "diagmsg.h"
+#include "observe.h"
 #include "runtime.h"
 #include "stats.h"
 
@@ -139,11 +141,28 @@ static void table_leave(void)
 	atomic_fetch_sub(&table_busy, 1);
 }
 
+/*
+ * Every TCP socket that is no connection yet is now held by the child too,
+ * and either process may connect it while the other's table still says it
+ * is none: both copies of the table mark it (FDT_TCP_FORKED), so that the
+ * process whose close ends it finds the connection (adopt_forked()). The
+ * walk runs with the table's changes held off, up to the highest fd that
+ * ever held a TCP socket.
+ */
 void conn_fork_prepare(void)
 {
+	int hi;
+
 	atomic_store(&table_forking, true);
 	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
 		sched_yield();
+	hi = atomic_load(&fd_hi);
+	for (int fd = 0; fd <= hi; fd++) {
+		uint32_t v = fdtab_get(fd);
+
+		if (fdt_is_tcp(v) && !(v & FDT_TCP_FORKED))
+			fdtab_replace(fd, v, v | FDT_TCP_FORKED);
+	}
 }
 
 void conn_fork_parent(void)
@@ -155,6 +174,25 @@ void conn_fork_child(void)
 {
 	atomic_store(&table_busy, 0);
 	atomic_store(&table_forking, false);
+	observe_fork_child();
+}
+
+/*
+ * socket() runs between these two, inside the fork barrier: a fork never
+ * copies a new TCP socket into a child before the table knows it.
+ */
+void conn_socket_begin(void)
+{
+	table_enter();
+}
+
+void conn_socket_end(int fd, bool tcp)
+{
+	if (fd >= 0 && tcp) {
+		note_fd(fd);
+		fdtab_set(fd, FDT_TCP);
+	}
+	table_leave();
 }
 
 static void conn_track(struct tw_conn *c, int fd)
@@ -164,7 +202,7 @@ static void conn_track(struct tw_conn *c, int fd)
 	atomic_store(&c->nfds, 1);
 	stats_open();
 	note_fd(fd);
-	fdtab_set(fd, conn_index(c) + 1);
+	fdtab_set(fd, fdt_conn(conn_index(c)));
 }
 
 /* Does this SO_LINGER or SO_PEEK_OFF value make a close or a peek behave otherwise? */
@@ -213,7 +251,7 @@ static void link_dups(struct tw_conn *c, int fd)
 		if (i == fd || !fdt_is_tcp(v) || !(v & FDT_TCP_DUPED))
 			continue;
 		if (fstat(i, &o) == 0 && o.st_ino == st.st_ino && o.st_dev == st.st_dev &&
-		    atomic_compare_exchange_strong(&fdtab[i], &v, conn_index(c) + 1))
+		    fdtab_replace(i, v, fdt_conn(conn_index(c))))
 			atomic_fetch_add(&c->nfds, 1);
 	}
 }
@@ -222,17 +260,27 @@ static void link_dups(struct tw_conn *c, int fd)
  * Starts tracking fd after connect or accept. remote is what the program
  * connected to or what accept returned. Resolves the policy here, once, and
  * starts the closer if this connection may need it: the close path must not
- * create a thread.
+ * create a thread. Runs inside the fork barrier (table_enter()), which
+ * conn_open() holds for it.
  */
-static void conn_open_locked(int fd, uint32_t mark, enum tw_role role,
-			     const struct sockaddr *remote, socklen_t len)
+static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
+		       socklen_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct tw_conn *c;
 
-	if (fdt_is_conn(fdtab_get(fd)))
+	uint32_t now = fdtab_get(fd);
+
+	if (fdt_is_conn(now))
 		return;
+	/*
+	 * The caller read the mark before the barrier: a fork since may have
+	 * marked the socket FDT_TCP_FORKED (an accepted socket is new, and
+	 * inherits the listener's options only).
+	 */
+	if (role == TW_ROLE_CLIENT && fdt_is_tcp(now))
+		mark = now;
 	c = conn_alloc();
 	if (!c) {
 		SHIM_WARN("no connection slot left: fd %d is not tracked", fd);
@@ -246,6 +294,9 @@ static void conn_open_locked(int fd, uint32_t mark, enum tw_role role,
 		return;
 	}
 	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | (uint8_t)(mark & FDT_TCP_OPTS);
+	/* a socket open across a fork before it connected: the other process holds it */
+	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_FORKED))
+		c->flags |= CONN_INHERITED;
 	conf_resolve(rt.conf, role, remote, len,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
@@ -260,7 +311,7 @@ void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *
 	       socklen_t len)
 {
 	table_enter();
-	conn_open_locked(fd, mark, role, remote, len);
+	conn_begin(fd, mark, role, remote, len);
 	table_leave();
 }
 
@@ -289,46 +340,66 @@ static int port_ephemeral(uint16_t port)
 }
 
 /*
- * Takes over a connected TCP socket the process inherited across exec
- * (inetd-style servers, socket passing). The parent may still hold it, so
- * it is treated as shared until its close finds that nobody else does. Its role is guessed from the ports: a
- * local port in the ephemeral range is a client's.
+ * Tracks fd, a connected TCP socket another process may hold too (flag
+ * CONN_INHERITED: shared until its close finds that nobody else holds it).
+ * role < 0: guessed from the ports, a local port in the ephemeral range is a
+ * client's. mark: the socket's FDT_TCP value, with its options. NULL when it
+ * is no connection (never connected, or over).
  */
-void conn_adopt(int fd)
+static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 {
 	struct sockaddr_storage ls, ps;
 	socklen_t ll = sizeof(ls), pl = sizeof(ps);
 	struct tw_conn *c;
-	enum tw_role role;
 
-	if (getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 ||
-	    getpeername(fd, (struct sockaddr *)&ps, &pl) < 0)
-		return;
+	if (getpeername(fd, (struct sockaddr *)&ps, &pl) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ls, &ll) < 0)
+		return NULL;
 	c = conn_alloc();
 	if (!c)
-		return;
+		return NULL;
 	if (addr_from_sockaddr(&c->local, (struct sockaddr *)&ls, ll) < 0 ||
 	    addr_from_sockaddr(&c->remote, (struct sockaddr *)&ps, pl) < 0) {
 		conn_free(c);
-		return;
+		return NULL;
 	}
-	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
-	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+	if (role < 0)
+		role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
+		       TW_ROLE_CLIENT : TW_ROLE_SERVER;
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
-		   (uint8_t)(conn_probe_mark(fd) & FDT_TCP_OPTS);
-	conf_resolve(rt.conf, role, (struct sockaddr *)&ps, pl,
+		   (uint8_t)(mark & FDT_TCP_OPTS);
+	conf_resolve(rt.conf, (enum tw_role)role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
+	return c;
 }
 
-static const char *why_name(uint8_t why)
+/*
+ * Takes over a connected TCP socket the process inherited across exec
+ * (inetd-style servers, socket passing). The parent may still hold it.
+ */
+void conn_adopt(int fd)
 {
-	static const char *const names[] = {
-		NULL, "shared", "no_fd", "cap", "no_closer", "linger",
-	};
+	take_over(fd, -1, conn_probe_mark(fd));
+}
 
-	return why < sizeof(names) / sizeof(names[0]) ? names[why] : NULL;
+/*
+ * fd is a socket that was open across a fork before it connected (mark v):
+ * the other process may have connected it since, and this one's close may
+ * be the one that ends the connection. Tracked as a client connection open
+ * across the fork when the kernel shows it connected; the other fds of this
+ * process that share it (dup) are linked to it. Runs inside the barrier.
+ */
+static void adopt_forked(int fd, uint32_t v)
+{
+	struct tw_conn *c = take_over(fd, TW_ROLE_CLIENT, v);
+
+	if (!c)
+		return;
+	c->flags |= CONN_TAKEN;
+	if (v & FDT_TCP_DUPED)
+		link_dups(c, fd);
 }
 
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns)
@@ -343,7 +414,7 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 		.via = c->via,
 		.timeout = timeout,
 		.deferred = c->mode != TW_CLOSE_NORMAL,
-		.why = why_name(c->why),
+		.why = decide_why_name(c->why),
 		.local = c->local,
 		.remote = c->remote,
 		.bytes_acked = c->bytes_acked,
@@ -377,455 +448,270 @@ static int set_linger0(int fd)
 	return (int)syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
-static int queued(int fd, unsigned long req)
+/* What a verdict does before the close: the policy and why the record names, a reset. */
+static void act_before_close(struct tw_conn *c, int fd, const struct verdict *v)
 {
-	int n = 0;
-
-	if (ioctl(fd, req, &n) < 0)
-		return -1;
-	return n;
-}
-
-/* reads and drops what has arrived, so that a close does not become a reset */
-static void drain(int fd)
-{
-	char buf[4096];
-
-	for (int i = 0; i < 64; i++)
-		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
-			break;
+	c->mode = v->mode;
+	c->why = v->why;
+	if (v->act == DO_RESET)
+		set_linger0(fd);
 }
 
 /*
- * The connection is over (CLOSE). If the peer's FIN had come first when the
- * program last looked (c->state), it ended passively. A FIN sent first from
- * this side left a TIME_WAIT socket that no fd refers to, which only the
- * kernel's table shows. Else it was reset.
+ * The program's own shutdown(SHUT_WR) just sent its FIN: the state it
+ * produced says which FIN was first. FIN_WAIT or CLOSING, this side's (both
+ * hold TIME_WAIT after a simultaneous close); LAST_ACK, the peer's; CLOSE,
+ * over already: a TIME_WAIT socket says this side's, nothing ever received
+ * says the connect was still SYN_SENT and the shutdown only gave it up.
+ * Returns the state the FIN met, or 0 for a state no FIN leaves.
  */
-static enum tw_end end_of_closed(const struct tw_conn *c)
+static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, socklen_t tl)
 {
-	struct diag_sock ds;
+	uint64_t found;
+	uint8_t st = 0;
 
-	if (c->state == TW_CLOSE_WAIT || c->state == TW_LAST_ACK)
-		return TW_END_PASSIVE;
-	if (diag_lookup(&c->local, &c->remote, DIAG_ANY_COOKIE, &ds) == 1 &&
-	    ds.state == TW_TIME_WAIT)
-		return TW_END_ACTIVE;
-	return TW_END_RESET;
-}
-
-/*
- * How a plain close of fd now ends c: by the TCP state (the one the
- * program's shutdown met, if it shut down), unless the program asked for a
- * reset with SO_LINGER {1,0} or leaves unread data behind, which makes the
- * kernel send RST instead of FIN (tcp_close(), TCPAbortOnClose).
- */
-static enum tw_end end_if_closed(const struct tw_conn *c, int fd, int state)
-{
-	if (state == TW_CLOSE)
-		return end_of_closed(c);
-	if (state == TW_SYN_SENT || state == TW_SYN_RECV || !state)
-		return TW_END_RESET;
-	if ((c->flags & CONN_LINGER0) || queued(fd, SIOCINQ) > 0)
-		return TW_END_ABORT;
-	return record_classify((c->flags & CONN_SHUT_WR) ? c->state : state);
-}
-
-/*
- * After the close of a shared connection: did it release the last reference?
- * Still held, the kernel's socket keeps its inode. Released, it is orphaned
- * (inode 0) or gone, and when two holders closed at the same instant both
- * see that: the first to claim its cookie records it. Returns true when this
- * process records it, with *end corrected by what the kernel shows now.
- */
-static bool shared_released(struct tw_conn *c, uint64_t cookie, enum tw_end *end)
-{
-	struct diag_sock ds;
-	int found = diag_lookup(&c->local, &c->remote, cookie, &ds);
-
-	if (found == 1 && ds.inode != 0)
-		return false;
-	if (!shared_claim(cookie))
-		return false;
-	if (found == 1) {
-		*end = ds.state == TW_CLOSE ? end_of_closed(c) : record_classify(ds.state);
-	} else if (*end == TW_END_ACTIVE ||
-		   (*end == TW_END_ABORT && !(c->flags & CONN_LINGER0))) {
-		/*
-		 * Gone already. What this process last saw (no FIN yet, or
-		 * data unread) the other holder may have changed since: it read
-		 * the data, the peer closed. A FIN from this side first would
-		 * have left FIN_WAIT or TIME_WAIT here for a minute.
-		 */
-		*end = end_of_closed(c) == TW_END_ACTIVE ? TW_END_ACTIVE : TW_END_PASSIVE;
-	}
-	return true;
-}
-
-/*
- * Who was first, read from the state a FIN of this side's just produced (the
- * library's shutdown before a close, or the program's own): FIN_WAIT or
- * CLOSING, this side (both sides hold TIME_WAIT after a simultaneous close);
- * LAST_ACK, the peer's FIN came first; CLOSE, over already, and a TIME_WAIT
- * socket tells which, unless nothing ever came back: then the socket was
- * still SYN_SENT and the shutdown only gave the connect up (no FIN). When
- * no TIME_WAIT is found, a pending error tells a reset from a passive end,
- * if closing allows reading it (clear_error: SO_ERROR clears it).
- * Sets c->state to the state the FIN met and returns the end, with *acked /
- * *after saying whether our FIN's acknowledgement / the peer's FIN after it
- * are in the counters; or -1 when the state is none a FIN leaves.
- */
-static int after_fin(struct tw_conn *c, int fd, const struct tcp_info *ti, socklen_t tl,
-		     bool clear_error, bool *acked, bool *after)
-{
-	int err = 0;
-	socklen_t el = sizeof(err);
-
-	*acked = *after = false;
 	switch (ti->tcpi_state) {
 	case TW_FIN_WAIT1:
-		c->state = TW_ESTABLISHED;
-		return TW_END_ACTIVE;
 	case TW_FIN_WAIT2:
-		c->state = TW_ESTABLISHED;
-		*acked = true;
-		return TW_END_ACTIVE;
 	case TW_CLOSING:
-		c->state = TW_ESTABLISHED;
-		*after = true;
-		return TW_END_ACTIVE;
+		return TW_ESTABLISHED;
 	case TW_LAST_ACK:
-		c->state = TW_CLOSE_WAIT;
-		return TW_END_PASSIVE;
+		return TW_CLOSE_WAIT;
 	case TW_CLOSE:
 		if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti->tcpi_segs_in) &&
-		    !ti->tcpi_segs_in) {
-			c->state = TW_SYN_SENT;
-			return TW_END_RESET;
-		}
-		c->state = TW_ESTABLISHED;
-		if (end_of_closed(c) == TW_END_ACTIVE) {
-			*acked = *after = true;
-			return TW_END_ACTIVE;
-		}
-		if (clear_error && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err)
-			return TW_END_RESET;
-		*acked = true;
-		c->state = TW_CLOSE_WAIT;
-		return TW_END_PASSIVE;
+		    !ti->tcpi_segs_in)
+			return TW_SYN_SENT;
+		if (observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &st, &found) ==
+		    AFTER_ORPHAN &&
+		    st == TW_TIME_WAIT)
+			return TW_ESTABLISHED;
+		return TW_CLOSE_WAIT;
 	default:
-		return -1;
+		return 0;
 	}
 }
 
-enum unread { UNREAD_NONE, UNREAD_EOF, UNREAD_DATA, UNREAD_UNKNOWN };
-
 /*
- * What the receive queue holds as the program closes: nothing yet, the end
- * of the stream (the peer's FIN, or the program's own SHUT_RD), or data the
- * close would answer with RST. A one-byte peek says all three at once;
- * after SO_PEEK_OFF, whose offset could hide data from a peek, SIOCINQ
- * (which cannot see the end of the stream) asks instead.
+ * What the program's close (or the end of the process) meets: the receive
+ * queue (a peek, unless the program asked for a reset), the state and the
+ * counters the record keeps (TCP_INFO). Fills o and c.
  */
-static enum unread unread(const struct tw_conn *c, int fd)
-{
-	char b;
-	long n;
-
-	if (c->flags & CONN_PEEKOFF) {
-		n = queued(fd, SIOCINQ);
-		return n == 0 ? UNREAD_NONE : n > 0 ? UNREAD_DATA : UNREAD_UNKNOWN;
-	}
-	/* recvfrom by number: no cancellation point of its own */
-	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-	if (n > 0)
-		return UNREAD_DATA;
-	if (n == 0)
-		return UNREAD_EOF;
-	return errno == EAGAIN ? UNREAD_NONE : UNREAD_UNKNOWN;
-}
-
-/*
- * A normal close of a connection only this process holds. Who sent the
- * first FIN is decided in the kernel the moment ours goes out, and the
- * peer's may be on its way: judged from the state before the close, a close
- * racing the peer's FIN would be recorded active with the TIME_WAIT on the
- * peer. So the receive queue first: at the end of the stream the peer's FIN
- * is in and the close is passive (TCP_INFO confirms CLOSE_WAIT); with data
- * unread the close resets (abort). Otherwise the FIN goes out first, with
- * shutdown(SHUT_WR), exactly as the close would send it, and the state it
- * produced says who was first (after_fin()). Not when a FIN went already or
- * the program asked for a reset itself (SO_LINGER {1,0}).
- * Returns 0 with *end set, or -1 when the general path must decide.
- */
-static int normal_fin(struct tw_conn *c, int fd, enum tw_end *end)
+static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct observed *o)
 {
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
-	bool acked = false, after = false;
-	enum unread u;
-	int e;
-
-	if (c->flags & (CONN_SHUT_WR | CONN_LINGER0))
-		return -1;
-	u = unread(c, fd);
-	if (u == UNREAD_UNKNOWN)
-		return -1;
-	if (u != UNREAD_NONE) {
-		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
-			return -1;
-		if (u == UNREAD_DATA &&
-		    (ti.tcpi_state == TW_ESTABLISHED || ti.tcpi_state == TW_CLOSE_WAIT)) {
-			c->state = ti.tcpi_state;
-			*end = TW_END_ABORT;
-			goto counters;
-		}
-		if (u == UNREAD_EOF && ti.tcpi_state == TW_CLOSE_WAIT) {
-			c->state = TW_CLOSE_WAIT;
-			*end = TW_END_PASSIVE;
-			goto counters;
-		}
-		/* the program's own SHUT_RD made the end of the stream: no FIN yet */
-		if (u != UNREAD_EOF || ti.tcpi_state != TW_ESTABLISHED)
-			return -1;
-		tl = sizeof(ti);
-	}
-	if (syscall(SYS_shutdown, fd, SHUT_WR) < 0 ||
-	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
-		return -1;
-	e = after_fin(c, fd, &ti, tl, true, &acked, &after);
-	if (e < 0)
-		return -1;
-	*end = (enum tw_end)e;
-counters:
-	/*
-	 * The counters as they were at the program's close: without our FIN
-	 * once acknowledged, nor a FIN of the peer's that came after it.
-	 */
-	c->bytes_acked = ti.tcpi_bytes_acked - (acked && ti.tcpi_bytes_acked);
-	c->bytes_received = ti.tcpi_bytes_received - (after && ti.tcpi_bytes_received);
-	return 0;
-}
-
-enum act { ACT_CLOSE, ACT_ABORT_NOW, ACT_HANDOFF };
-
-/*
- * Hands c to the closer: the library keeps a duplicate of the socket, the
- * program's fd is released by op (so its number is free at once), and the
- * closer ends the connection later. Returns op's result, or 1 when nothing
- * was done because the closer cannot take it (c->why says why).
- */
-static int handoff(struct tw_conn *c, int fd, conn_close_fn op, void *arg, int *ret)
-{
-	long libfd;
-	int saved;
-
-	if (!closer_running()) {
-		c->why = WHY_NO_CLOSER;
-		return 1;
-	}
-	if (closer_count() >= TW_DEFER_CAP) {
-		c->why = WHY_CAP;
-		return 1;
-	}
-	libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
-	if (libfd < 0) {
-		c->why = WHY_NO_FD;
-		return 1;
-	}
-	fdtab_set((int)libfd, FDT_LIBCONN | (conn_index(c) + 1));
-	*ret = op(fd, arg);
-	saved = errno;
-	c->libfd = (int)libfd;
-	stats_defer_begin();
-	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
-	if (!closer_submit(c)) {
-		/* the closer went away under us (fork): end it here and now */
-		c->why = WHY_NO_CLOSER;
-		c->mode = TW_CLOSE_NORMAL;
-		conn_record(c, end_if_closed(c, c->libfd, c->state), false, 0);
-		libfd_close(c->libfd);
-		conn_free(c);
-	}
-	errno = saved;
-	return 0;
-}
-
-/*
- * The program lets go of the last fd of c in this process. Decides, from the
- * state the close meets and the policy, what is done now; releases the fd
- * with op; records the end unless the closer will. Returns op's result with
- * its errno.
- */
-static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op, void *arg)
-{
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
-	bool shared = c->gen != atomic_load(&rt.forkgen) ||
-		      (c->flags & (CONN_SHARED | CONN_INHERITED));
-	int state = 0, ret = 0, saved;
-	enum act act = ACT_CLOSE;
-	enum tw_end end;
-	uint64_t cookie = DIAG_ANY_COOKIE;
 
 	c->t_close_ns = clock_mono_ns();
 	c->fd = fd;
-	c->via = (c->flags & CONN_SHUT_WR) ? TW_VIA_SHUTDOWN : via;
-	if (c->pol.close == TW_CLOSE_NORMAL && !shared && normal_fin(c, fd, &end) == 0) {
-		ret = op(fd, arg);
-		saved = errno;
-		conn_record(c, end, false, 0);
-		conn_free(c);
-		errno = saved;
-		return ret;
-	}
+	c->via = o->shut_wr ? TW_VIA_SHUTDOWN : via;
+	o->at_shutdown = c->state;
+	if (!o->linger0)
+		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
 	memset(&ti, 0, sizeof(ti));
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0) {
-		state = ti.tcpi_state;
-	} else if (errno == EBADF || errno == ENOTSOCK) {
-		/* not the socket the table says: nothing of ours to end or record */
-		ret = op(fd, arg);
-		conn_free(c);
-		return ret;
-	}
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
+		o->before = ti.tcpi_state;
+	else if (errno != EBADF && errno != ENOTSOCK)
+		o->before = TW_CLOSE;
 	c->bytes_acked = ti.tcpi_bytes_acked;
 	c->bytes_received = ti.tcpi_bytes_received;
-	if (!(c->flags & CONN_SHUT_WR))
-		c->state = (uint8_t)state;
-	c->mode = c->pol.close;
-	if (c->mode != TW_CLOSE_NORMAL && (c->flags & CONN_LINGER0)) {
-		c->mode = TW_CLOSE_NORMAL;	/* the program asked for a reset itself */
-		c->why = WHY_LINGER;
-	}
-	if (c->mode != TW_CLOSE_NORMAL && shared) {
-		if (!(c->flags & CONN_SHARED) && !holders_elsewhere(fd)) {
-			/*
-			 * Open across fork or exec, but ours alone now. The
-			 * holder that just let go may be recording it at this
-			 * instant: the first to claim its cookie does.
-			 */
-			socklen_t cl = sizeof(cookie);
+	if (!o->shut_wr)
+		c->state = o->before;
+}
 
-			if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) == 0 &&
-			    !shared_claim(cookie)) {
-				ret = op(fd, arg);
-				conn_free(c);
-				return ret;
-			}
-			cookie = DIAG_ANY_COOKIE;
-			shared = false;
-		} else {
-			/* another holder may still use it: change nothing under its feet */
-			c->mode = TW_CLOSE_NORMAL;
-			c->why = WHY_SHARED;
-		}
-	}
+/* Another process may hold c: open across a fork or exec, or sent away. */
+static bool maybe_shared(const struct tw_conn *c)
+{
+	return c->gen != atomic_load(&rt.forkgen) ||
+	       (c->flags & (CONN_SHARED | CONN_INHERITED));
+}
 
-	if (c->mode == TW_CLOSE_DEFER && state == TW_ESTABLISHED && !(c->flags & CONN_SHUT_WR)) {
-		act = ACT_HANDOFF;
-	} else if (c->mode == TW_CLOSE_ABORT &&
-		   (state == TW_ESTABLISHED || state == TW_FIN_WAIT1 ||
-		    state == TW_FIN_WAIT2 || state == TW_CLOSING)) {
-		act = queued(fd, SIOCOUTQ) == 0 ? ACT_ABORT_NOW : ACT_HANDOFF;
-	}
+/*
+ * A connection open across fork or exec, found ours alone now. The holder
+ * that just let go may be recording it at this instant: the first to claim
+ * its cookie does. False when the other holder did.
+ */
+static bool claim_alone(int fd)
+{
+	uint64_t cookie;
+	socklen_t cl = sizeof(cookie);
 
-	if (act == ACT_HANDOFF) {
-		if (handoff(c, fd, op, arg, &ret) == 0)
-			return ret;
-		/* it could not be handed over: the fallback, now, losing no data */
-		if (c->mode == TW_CLOSE_DEFER && c->pol.fallback == TW_FALLBACK_ABORT &&
-		    queued(fd, SIOCOUTQ) == 0) {
-			c->mode = TW_CLOSE_ABORT;
-			act = ACT_ABORT_NOW;
-		} else {
-			c->mode = TW_CLOSE_NORMAL;
-			act = ACT_CLOSE;
-		}
-	}
+	return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0 || shared_claim(cookie);
+}
 
-	if (act == ACT_ABORT_NOW) {
-		set_linger0(fd);
-		end = TW_END_ABORT;
-	} else {
-		if (c->mode != TW_CLOSE_NORMAL)
-			drain(fd);	/* defer or abort met CLOSE_WAIT, or fell back: close cleanly */
-		if (shared || state != TW_ESTABLISHED || normal_fin(c, fd, &end) < 0)
-			end = end_if_closed(c, fd, state);
+/* The library's copy of c's socket for the closer (marked in the table), or -1. */
+static int closer_copy(struct tw_conn *c, int fd)
+{
+	long libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+
+	if (libfd < 0)
+		return -1;
+	fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
+	return (int)libfd;
+}
+
+/*
+ * Hands c, with the library's copy libfd, to the closer, which waits under
+ * mode until defer_ms. Counted as deferred from here on, until its record
+ * (c->libfd >= 0 then). False when the closer went away under us (fork):
+ * the caller ends it.
+ */
+static bool closer_handoff(struct tw_conn *c, int libfd, uint8_t mode)
+{
+	c->libfd = libfd;
+	c->mode = mode;
+	c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
+	stats_defer_begin();
+	return closer_submit(c);
+}
+
+/*
+ * A vfork child let go of its copy of fd: the entry goes back into the
+ * parent's table as it was. Closes fd with op first unless op is NULL.
+ */
+static int give_back(struct tw_conn *c, int fd, conn_close_fn op, void *arg)
+{
+	int ret = op ? op(fd, arg) : 0;
+
+	atomic_fetch_add(&c->nfds, 1);
+	fdtab_set(fd, fdt_conn(conn_index(c)));
+	return ret;
+}
+
+/*
+ * The program lets go of the last fd of c in this process: observe (a peek,
+ * TCP_INFO, SIOCOUTQ when a reset is at stake), decide, act; after a close
+ * that sent the FIN, ask the kernel who was first and decide again. The
+ * library sends nothing the program's close would not: no FIN of its own.
+ * Returns op's result with its errno.
+ */
+static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op, void *arg)
+{
+	struct observed o = {
+		.who = WHO_CLOSE,
+		.mode = c->pol.close,
+		.fallback = c->pol.fallback,
+		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
+		.linger0 = (c->flags & CONN_LINGER0) != 0,
+	};
+	bool shared = maybe_shared(c);
+	uint64_t cookie = DIAG_ANY_COOKIE;
+	socklen_t cl = sizeof(cookie);
+	struct verdict v;
+	int ret, saved;
+	int libfd;
+
+	observe_at_close(c, fd, via, &o);
+	if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
+	    !holders_elsewhere(fd)) {
+		if (!claim_alone(fd))
+			o.before = 0;
+		shared = false;
 	}
-	/*
-	 * A FIN already sent though this process did not shut down: another
-	 * holder did, and that holder records the end it decided.
-	 */
-	if (!(c->flags & CONN_SHUT_WR) &&
-	    (state == TW_FIN_WAIT1 || state == TW_FIN_WAIT2 || state == TW_CLOSING ||
-	     state == TW_LAST_ACK || (state == TW_CLOSE && end == TW_END_ACTIVE))) {
-		c->via = TW_VIA_SHUTDOWN;
-		if (shared) {
+	o.shared = shared;
+	if (shared && getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
+		cookie = DIAG_ANY_COOKIE;
+	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && !shared && !o.shut_wr &&
+	    (o.mode == TW_CLOSE_ABORT ||
+	     (o.mode == TW_CLOSE_DEFER && o.fallback == TW_FALLBACK_ABORT))) {
+		o.outq_empty = observe_outq(fd) == 0;
+	}
+	if (!closer_running())
+		o.closer_why = WHY_NO_CLOSER;
+	else if (closer_count() >= TW_DEFER_CAP)
+		o.closer_why = WHY_CAP;
+	v = decide(&o);
+	if (v.act != DO_CLOSE_ASK && rt_foreign())
+		return give_back(c, fd, op, arg);
+	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
+		/* the library keeps a copy; the program's number is free at once */
+		libfd = closer_copy(c, fd);
+		if (libfd >= 0) {
 			ret = op(fd, arg);
-			conn_free(c);
+			saved = errno;
+			if (!closer_handoff(c, libfd, v.mode)) {
+				/* the closer went away under us (fork): a plain close */
+				c->why = WHY_NO_CLOSER;
+				c->mode = TW_CLOSE_NORMAL;
+				libfd_close(c->libfd);
+				conn_record(c, TW_END_ACTIVE, false, 0);
+				conn_free(c);
+			}
+			errno = saved;
 			return ret;
 		}
+		o.closer_why = WHY_NO_FD;
+		v = decide(&o);
 	}
-	/*
-	 * Shared and still open both ways: only the close that releases the
-	 * last reference sends a FIN. After it the kernel has the socket
-	 * orphaned (no inode) or gone; still held, it keeps its inode. A socket
-	 * already over (CLOSE) is out of the kernel's lookup table, so this
-	 * cannot be asked of it.
-	 */
-	if (shared && (state == TW_ESTABLISHED || state == TW_CLOSE_WAIT) &&
-	    !(c->flags & CONN_SHUT_WR)) {
-		socklen_t cl = sizeof(cookie);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
-			cookie = DIAG_ANY_COOKIE;
-		/* a last look, as near the close as can be: the other holder may have moved on */
-		tl = sizeof(ti);
-		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0) {
-			c->state = ti.tcpi_state;
-			c->bytes_acked = ti.tcpi_bytes_acked;
-			c->bytes_received = ti.tcpi_bytes_received;
-			end = end_if_closed(c, fd, c->state);
-		}
-	}
+	act_before_close(c, fd, &v);
 	ret = op(fd, arg);
 	saved = errno;
-	if (cookie != DIAG_ANY_COOKIE && !shared_released(c, cookie, &end)) {
-		conn_free(c);
-		errno = saved;
-		return ret;
+	if (v.act == DO_CLOSE_ASK) {
+		struct verdict a;
+		uint64_t found;
+
+		o.after = observe_after(&c->local, &c->remote, cookie, &o.after_state, &found);
+		if (o.after == AFTER_HELD && rt_foreign()) {
+			give_back(c, fd, NULL, NULL);
+			errno = saved;
+			return ret;
+		}
+		a = decide(&o);
+		v.record = a.record;
+		if (a.end == TW_END_PASSIVE && v.end == TW_END_ACTIVE && !o.shut_wr) {
+			/* the peer's FIN crossed ours: the close met it as CLOSE_WAIT */
+			c->state = TW_CLOSE_WAIT;
+			c->bytes_received += c->bytes_received != 0;
+		}
+		v.end = a.end;
+		/* another holder may be recording this end at the same instant: the first claim does */
+		if (v.record && cookie != DIAG_ANY_COOKIE && !shared_claim(cookie))
+			v.record = false;
 	}
-	conn_record(c, end, false, 0);
+	if (v.record)
+		conn_record(c, (enum tw_end)v.end, false, 0);
 	conn_free(c);
 	errno = saved;
 	return ret;
 }
 
+/*
+ * The program lets go of fd. The table entry is taken only by the process
+ * the table belongs to: a child made by vfork() shares this memory, not the
+ * fds (rt_foreign()). That costs a getpid(), which the common close of a
+ * connection's last fd spares: conn_end() asks only before it acts beyond a
+ * plain close, or when the kernel shows that the close released nothing.
+ */
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {
 	int e0 = errno, ret, cancel;
 	uint32_t v;
 
-	if (rt_foreign())
-		return op(fd, arg);
 	/*
 	 * close() and fclose() are cancellation points: a cancel already
 	 * pending acts here, before anything is changed, as in libc's own.
 	 * None may act further in (op, the record's write and the sock_diag
-	 * calls are cancellation points too): it would leave a FIN sent, the
-	 * table's entry taken and no record, and fork() held off for good.
+	 * calls are cancellation points too): it would leave the table's
+	 * entry taken and no record, and fork() held off for good.
 	 */
 	if (via == TW_VIA_CLOSE || via == TW_VIA_FCLOSE)
 		pthread_testcancel();
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	table_enter();
+	v = fdtab_get(fd);
+	if ((!fdt_is_conn(v) || atomic_load(&conn_at(fdt_index(v))->nfds) > 1) && rt_foreign()) {
+		ret = op(fd, arg);
+		goto out;
+	}
+	if (fdt_is_forked_tcp(v))
+		adopt_forked(fd, v);
 	v = fdtab_take(fd);
 	if (!fdt_is_conn(v))
 		ret = op(fd, arg);
-	else if (atomic_fetch_sub(&conn_at(v - 1)->nfds, 1) > 1)
+	else if (atomic_fetch_sub(&conn_at(fdt_index(v))->nfds, 1) > 1)
 		ret = op(fd, arg);	/* another fd of this process still holds it */
 	else
-		ret = conn_end(conn_at(v - 1), fd, via, op, arg);
+		ret = conn_end(conn_at(fdt_index(v)), fd, via, op, arg);
+out:
 	table_leave();
 	pthread_setcancelstate(cancel, NULL);
 	/* what the library did on the way must not show: a call that succeeded keeps errno */
@@ -840,22 +726,18 @@ void conn_note_shutdown(int fd, int how)
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	struct tw_conn *c;
-	bool acked, after;
+	uint8_t met;
 
 	if (!fdt_is_conn(v) || (how != SHUT_WR && how != SHUT_RDWR))
 		return;
-	c = conn_at(v - 1);
+	c = conn_at(fdt_index(v));
 	if (c->flags & CONN_SHUT_WR)
 		return;
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
 		return;
-	/*
-	 * Read after the FIN went out, as for a close (normal_fin()): the
-	 * state it produced says whether the peer's FIN was there first. The
-	 * program still holds the socket: its pending error stays for it.
-	 */
-	if (after_fin(c, fd, &ti, tl, false, &acked, &after) < 0)
-		c->state = ti.tcpi_state;
+	/* read after the program's FIN went out: whether the peer's was there first */
+	met = met_by_fin(c, &ti, tl);
+	c->state = met ? met : ti.tcpi_state;
 	c->flags |= CONN_SHUT_WR;
 }
 
@@ -869,12 +751,12 @@ void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen)
 		return;
 	on = opt_sets(name, optval, optlen);
 	if (fdt_is_conn(v)) {
-		struct tw_conn *c = conn_at(v - 1);
+		struct tw_conn *c = conn_at(fdt_index(v));
 
 		c->flags = on ? (c->flags | f) : (c->flags & (uint8_t)~f);
 	} else if (fdt_is_tcp(v)) {
 		/* only while it is still that socket: a concurrent close wins */
-		atomic_compare_exchange_strong(&fdtab[fd], &v, on ? (v | f) : (v & ~(uint32_t)f));
+		fdtab_replace(fd, v, on ? (v | f) : (v & ~(uint32_t)f));
 	}
 }
 
@@ -883,7 +765,7 @@ void conn_note_sent(int fd)
 	uint32_t v = fdtab_get(fd);
 
 	if (fdt_is_conn(v))
-		conn_at(v - 1)->flags |= CONN_SHARED;
+		conn_at(fdt_index(v))->flags |= CONN_SHARED;
 }
 
 void conn_note_dup(int oldfd, int newfd)
@@ -895,14 +777,14 @@ void conn_note_dup(int oldfd, int newfd)
 	table_enter();
 	v = fdtab_get(oldfd);
 	if (fdt_is_conn(v)) {
-		atomic_fetch_add(&conn_at(v - 1)->nfds, 1);
+		atomic_fetch_add(&conn_at(fdt_index(v))->nfds, 1);
 		note_fd(newfd);
 	} else if (fdt_is_tcp(v)) {
 		/* a socket with two fds before it connects: connect() links them (link_dups()) */
 		uint32_t old = v;
 
 		v |= FDT_TCP_DUPED;
-		atomic_compare_exchange_strong(&fdtab[oldfd], &old, v);
+		fdtab_replace(oldfd, old, v);
 		note_fd(oldfd);
 		note_fd(newfd);
 	} else {
@@ -919,25 +801,115 @@ static int op_close(int fd, void *arg)
 }
 
 /*
- * At exit, every connection the program still holds ends now, with its
- * policy, recorded with via `via`; at exec (only_cloexec) the ones the
- * kernel is about to close, those marked close-on-exec. Then the closer
- * gives each deferred connection at most its exit_wait_ms: its fds close at
- * exec and exit too.
+ * Before an exec, the connections marked close-on-exec end now: the exec
+ * closes them unseen. Then the closer gives each deferred connection at
+ * most its exit_wait_ms: its fds close at exec too.
  */
-void conn_exit_all(enum tw_via via, bool only_cloexec)
+void conn_exec_all(void)
 {
 	int hi = atomic_load(&fd_hi);
 
 	for (int fd = 0; fd <= hi; fd++) {
 		long fl;
 
-		if (!fdt_is_conn(fdtab_get(fd)))
+		if (!fdt_may_be_conn(fdtab_get(fd)))
 			continue;
-		fl = only_cloexec ? syscall(SYS_fcntl, fd, F_GETFD) : FD_CLOEXEC;
+		fl = syscall(SYS_fcntl, fd, F_GETFD);
 		if (fl < 0 || !(fl & FD_CLOEXEC))
 			continue;
-		conn_release(fd, via, op_close, NULL);
+		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
 	}
+	closer_drain(clock_mono_ns());
+}
+
+/*
+ * The process is ending and still holds c on fd. Nothing is closed, shut
+ * down or reset under the feet of its other threads and of the exit
+ * handlers that run after this one: the kernel closes the fd when the
+ * process ends, and the record says what that close does (a FIN from here
+ * first, or the peer's already in, or a reset for data left unread). Under
+ * `defer` (and `abort` with data not yet acknowledged) the closer takes a
+ * copy and waits for the peer's FIN, at most exit_wait_ms; a reset is only
+ * asked for (SO_LINGER {1,0}), and happens at that same close.
+ */
+static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
+{
+	struct observed o = {
+		.who = WHO_EXIT,
+		.mode = c->pol.close,
+		.fallback = c->pol.fallback,
+		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
+		.linger0 = (c->flags & CONN_LINGER0) != 0,
+	};
+	struct verdict v;
+	int libfd;
+
+	bool shared = maybe_shared(c);
+
+	if ((c->flags & CONN_TAKEN) ||
+	    (shared && ((c->flags & CONN_SHARED) || holders_elsewhere(fd)))) {
+		/*
+		 * Another process holds it too. This one lets go now, as a
+		 * close: left to the end of the process, its reference would
+		 * outlive the other holder's close, which then saw it still
+		 * held and recorded nothing, and nobody would record the end.
+		 * So does one the program here never used as a connection
+		 * (CONN_TAKEN), whose other holder has just let go: what its
+		 * end will be is then known, not foretold.
+		 */
+		conn_end(c, fd, via, op_close, NULL);
+		return;
+	}
+	observe_at_close(c, fd, via, &o);
+	if (shared && !claim_alone(fd))
+		o.before = 0;
+	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
+		o.outq_empty = observe_outq(fd) == 0;
+	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)
+		o.closer_why = WHY_NO_CLOSER;
+	else if (closer_count() >= TW_DEFER_CAP)
+		o.closer_why = WHY_CAP;
+	v = decide(&o);
+	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
+		libfd = closer_copy(c, fd);
+		if (libfd >= 0) {
+			c->flags |= CONN_HELD;
+			if (closer_handoff(c, libfd, v.mode))
+				return;
+			libfd_close(c->libfd);
+			o.closer_why = WHY_NO_CLOSER;
+		} else {
+			o.closer_why = WHY_NO_FD;
+		}
+		v = decide(&o);
+	}
+	act_before_close(c, fd, &v);
+	if (v.record)
+		conn_record(c, (enum tw_end)v.end, false, 0);
+	conn_free(c);
+}
+
+void conn_exit_all(enum tw_via via)
+{
+	int hi = atomic_load(&fd_hi), cancel;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	for (int fd = 0; fd <= hi; fd++) {
+		uint32_t v = fdtab_get(fd);
+
+		if (!fdt_may_be_conn(v))
+			continue;
+		table_enter();
+		v = fdtab_get(fd);
+		if (fdt_is_forked_tcp(v))
+			adopt_forked(fd, v);
+		/* out of the table: a close of it after this passes through untouched */
+		if (fdt_is_conn(fdtab_get(fd)))
+			v = fdtab_take(fd);
+		if (fdt_is_conn(v) && atomic_fetch_sub(&conn_at(fdt_index(v))->nfds, 1) == 1)
+			exit_one(conn_at(fdt_index(v)), fd, via);
+		table_leave();
+	}
+	pthread_setcancelstate(cancel, NULL);
 	closer_drain(clock_mono_ns());
 }

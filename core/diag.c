@@ -4,10 +4,10 @@
  * the kernel's own view of a socket, which is what the close records and the
  * tool's counts are checked against.
  *
- * diag_lookup() is called by the preload library on its close path, maybe
- * from a signal handler: it allocates nothing (mnl_socket_open() would
- * malloc), keeps its buffers on the stack, and opens and closes its netlink
- * socket with raw syscalls so that the library's own socket() and close()
+ * diag_lookup() and diag_lookup_on() are called by the preload library on its
+ * close path, maybe from a signal handler: they allocate nothing
+ * (mnl_socket_open() would malloc), keep their buffers on the stack, and use
+ * the netlink socket with raw syscalls so that the library's own socket() and close()
  * wrappers are not entered again. diag_dump() is for the tool and the tests
  * and may use the ordinary libmnl socket helpers.
  */
@@ -111,12 +111,13 @@ static int lookup_cb(const struct nlmsghdr *nlh, void *data)
 }
 
 /*
- * One request/answer on a fresh netlink socket, all with raw syscalls and
- * stack memory. Returns 1 (found), 0 (ENOENT: no such 4-tuple; ESTALE: the
- * 4-tuple now belongs to a socket with another cookie), or -errno.
+ * One request/answer on the netlink socket fd, all with raw syscalls and
+ * stack memory; the answer must carry seq. Returns 1 (found), 0 (ENOENT: no
+ * such 4-tuple; ESTALE: the 4-tuple now belongs to a socket with another
+ * cookie), or -errno (then the socket may hold a late answer: do not reuse it).
  */
-static int lookup_family(int family, const struct tw_addr *local, const struct tw_addr *remote,
-			 uint64_t cookie, struct diag_sock *out)
+static int lookup_family(int fd, uint32_t seq, int family, const struct tw_addr *local,
+			 const struct tw_addr *remote, uint64_t cookie, struct diag_sock *out)
 {
 	union {
 		char b[MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct inet_diag_req_v2))];
@@ -131,11 +132,11 @@ static int lookup_family(int family, const struct tw_addr *local, const struct t
 	struct inet_diag_req_v2 *req;
 	struct nlmsghdr *nlh;
 	ssize_t n;
-	long fd;
 	int ret, tries;
 
 	memset(&req_buf, 0, sizeof(req_buf));
 	nlh = diag_put_request(req_buf.b, family, 0, ~0u);
+	nlh->nlmsg_seq = seq;
 	req = mnl_nlmsg_get_payload(nlh);
 	if (family == AF_INET) {
 		memcpy(&req->id.idiag_src[0], local->a + 12, 4);
@@ -152,21 +153,15 @@ static int lookup_family(int family, const struct tw_addr *local, const struct t
 		req->id.idiag_cookie[1] = (uint32_t)(cookie >> 32);
 	}
 
-	/* Raw syscalls: the preload library wraps socket() and close(). */
-	fd = syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0)
-		return -errno;
-
+	/* Raw syscalls: the preload library wraps none of them, and none is a cancellation point. */
 	for (tries = 0; tries < 8; tries++) {
-		n = sendto((int)fd, nlh, nlh->nlmsg_len, 0, (struct sockaddr *)&kernel,
-			   sizeof(kernel));
+		n = syscall(SYS_sendto, fd, nlh, nlh->nlmsg_len, 0, (struct sockaddr *)&kernel,
+			    sizeof(kernel));
 		if (n >= 0 || errno != EINTR)
 			break;
 	}
-	if (n < 0) {
-		ret = -errno;
-		goto out;
-	}
+	if (n < 0)
+		return -errno;
 
 	/*
 	 * The kernel handles the request inside sendto() and queues the answer
@@ -174,39 +169,37 @@ static int lookup_family(int family, const struct tw_addr *local, const struct t
 	 * only bounds the wait should that ever change.
 	 */
 	for (tries = 0; tries < 8; tries++) {
-		n = recvfrom((int)fd, ans.b, sizeof(ans.b), MSG_DONTWAIT, NULL, NULL);
+		n = syscall(SYS_recvfrom, fd, ans.b, sizeof(ans.b), MSG_DONTWAIT, NULL, NULL);
 		if (n >= 0)
 			break;
 		if (errno == EAGAIN) {
-			struct pollfd pfd = { .fd = (int)fd, .events = POLLIN };
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
-			if (poll(&pfd, 1, DIAG_WAIT_MS) == 0) {
-				ret = -ETIMEDOUT;
-				goto out;
-			}
+			if (syscall(SYS_poll, &pfd, 1, DIAG_WAIT_MS) == 0)
+				return -ETIMEDOUT;
 		} else if (errno != EINTR) {
 			break;
 		}
 	}
-	if (n < 0) {
-		ret = -errno;
-		goto out;
-	}
+	if (n < 0)
+		return -errno;
 
 	errno = 0;
-	ret = mnl_cb_run(ans.b, (size_t)n, 1, 0, lookup_cb, &ctx);
+	ret = mnl_cb_run(ans.b, (size_t)n, seq, 0, lookup_cb, &ctx);
 	if (ret == MNL_CB_ERROR && !ctx.found) {
 		/* mnl_cb_run() reports the kernel's NLMSG_ERROR in errno */
 		if (errno == ENOENT || errno == ESTALE)
-			ret = 0;
-		else
-			ret = errno ? -errno : -EPROTO;
-		goto out;
+			return 0;
+		return errno ? -errno : -EPROTO;
 	}
-	ret = ctx.found;
-out:
-	syscall(SYS_close, fd);
-	return ret;
+	return ctx.found;
+}
+
+int diag_socket(void)
+{
+	long fd = syscall(SYS_socket, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+
+	return fd < 0 ? -errno : (int)fd;
 }
 
 /*
@@ -217,13 +210,26 @@ out:
  * neither path checks sk_family). So one AF_INET request is enough; an
  * AF_INET6 retry with the mapped addresses could only take the same path.
  */
-int diag_lookup(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
-		struct diag_sock *out)
+int diag_lookup_on(int fd, uint32_t seq, const struct tw_addr *local,
+		   const struct tw_addr *remote, uint64_t cookie, struct diag_sock *out)
 {
 	int saved = errno, ret, family;
 
 	family = addr_is_v4(local) && addr_is_v4(remote) ? AF_INET : AF_INET6;
-	ret = lookup_family(family, local, remote, cookie, out);
+	ret = lookup_family(fd, seq ? seq : 1, family, local, remote, cookie, out);
+	errno = saved;
+	return ret;
+}
+
+int diag_lookup(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
+		struct diag_sock *out)
+{
+	int saved = errno, fd = diag_socket(), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = diag_lookup_on(fd, 1, local, remote, cookie, out);
+	syscall(SYS_close, fd);
 	errno = saved;
 	return ret;
 }

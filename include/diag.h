@@ -33,6 +33,14 @@ struct diag_sock {
 int diag_lookup(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
 		struct diag_sock *out);
 /*
+ * The same on a netlink socket the caller keeps (diag_socket()), for
+ * answers tagged seq; after a negative return the socket should be dropped.
+ */
+int diag_lookup_on(int fd, uint32_t seq, const struct tw_addr *local,
+		   const struct tw_addr *remote, uint64_t cookie, struct diag_sock *out);
+/* a NETLINK_SOCK_DIAG socket (raw syscall, close-on-exec), or -errno */
+int diag_socket(void);
+/*
  * Calls cb for every TCP socket (IPv4 and IPv6) of this network namespace
  * whose state bit (1 << state) is in states. cb returns 0 to go on. Returns
  * 0 or -errno.

@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "observe.h"
 #include "runtime.h"
 #include "shim.h"
 
@@ -39,9 +40,9 @@ static int shim_dup23(int oldfd, int newfd, int flags, bool three)
 	if (!rt.tracking || oldfd == newfd || syscall(SYS_fcntl, oldfd, F_GETFD) < 0)
 		return op_dup(newfd, &a);
 	v = fdtab_get(newfd);
-	if (fdt_is_lib(v) && !rt_foreign() && !sink_evict(newfd))
+	if (fdt_is_lib(v) && !rt_foreign() && !sink_evict(newfd) && !observe_evict(newfd))
 		closer_evict(newfd);
-	if (fdt_is_conn(v))
+	if (fdt_may_be_conn(v))
 		r = conn_release(newfd, three ? TW_VIA_DUP3 : TW_VIA_DUP2, op_dup, &a);
 	else
 		r = op_dup(newfd, &a);

@@ -20,7 +20,7 @@ static void shim_exec_prepare(void)
 	int saved = errno;
 
 	if (rt.tracking && !rt_foreign())
-		conn_exit_all(TW_VIA_EXEC, true);
+		conn_exec_all();
 	errno = saved;
 }
 

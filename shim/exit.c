@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * Process exit: exit() (through the library's destructor), _exit() and
- * _Exit(). Connections still open end here, with their policies, and the
- * deferred ones get at most exit_wait_ms.
+ * _Exit(). Connections still open are recorded here and left for the
+ * kernel to close as the process ends; the ones a policy defers get at most
+ * exit_wait_ms (conn_exit_all()).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,9 +19,9 @@ static _Atomic bool exiting;
 /*
  * Once per process. A child made by vfork or clone shares the parent's
  * memory, not its fds: its pid differs from the one the fork handlers keep,
- * and it leaves the table alone. exit() flushes stdio before the library
- * ends connections, because glibc flushes only after destructors have run,
- * and data still buffered for a socket must reach it before its close.
+ * and it leaves the table alone. exit() flushes stdio first, because glibc
+ * flushes only after destructors have run, and data still buffered for a
+ * socket must be in its send queue before the record reads the counters.
  */
 static void shim_exit_all(bool flush)
 {
@@ -28,7 +29,7 @@ static void shim_exit_all(bool flush)
 		return;
 	if (flush)
 		fflush(NULL);
-	conn_exit_all(TW_VIA_EXIT, false);
+	conn_exit_all(TW_VIA_EXIT);
 }
 
 __attribute__((destructor)) static void shim_fini(void)

@@ -342,8 +342,6 @@ __attribute__((constructor)) static void shim_init(void)
 	rt.libfd_base = libfd_base_pick();
 	shared_init();
 	sink_open_all(c);
-	if (conf_closing(c) && closer_init() < 0)
-		SHIM_ERR("cannot prepare the deferred closer; deferred closes fall back");
 	adopt_inherited();
 	rt.tracking = true;
 	SHIM_DBG("tracking connections of %s", rt.comm);

@@ -21,15 +21,24 @@ static bool is_tcp(int domain, int type, int protocol)
  */
 static int shim_socket(int domain, int type, int protocol)
 {
-	int fd = REAL(socket)(domain, type, protocol), saved, one = 1;
+	bool tcp = is_tcp(domain, type, protocol);
+	int fd, saved, one = 1;
 
-	if (fd < 0 || !is_tcp(domain, type, protocol))
+	if (!tcp || !rt.tracking) {
+		fd = REAL(socket)(domain, type, protocol);
+	} else {
+		/* made and marked as one step for fork(): a child gets it marked */
+		conn_socket_begin();
+		fd = REAL(socket)(domain, type, protocol);
+		saved = errno;
+		conn_socket_end(fd, true);
+		errno = saved;
+	}
+	if (fd < 0 || !tcp)
 		return fd;
 	saved = errno;
 	if (rt.reuseaddr)
 		REAL(setsockopt)(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (rt.tracking)
-		fdtab_set(fd, FDT_TCP);
 	errno = saved;
 	return fd;
 }

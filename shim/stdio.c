@@ -26,7 +26,7 @@ static int shim_fclose(FILE *fp)
 	if (!rt.tracking || !fp)
 		return REAL(fclose)(fp);
 	fd = fileno(fp);
-	if (fd < 0 || !fdt_is_conn(fdtab_get(fd)))
+	if (fd < 0 || !fdt_may_be_conn(fdtab_get(fd)))
 		return REAL(fclose)(fp);
 	fflush(fp);
 	return conn_release(fd, TW_VIA_FCLOSE, op_fclose, fp);

@@ -120,10 +120,11 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	out = lab_stdout(c);
 	cr_assert_eq(lab_value_long(out, "ok"), total, "client: %s%s", out, lab_stderr(c));
 	cr_assert_eq(lab_exit_code(c), 0, "client: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start"),
-		     "sockets left open: %s", out);
-	/* the closer's epoll and eventfd are all the library may keep */
-	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), lab_value_long(out, "sockets_start") + 1,
+		      "sockets left open: %s", out);
+	/* the closer's epoll and eventfd, and that socket, are all the library may keep */
+	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 3,
 		      "fds leaked: %s", out);
 
 	recs = lab_records_checked(log);
@@ -133,6 +134,32 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
 	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
+}
+
+/*
+ * A namespace for a client that forks: a quick server on a new port, the
+ * path of the client's log, and no leak check at exit in its children.
+ */
+static struct lab_proc *forking_lab(int max_tw, const char **log, int *port)
+{
+	lab_enter(max_tw);
+	*log = lab_path("client.jsonl");
+	*port = lab_port();
+	no_exit_leak_check();
+	return quick_server(*port);
+}
+
+/* The client's records: `total`, each with a state, and each tw as the kernel shows. */
+static json_t *records_one_each(const char *log, size_t total, int port)
+{
+	struct lab_tw_diff diff;
+	json_t *recs = lab_records_checked(log);
+
+	lab_rec_assert_all(recs, "", "state!=UNKNOWN");
+	lab_rec_assert_count(recs, "", total);
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
+	return recs;
 }
 
 /*
@@ -147,17 +174,12 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	const long total = 8 * 1000;
 	const char *log, *prog;
 	struct lab_proc *s, *c;
-	struct lab_tw_diff diff;
 	json_t *recs;
 	char *out;
 	int port;
 
-	lab_enter(10000);
+	s = forking_lab(10000, &log, &port);
 	prog = lab_test_program("tw-stress", RUN_MS);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = quick_server(port);
-	no_exit_leak_check();
 	c = lab_run("client", mixed(log, 2000, 20), RUN_MS, prog, "fork-race", "--threads", "8",
 		    "-n", "1000", "--child-ms", "2", "--sleep-end", "2500", lab_addr4(port), NULL);
 	out = lab_stdout(c);
@@ -168,17 +190,65 @@ Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .ti
 	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
 	cr_expect_eq(lab_value_long(out, "errno_changed"), 0,
 		     "a successful call changed errno: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "sockets left open: %s", out);
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), 1, "sockets left open: %s", out);
 
-	recs = lab_records_checked(log);
 	/* a child records only what it held: never a connection it had no fd for */
-	lab_rec_assert_all(recs, "", "state!=UNKNOWN");
-	lab_rec_assert_count(recs, "", (size_t)total);
+	recs = records_one_each(log, (size_t)total, port);
 	lab_rec_assert_all(recs, "", "role=client,comm=tw-stress");
 	assert_arms(recs);
-	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
-	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
+}
+
+/*
+ * fork-hold: 30 sockets, each made before a fork and connected by one of the
+ * two processes, whose close comes while the other still holds it. The
+ * other's table knows the socket only as unconnected; the connection is
+ * recorded once, by whichever process ends it, with the end the kernel
+ * shows.
+ */
+static json_t *fork_hold(const char *how, struct lab_proc **cp)
+{
+	const char *log, *prog;
+	struct lab_proc *s, *c;
+	json_t *recs;
+	char *out;
+	int port;
+
+	s = forking_lab(1000, &log, &port);
+	prog = lab_test_program("tw-stress", RUN_MS);
+	c = lab_run("client", mixed(log, 300, 34), RUN_MS, prog, "fork-hold", "-n", "30",
+		    "--child-ms", "30", "--sleep-end", "500", how, lab_addr4(port), NULL);
+	out = lab_stdout(c);
+	cr_assert_eq(lab_exit_code(c), 0, "client: %s%s", out, lab_stderr(c));
+	cr_assert_eq(lab_value_long(out, "ok"), 30, "client: %s", out);
+	cr_assert_eq(lab_value_long(out, "children_failed"), 0, "client: %s", out);
+	recs = records_one_each(log, 30, port);
+	lab_rec_assert_all(recs, "", "role=client");
+	lab_stop(s, 5000);
+	*cp = c;
+	return recs;
+}
+
+/*
+ * The parent connects and closes; the child exits or execs 30 ms after the
+ * fork, and usually ends it (which process does depends on the timing).
+ */
+Test(stress, socket_forked_before_the_parent_connects_is_recorded_once, .timeout = 120)
+{
+	struct lab_proc *c;
+
+	fork_hold("--", &c);
+}
+
+/* the child connects and closes; the parent's close, after the child is gone, ends it */
+Test(stress, socket_forked_before_the_child_connects_is_recorded_by_the_parent_that_ends_it,
+     .timeout = 120)
+{
+	struct lab_proc *c;
+	json_t *recs = fork_hold("--child-connects", &c);
+
+	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,via=close", c->pid));
 }
 
 /*
@@ -225,8 +295,9 @@ Test(stress, signal_every_100us_interrupting_connect_accept_and_close, .timeout 
 	cr_assert_gt(lab_value_long(out, "signals"), 500, "too few signals: %s", out);
 	cr_assert_gt(lab_value_long(out, "connect_eintr"), 0, "no connect interrupted: %s", out);
 	cr_assert_gt(lab_value_long(out, "accept_eintr"), 0, "no accept interrupted: %s", out);
-	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "sockets left open: %s", out);
-	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 2,
+	/* one socket may stay: the library's own for sock_diag questions */
+	cr_assert_leq(lab_value_long(out, "sockets_end"), 1, "sockets left open: %s", out);
+	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 3,
 		      "fds leaked: %s", out);
 
 	recs = lab_records_checked(log);

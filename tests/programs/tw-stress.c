@@ -7,6 +7,12 @@
  *
  *   fork-race ADDR    client threads connect and close while another thread
  *                     forks children that exit or exec at once
+ *   fork-hold ADDR    makes a socket, forks, and connects it in the parent,
+ *                     which closes it while the child still holds it (the
+ *                     child then exits or execs after --child-ms); with
+ *                     --child-connects the child connects and closes it
+ *                     while the parent holds it, and the parent closes it
+ *                     once the child is gone
  *   signals ADDR      serves on ADDR and connects to itself while a thread
  *                     sends a signal every --signal-us to every other thread,
  *                     interrupting connect, accept, read and close
@@ -65,6 +71,7 @@ struct opts {
 	const char *log;	/* sweep logfd/dup2log: the log file to find */
 	int child_ms;		/* spawn/fork-race: how long children live */
 	bool inherit;		/* sockets without SOCK_CLOEXEC: children inherit them */
+	bool child_connects;	/* fork-hold: the child connects, not the parent */
 	int sleep_end_ms;	/* before the final fd count */
 };
 
@@ -90,7 +97,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 "Usage: " PROG " MODE [OPTIONS] ADDR:PORT\n"
-"Modes: fork-race, signals, sweep, spawn, cancel (see the source).\n"
+"Modes: fork-race, fork-hold, signals, sweep, spawn, cancel (see the source).\n"
 "  --threads N        client threads (default 1)\n"
 "  --acceptors N      signals: accepting threads (default 2)\n"
 "  -n N               connections per client thread (default 1)\n"
@@ -99,6 +106,7 @@ static void usage(void)
 "  --log PATH         sweep logfd/dup2log: the log file the library writes\n"
 "  --child-ms MS      spawn, fork-race: how long each child lives\n"
 "  --inherit          sockets without SOCK_CLOEXEC\n"
+"  --child-connects   fork-hold: the child connects and closes first\n"
 "  --sleep-end MS     wait MS before the final fd count\n");
 	exit(2);
 }
@@ -253,14 +261,16 @@ static void close_checked(int fd)
 	}
 }
 
-/* One connection: connect, a request line, the reply line, close first. */
-static int one_conn(void)
+static int new_socket(void)
 {
-	int type = SOCK_STREAM | (o.inherit ? 0 : SOCK_CLOEXEC);
-	int fd = socket(o.addr.ss_family, type, 0), err;
+	return socket(o.addr.ss_family, SOCK_STREAM | (o.inherit ? 0 : SOCK_CLOEXEC), 0);
+}
 
-	if (fd < 0)
-		return -errno;
+/* On a new socket: connect, a request line, the reply line, close first. */
+static int use_conn(int fd)
+{
+	int err;
+
 	set_timeouts(fd);
 	err = connect_bounded(fd);
 	if (!err)
@@ -269,6 +279,13 @@ static int one_conn(void)
 		err = read_line(fd);
 	close_checked(fd);
 	return err;
+}
+
+static int one_conn(void)
+{
+	int fd = new_socket();
+
+	return fd < 0 ? -errno : use_conn(fd);
 }
 
 static void count_result(int err)
@@ -341,6 +358,23 @@ static int run_clients(void)
 
 /* -- fork-race ------------------------------------------------------------ */
 
+/* A forked child's end: _exit(), exit() or an exec of /bin/true, by k. */
+static void child_end(long k, int status)
+{
+	static char *const true_argv[] = { (char *)"true", NULL };
+
+	switch (k % 3) {
+	case 0:
+		_exit(status);
+	case 1:
+		exit(status);
+	default:
+		if (!status)
+			execve("/bin/true", true_argv, environ);
+		_exit(status ? status : 127);
+	}
+}
+
 /*
  * Forks until the clients are done. Children alternate between _exit()
  * after child_ms, exit() (the library's destructor runs in the child) and
@@ -348,7 +382,6 @@ static int run_clients(void)
  */
 static void *forker_thread(void *arg)
 {
-	static char *const true_argv[] = { (char *)"true", NULL };
 	long k = 0;
 
 	(void)arg;
@@ -364,15 +397,7 @@ static void *forker_thread(void *arg)
 		if (pid == 0) {
 			if (o.child_ms)
 				sleep_ms((int)(k % (o.child_ms + 1)));
-			switch (k % 3) {
-			case 0:
-				_exit(0);
-			case 1:
-				exit(0);
-			default:
-				execve("/bin/true", true_argv, environ);
-				_exit(127);
-			}
+			child_end(k, 0);
 		}
 		k++;
 		n_forks++;
@@ -381,6 +406,43 @@ static void *forker_thread(void *arg)
 			n_children_failed++;
 	}
 	return NULL;
+}
+
+/* -- fork-hold ------------------------------------------------------------ */
+
+static int mode_fork_hold(void)
+{
+	for (long i = 0; i < o.count; i++) {
+		int fd = new_socket(), status, err = 0;
+		pid_t pid;
+
+		if (fd < 0) {
+			count_result(-errno);
+			continue;
+		}
+		pid = fork();
+		if (pid < 0) {
+			n_children_failed++;
+			close(fd);
+			continue;
+		}
+		if (pid == 0) {
+			if (o.child_connects)
+				child_end(i, use_conn(fd) ? 1 : 0);
+			sleep_ms(o.child_ms);
+			child_end(i, 0);
+		}
+		n_forks++;
+		if (!o.child_connects)
+			err = use_conn(fd);
+		if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0)
+			n_children_failed++;
+		if (o.child_connects)
+			close_checked(fd);
+		count_result(err);
+	}
+	return 0;
 }
 
 static int mode_fork_race(void)
@@ -764,6 +826,8 @@ int main(int argc, char **argv)
 			o.sleep_end_ms = (int)num(argv[++i], 0, 600000);
 		else if (!strcmp(a, "--inherit"))
 			o.inherit = true;
+		else if (!strcmp(a, "--child-connects"))
+			o.child_connects = true;
 		else if (!strcmp(a, "--"))
 			continue;
 		else if (a[0] != '-' && !addr)
@@ -777,6 +841,8 @@ int main(int argc, char **argv)
 
 	if (!strcmp(o.mode, "fork-race"))
 		rc = mode_fork_race();
+	else if (!strcmp(o.mode, "fork-hold"))
+		rc = mode_fork_hold();
 	else if (!strcmp(o.mode, "signals"))
 		rc = mode_signals();
 	else if (!strcmp(o.mode, "sweep"))

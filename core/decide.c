@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The rules of the close path, as one pure function (see include/decide.h).
+ * What the kernel would do without the library is the model: a close with
+ * data unread resets, data arriving at a closed socket resets, a close with
+ * nothing unread sends a FIN. The policy only changes when that FIN goes.
+ */
+#include "config.h"
+#include "decide.h"
+#include "record.h"
+
+static struct verdict v_of(uint8_t act, uint8_t end, uint8_t why, uint8_t mode, bool record)
+{
+	struct verdict v = { .act = act, .end = end, .why = why, .mode = mode, .record = record };
+
+	return v;
+}
+
+/* A state in which the socket still has a FIN to send or to wait for. */
+static bool open_state(int s)
+{
+	return s == TW_ESTABLISHED || s == TW_CLOSE_WAIT || s == TW_FIN_WAIT1 ||
+	       s == TW_FIN_WAIT2 || s == TW_CLOSING || s == TW_LAST_ACK;
+}
+
+/*
+ * After a close that sent the program's FIN (or found the connection over):
+ * what the kernel shows of it. FIN_WAIT, CLOSING or TIME_WAIT: this side was
+ * first. LAST_ACK: the peer's FIN came first. Still held: another process
+ * keeps it, nothing ended here. Gone: it ended in the instant since, which a
+ * FIN of ours sent first cannot do (it would leave TIME_WAIT): passive,
+ * unless it was over (CLOSE) or never came up before the close.
+ */
+static struct verdict after_close(const struct observed *o)
+{
+	uint8_t end, after = o->after;
+
+	/*
+	 * A socket over already (CLOSE) had left the kernel's tables, and
+	 * its 4-tuple was free for a new connection (another thread's
+	 * connect may take it at once): only a TIME_WAIT entry can be its own.
+	 */
+	if (o->before == TW_CLOSE && (after == AFTER_HELD ||
+				      (after == AFTER_ORPHAN && o->after_state != TW_TIME_WAIT)))
+		after = AFTER_GONE;
+	switch (after) {
+	case AFTER_HELD:
+		return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
+	case AFTER_ORPHAN:
+		switch (o->after_state) {
+		case TW_FIN_WAIT1:
+		case TW_FIN_WAIT2:
+		case TW_CLOSING:
+		case TW_TIME_WAIT:
+			end = o->before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_ACTIVE;
+			break;
+		case TW_LAST_ACK:
+			end = TW_END_PASSIVE;
+			break;
+		case TW_ESTABLISHED:
+		case TW_CLOSE_WAIT:
+			/* no inode but not closed: a holder in the middle of its close */
+			return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
+		default:
+			end = o->before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_RESET;
+			break;
+		}
+		break;
+	case AFTER_GONE:
+		if (o->linger0)
+			end = TW_END_ABORT;
+		else if (o->before == TW_ESTABLISHED || o->before == TW_CLOSE_WAIT ||
+			 o->before == TW_LAST_ACK)
+			end = TW_END_PASSIVE;
+		else
+			end = TW_END_RESET;
+		break;
+	default:	/* AFTER_FAILED: what the state before says */
+		end = o->linger0 ? TW_END_ABORT : (uint8_t)record_classify(o->before);
+		break;
+	}
+	/* over before this close, by a FIN of this side: another holder's shutdown */
+	if (o->shared && o->before == TW_CLOSE && end == TW_END_ACTIVE)
+		return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
+	return v_of(DO_NOTHING, end, WHY_NONE, o->mode, true);
+}
+
+/*
+ * The closer's question about a deferred socket: the peer's FIN (passive),
+ * its data (reset at once, as the kernel's closed socket would answer it),
+ * its reset, or the deadline (the fallback, or for `abort` the reset once
+ * everything is acknowledged; a reset that would lose data is a close).
+ */
+static struct verdict closer_rules(const struct observed *o)
+{
+	struct verdict v = v_of(DO_KEEP, 0, WHY_NONE, o->mode, false);
+
+	if (o->unread == UNREAD_EOF)
+		return v_of(DO_CLOSE, TW_END_PASSIVE, WHY_NONE, o->mode, true);
+	if (o->unread == UNREAD_ERROR)
+		return v_of(DO_CLOSE, TW_END_RESET, WHY_NONE, o->mode, true);
+	if (o->unread == UNREAD_DATA) {
+		/* exiting: the program still holds it, and the kernel's close resets */
+		if (o->held)
+			return v_of(DO_CLOSE, TW_END_ABORT, WHY_DATA_AFTER_CLOSE, o->mode, true);
+		return v_of(DO_RESET, TW_END_ABORT, WHY_DATA_AFTER_CLOSE, o->mode, true);
+	}
+	if (o->who == WHO_EVENT)
+		return v;
+	if (o->mode == TW_CLOSE_ABORT && o->outq_empty)
+		return v_of(DO_RESET, TW_END_ABORT, WHY_NONE, o->mode, true);
+	if (!o->final)
+		return v;
+	v.timeout = true;
+	v.record = true;
+	if (o->mode == TW_CLOSE_DEFER && o->fallback == TW_FALLBACK_ABORT && o->outq_empty) {
+		v.act = DO_RESET;
+		v.end = TW_END_ABORT;
+		return v;
+	}
+	if (o->mode == TW_CLOSE_ABORT || o->fallback == TW_FALLBACK_ABORT)
+		v.why = WHY_UNACKED;
+	/* held at exit: our copy goes, the kernel's close at the end sends the FIN */
+	v.act = o->held ? DO_CLOSE : DO_CLOSE_ASK;
+	v.end = TW_END_ACTIVE;
+	return v;
+}
+
+struct verdict decide(const struct observed *o)
+{
+	uint8_t mode = o->mode, why = WHY_NONE, end;
+	bool exiting = o->who == WHO_EXIT;
+
+	if (o->who == WHO_EVENT || o->who == WHO_DEADLINE) {
+		if (o->after != AFTER_NOT_ASKED)
+			return after_close(o);
+		return closer_rules(o);
+	}
+	if (!o->before)
+		return v_of(DO_NOTHING, 0, WHY_NONE, mode, false);
+	if (o->after != AFTER_NOT_ASKED)
+		return after_close(o);
+	/* another holder may still use it: change nothing under its feet */
+	if (o->shared && mode != TW_CLOSE_NORMAL) {
+		mode = TW_CLOSE_NORMAL;
+		why = WHY_SHARED;
+	}
+	if (o->linger0) {
+		/* the program asked for a reset itself */
+		if (mode != TW_CLOSE_NORMAL)
+			why = WHY_LINGER;
+		if (o->shared && !exiting)
+			return v_of(DO_CLOSE_ASK, TW_END_ABORT, why, TW_CLOSE_NORMAL, false);
+		return v_of(DO_CLOSE, TW_END_ABORT, why, TW_CLOSE_NORMAL, true);
+	}
+	if (o->unread == UNREAD_DATA && open_state(o->before) && !o->shared) {
+		/* the kernel resets at once; so does every policy (tcp_close()) */
+		if (mode != TW_CLOSE_NORMAL)
+			why = WHY_UNREAD;
+		return v_of(DO_CLOSE, TW_END_ABORT, why, TW_CLOSE_NORMAL, true);
+	}
+	if (o->shut_wr) {
+		/*
+		 * The program's own FIN decided the end, whoever else holds
+		 * the socket: the process that shut down records it.
+		 */
+		end = (uint8_t)record_classify(o->at_shutdown);
+		return v_of(DO_CLOSE, end, why, mode, true);
+	}
+	switch (o->before) {
+	case TW_ESTABLISHED:
+		break;
+	case TW_CLOSE_WAIT:
+		/* the peer was first: nothing left to defer or to reset for */
+		if (o->shared && !exiting)
+			return v_of(DO_CLOSE_ASK, TW_END_PASSIVE, why, mode, false);
+		return v_of(DO_CLOSE, TW_END_PASSIVE, why, mode, true);
+	case TW_FIN_WAIT1:
+	case TW_FIN_WAIT2:
+	case TW_CLOSING:
+	case TW_LAST_ACK:
+		/* a FIN went out though this process did not shut down: another holder's */
+		if (o->shared)
+			return v_of(exiting ? DO_NOTHING : DO_CLOSE, 0, why, mode, false);
+		return v_of(DO_CLOSE, (uint8_t)record_classify(o->before), why, mode, true);
+	case TW_CLOSE:
+		/* over already: only the kernel's table shows whether a TIME_WAIT is ours */
+		if (exiting)
+			return v_of(DO_CLOSE, TW_END_RESET, why, mode, true);
+		return v_of(DO_CLOSE_ASK, TW_END_RESET, why, mode, false);
+	default:
+		/* SYN_SENT, SYN_RECV: it never came up; a close gives it up */
+		if (o->shared && !exiting)
+			return v_of(DO_CLOSE_ASK, TW_END_RESET, why, mode, false);
+		return v_of(DO_CLOSE, TW_END_RESET, why, mode, true);
+	}
+	/* ESTABLISHED, nothing unread, no reset asked for */
+	if (mode == TW_CLOSE_DEFER && o->unread == UNREAD_NONE) {
+		if (!o->closer_why)
+			return v_of(DO_DEFER, 0, WHY_NONE, mode, false);
+		why = o->closer_why;
+		if (o->fallback == TW_FALLBACK_ABORT && o->outq_empty)
+			return v_of(DO_RESET, TW_END_ABORT, why, TW_CLOSE_ABORT, true);
+		mode = TW_CLOSE_NORMAL;
+	} else if (mode == TW_CLOSE_ABORT && o->unread == UNREAD_NONE) {
+		if (o->outq_empty)
+			return v_of(DO_RESET, TW_END_ABORT, WHY_NONE, mode, true);
+		if (!o->closer_why)
+			return v_of(DO_WAIT_ACKED, 0, WHY_NONE, mode, false);
+		why = o->closer_why;
+		mode = TW_CLOSE_NORMAL;
+	}
+	/* at exit the kernel's close sends the FIN, first unless the peer's crosses it */
+	if (exiting)
+		return v_of(DO_CLOSE, TW_END_ACTIVE, why, mode, true);
+	return v_of(DO_CLOSE_ASK, TW_END_ACTIVE, why, mode, false);
+}
+
+const char *decide_why_name(uint8_t why)
+{
+	static const char *const names[] = {
+		NULL, "shared", "no_fd", "cap", "no_closer", "linger", "unread",
+		"data_after_close", "learned", "unacked",
+	};
+
+	return why < sizeof(names) / sizeof(names[0]) ? names[why] : NULL;
+}

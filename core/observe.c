@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Observing connections without changing them (include/observe.h).
+ *
+ * The sock_diag question after a close goes over one netlink socket the
+ * process keeps (high-numbered, close-on-exec, opened at the first question):
+ * two system calls a question instead of four. A thread that finds it in use
+ * (another thread, or a signal handler interrupting a question) opens a
+ * socket of its own for that one question, so nobody ever waits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "decide.h"
+#include "diag.h"
+#include "fdtab.h"
+#include "observe.h"
+#include "record.h"
+
+static _Atomic int nl_fd = -1;
+static _Atomic bool nl_busy;
+static _Atomic uint32_t nl_seq;
+
+uint8_t observe_unread(int fd, bool peek_off)
+{
+	char b;
+	long n;
+
+	/* after SO_PEEK_OFF a peek could skip data: SIOCINQ, which cannot see the end */
+	if (peek_off) {
+		int q = 0;
+
+		if (syscall(SYS_ioctl, fd, SIOCINQ, &q) < 0)
+			return UNREAD_ERROR;
+		return q > 0 ? UNREAD_DATA : UNREAD_NONE;
+	}
+	/* recvfrom by number: no cancellation point of its own */
+	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+	if (n > 0)
+		return UNREAD_DATA;
+	if (n == 0)
+		return UNREAD_EOF;
+	return errno == EAGAIN || errno == EINTR ? UNREAD_NONE : UNREAD_ERROR;
+}
+
+int observe_outq(int fd)
+{
+	int q = 0;
+
+	if (syscall(SYS_ioctl, fd, SIOCOUTQ, &q) < 0)
+		return -1;
+	return q;
+}
+
+/* The kept socket if free (*kept), else one for this question only. */
+static int nl_take(bool *kept)
+{
+	bool f = false;
+	int fd;
+
+	if (atomic_compare_exchange_strong(&nl_busy, &f, true)) {
+		fd = atomic_load(&nl_fd);
+		/* a vfork child's new fd would be in its own table, not in the parent's */
+		if (fd < 0 && !rt_foreign()) {
+			fd = diag_socket();
+			if (fd >= 0) {
+				fd = libfd_move(fd, FDT_LIB);
+				atomic_store(&nl_fd, fd);
+			}
+		}
+		if (fd >= 0) {
+			*kept = true;
+			return fd;
+		}
+		atomic_store(&nl_busy, false);
+	}
+	*kept = false;
+	return diag_socket();
+}
+
+/* After a failed question the socket may hold a late answer: it is dropped. */
+static void nl_give(int fd, bool kept, bool ok)
+{
+	if (!kept) {
+		syscall(SYS_close, fd);
+		return;
+	}
+	if (!ok) {
+		atomic_store(&nl_fd, -1);
+		libfd_close(fd);
+	}
+	atomic_store(&nl_busy, false);
+}
+
+/* One question: 1 and *ds when the kernel has a socket of exactly this 4-tuple. */
+static int ask_once(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
+		    struct diag_sock *ds)
+{
+	bool kept;
+	int fd = nl_take(&kept), r;
+
+	if (fd < 0)
+		return fd;
+	r = diag_lookup_on(fd, atomic_fetch_add(&nl_seq, 1) + 1, local, remote, cookie, ds);
+	nl_give(fd, kept, r >= 0);
+	/* with the connection gone, the kernel's lookup falls back to a listener */
+	if (r == 1 && (ds->state == TW_LISTEN || ds->remote.port != remote->port))
+		r = 0;
+	return r;
+}
+
+/*
+ * A socket caught as it leaves the tables shows CLOSE (found on its way to
+ * TIME_WAIT, or out): where it went is what the next question finds.
+ */
+static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64_t cookie,
+	       struct diag_sock *ds)
+{
+	int r = ask_once(local, remote, cookie, ds);
+
+	for (int i = 0; i < 3 && r == 1 && ds->state == TW_CLOSE; i++)
+		r = ask_once(local, remote, cookie, ds);
+	return r == 1 && ds->state == TW_CLOSE ? 0 : r;
+}
+
+/*
+ * A TIME_WAIT socket is a new kernel object with a cookie of its own: when
+ * the socket of that cookie is gone, the 4-tuple alone may still find it.
+ */
+uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
+		      uint64_t cookie, uint8_t *state, uint64_t *found)
+{
+	struct diag_sock ds;
+	int r = ask(local, remote, cookie, &ds);
+
+	if (r == 0 && cookie != DIAG_ANY_COOKIE) {
+		r = ask(local, remote, DIAG_ANY_COOKIE, &ds);
+		if (r == 1 && ds.state != TW_TIME_WAIT)
+			r = 0;
+	}
+	if (r < 0)
+		return AFTER_FAILED;
+	if (r == 0)
+		return AFTER_GONE;
+	*state = ds.state;
+	*found = ds.cookie;
+	/* a TIME_WAIT socket has no inode, and an orphan none either */
+	return ds.inode ? AFTER_HELD : AFTER_ORPHAN;
+}
+
+void observe_fork_child(void)
+{
+	int fd = atomic_exchange(&nl_fd, -1);
+
+	if (fd >= 0)
+		libfd_close(fd);
+	atomic_store(&nl_busy, false);
+}
+
+bool observe_evict(int fd)
+{
+	long nfd;
+
+	if (fd < 0 || atomic_load(&nl_fd) != fd)
+		return false;
+	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	if (nfd >= 0)
+		fdtab_set((int)nfd, FDT_LIB);
+	atomic_store(&nl_fd, (int)nfd);
+	fdtab_set(fd, FDT_NONE);
+	return true;
+}

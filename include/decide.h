@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * How a tracked connection ends: a pure function from what was observed to
+ * what is done and what the record says. The callers observe (a peek, TCP_INFO,
+ * SIOCOUTQ, sock_diag after the close), call decide(), and act on the verdict;
+ * nothing here makes a system call, so every rule is one row of a table test.
+ */
+#ifndef TWSHIM_DECIDE_H
+#define TWSHIM_DECIDE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Who asks. */
+enum obs_who {
+	WHO_CLOSE,	/* the program let go of its last fd in this process */
+	WHO_EXIT,	/* the process is ending and still holds the fd: the kernel closes it */
+	WHO_EVENT,	/* the closer saw the deferred socket readable */
+	WHO_DEADLINE,	/* the closer's deadline for a deferred socket passed */
+};
+
+/* What the receive queue held, from a one-byte MSG_PEEK. */
+enum obs_unread { UNREAD_NONE, UNREAD_EOF, UNREAD_DATA, UNREAD_ERROR };
+
+/* What sock_diag said after the close, looked up by cookie and 4-tuple. */
+enum obs_after {
+	AFTER_NOT_ASKED,	/* before the close: the first question */
+	AFTER_HELD,		/* still there with an inode: another holder keeps it */
+	AFTER_ORPHAN,		/* there, no inode: after_state says how far it got */
+	AFTER_GONE,		/* not found: over already */
+	AFTER_FAILED,		/* the question could not be asked */
+};
+
+/* Why the configured policy was not applied (the record's `why`). */
+enum conn_why {
+	WHY_NONE, WHY_SHARED, WHY_NO_FD, WHY_CAP, WHY_NO_CLOSER, WHY_LINGER, WHY_UNREAD,
+	WHY_DATA_AFTER_CLOSE, WHY_LEARNED, WHY_UNACKED,
+};
+
+struct observed {
+	uint8_t who;		/* enum obs_who */
+	uint8_t mode;		/* enum tw_close_policy in force */
+	uint8_t fallback;	/* enum tw_fallback */
+	uint8_t before;		/* TCP state as the program let go (0: not a TCP socket) */
+	uint8_t at_shutdown;	/* with shut_wr: the state the program's own FIN met */
+	uint8_t unread;		/* enum obs_unread */
+	uint8_t after;		/* enum obs_after */
+	uint8_t after_state;	/* with AFTER_ORPHAN: the kernel's state */
+	uint8_t closer_why;	/* WHY_NONE when the closer can take it, else why not */
+	bool shut_wr;		/* the program shut down writing */
+	bool linger0;		/* the program set SO_LINGER {1,0} */
+	bool shared;		/* another process may hold it */
+	bool outq_empty;	/* SIOCOUTQ = 0: the peer acknowledged all that was written */
+	bool final;		/* WHO_DEADLINE: the last deadline (defer_ms or exit_wait_ms) */
+	bool held;		/* the closer holds a copy while the exiting program keeps its fd */
+};
+
+enum verdict_act {
+	DO_NOTHING,	/* nothing of ours to do or record (not TCP, or another holder keeps it) */
+	DO_CLOSE,	/* close (WHO_EXIT: leave it to the kernel); end is known */
+	DO_CLOSE_ASK,	/* close, then ask sock_diag and decide again with `after` */
+	DO_RESET,	/* SO_LINGER {1,0}, then close */
+	DO_DEFER,	/* hand to the closer: it waits for the peer's FIN */
+	DO_WAIT_ACKED,	/* hand to the closer: it resets once SIOCOUTQ = 0 */
+	DO_KEEP,	/* the closer goes on waiting */
+};
+
+struct verdict {
+	uint8_t act;		/* enum verdict_act */
+	uint8_t end;		/* enum tw_end; meaningful when record */
+	uint8_t why;		/* enum conn_why */
+	uint8_t mode;		/* the policy the record names */
+	bool record;		/* write the record now */
+	bool timeout;		/* defer_ms ran out */
+};
+
+struct verdict decide(const struct observed *o);
+/* The record's name of a why, NULL for WHY_NONE. */
+const char *decide_why_name(uint8_t why);
+
+#endif

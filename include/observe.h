@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Looking at a connection without touching it: what its receive queue holds
+ * (a peek), what is not yet acknowledged (SIOCOUTQ), and what the kernel
+ * shows of it after a close (sock_diag). Async-signal-safe, raw syscalls, no
+ * cancellation point, nothing sent on the connection.
+ */
+#ifndef TWSHIM_OBSERVE_H
+#define TWSHIM_OBSERVE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+/* enum obs_unread: nothing, the end of the stream, data, or an error (a reset) */
+uint8_t observe_unread(int fd, bool peek_off);
+/* SIOCOUTQ: bytes written and not yet acknowledged, or -1 */
+int observe_outq(int fd);
+/*
+ * After a close: enum obs_after for the socket with this 4-tuple (and
+ * cookie, DIAG_ANY_COOKIE for any), with its state in *state and its cookie
+ * in *found when it is there (a TIME_WAIT socket keeps the cookie).
+ */
+uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
+		      uint64_t cookie, uint8_t *state, uint64_t *found);
+/* the fork child must not share the parent's netlink socket */
+void observe_fork_child(void);
+/* the program dup2s onto fd: if it is the netlink socket, move it; false if it is not */
+bool observe_evict(int fd);
+
+#endif

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* Where records go. */
+#ifndef TWSHIM_SINK_H
+#define TWSHIM_SINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conf;
+
+int sink_open_all(const struct conf *c);
+void sink_write(unsigned sink, const char *buf, size_t len);
+void sink_fork_child(void);
+/* sink_evict: like closer_evict, for the log fds; false if fd is not a sink */
+bool sink_evict(int fd);
+
+#endif
