@@ -23,6 +23,7 @@
 #include "decide.h"
 #include "diag.h"
 #include "diagmsg.h"
+#include "hold.h"
 #include "observe.h"
 #include "runtime.h"
 
@@ -336,6 +337,7 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 		.via = c->via,
 		.timeout = timeout,
 		.deferred = c->mode != TW_CLOSE_NORMAL,
+		.held = hold_here(),
 		.why = decide_why_name(c->why),
 		.local = c->local,
 		.remote = c->remote,
@@ -686,8 +688,9 @@ static int op_close(int fd, void *arg)
 
 /*
  * Before an exec, the connections marked close-on-exec end now: the exec
- * closes them unseen. Then the closer gives each deferred connection at
- * most its exit_wait_ms: its fds close at exec too.
+ * closes them unseen. Then every deferred connection goes to the holder:
+ * the closer's fds close at exec too. Should the exec fail, the process
+ * goes on with its closer, and nothing deferred.
  */
 void conn_exec_all(void)
 {
@@ -703,7 +706,7 @@ void conn_exec_all(void)
 			continue;
 		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
 	}
-	closer_drain(clock_mono_ns());
+	hold_all();
 }
 
 /*
@@ -712,9 +715,9 @@ void conn_exec_all(void)
  * handlers that run after this one: the kernel closes the fd when the
  * process ends, and the record says what that close does (a FIN from here
  * first, or the peer's already in, or a reset for data left unread). Under
- * `defer` (and `abort` with data not yet acknowledged) the closer takes a
- * copy and waits for the peer's FIN, at most exit_wait_ms; a reset is only
- * asked for (SO_LINGER {1,0}), and happens at that same close.
+ * `defer` (and `abort` with data not yet acknowledged) the holder takes a
+ * copy and waits for the peer's FIN (hold.h); a reset is only asked for
+ * (SO_LINGER {1,0}), and happens at that same close.
  */
 static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 {
@@ -742,12 +745,8 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	observe_at_close(c, fd, via, &o);
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
 		o.outq_empty = observe_outq(fd) == 0;
-	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)
-		o.closer_why = WHY_NO_CLOSER;
-	else if (closer_count() >= TW_DEFER_CAP)
-		o.closer_why = WHY_CAP;
 	v = decide(&o);
-	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
+	if (v.act == DO_HOLD) {
 		libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
 		if (libfd >= 0) {
 			fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
@@ -755,13 +754,10 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 			c->flags |= CONN_HELD;
 			c->mode = v.mode;
 			c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
-			if (closer_submit(c))
-				return;
-			libfd_close(c->libfd);
-			o.closer_why = WHY_NO_CLOSER;
-		} else {
-			o.closer_why = WHY_NO_FD;
+			hold_add(c);
+			return;
 		}
+		o.closer_why = WHY_NO_FD;
 		v = decide(&o);
 	}
 	c->mode = v.mode;
@@ -791,5 +787,5 @@ void conn_exit_all(enum tw_via via)
 		table_leave();
 	}
 	pthread_setcancelstate(cancel, NULL);
-	closer_drain(clock_mono_ns());
+	hold_all();
 }

@@ -194,6 +194,8 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r)
 		PUT_KEY(&o, "why");
 		put_name(&o, r->why);
 	}
+	if (r->held)
+		PUT_LIT(&o, ",\"held\":true");
 	PUT_KEY(&o, "bytes_acked");
 	put_u64(&o, r->bytes_acked);
 	PUT_KEY(&o, "bytes_received");

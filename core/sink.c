@@ -201,6 +201,24 @@ void sink_fork_child(void)
 	}
 }
 
+bool sink_owns(int fd)
+{
+	for (unsigned i = 0; i < nsinks; i++)
+		if (fd >= 0 && atomic_load(&sinks[i].fd) == fd)
+			return true;
+	return false;
+}
+
+int sink_fd_max(void)
+{
+	int hi = -1;
+
+	for (unsigned i = 0; i < nsinks; i++)
+		if (atomic_load(&sinks[i].fd) > hi)
+			hi = atomic_load(&sinks[i].fd);
+	return hi;
+}
+
 bool sink_evict(int fd)
 {
 	for (unsigned i = 0; i < nsinks; i++) {

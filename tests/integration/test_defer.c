@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Defer that pays off: a process that ends does not wait for its deferred
+ * connections (the holder process does), peers that never close are learned,
+ * and a connect never fails for a port the library holds.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lab.h"
+
+#define RUN_MS	20000
+/* long enough that a process waiting for it could not go unnoticed */
+#define WAIT_MS	3000
+
+static long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/* a server that never closes first: it waits for the client's EOF (nginx keep-alive) */
+static struct lab_proc *keepalive_server(void)
+{
+	return lab_start_server("server", NULL, lab_example("tw-server"), "--close", "last", "--threads", "8",
+				"--timeout", "60000", "-l", lab_addr4(lab_port()), NULL);
+}
+
+/* the pids of the holders in this network namespace (up to max) */
+static int holders(int *pids, int max)
+{
+	char self[128] = "", ns[128], path[64], comm[32];
+	struct dirent *e;
+	DIR *d = opendir("/proc");
+	int n = 0;
+	ssize_t l;
+
+	cr_assert(d);
+	l = readlink("/proc/self/ns/net", self, sizeof(self) - 1);
+	cr_assert(l > 0);
+	self[l] = 0;
+	while ((e = readdir(d)) && n < max) {
+		FILE *f;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		comm[0] = 0;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+		if (strcmp(comm, "twshim-hold\n"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/ns/net", e->d_name);
+		l = readlink(path, ns, sizeof(ns) - 1);
+		if (l <= 0)
+			continue;
+		ns[l] = 0;
+		if (!strcmp(ns, self))
+			pids[n++] = atoi(e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Fails unless every fd of pid is a socket or log; returns the number of sockets. */
+static int holder_sockets(int pid, const char *log)
+{
+	char path[64], link[PATH_MAX], fds[4096] = "";
+	struct dirent *e;
+	DIR *d;
+	int socks = 0, logs = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	d = opendir(path);
+	cr_assert(d, "holder %d: %s", pid, path);
+	while ((e = readdir(d))) {
+		char fp[PATH_MAX];
+		ssize_t l;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(fp, sizeof(fp), "%s/%s", path, e->d_name);
+		l = readlink(fp, link, sizeof(link) - 1);
+		if (l <= 0)
+			continue;
+		link[l] = 0;
+		snprintf(fds + strlen(fds), sizeof(fds) - strlen(fds), " %s->%s", e->d_name, link);
+		if (!strncmp(link, "socket:[", 8))
+			socks++;
+		else if (!strcmp(link, log))
+			logs++;
+		else
+			cr_assert_fail("holder %d keeps an fd that is not its own:%s", pid, fds);
+	}
+	closedir(d);
+	cr_assert_eq(logs, 1, "holder %d: the log once:%s", pid, fds);
+	return socks;
+}
+
+/*
+ * Short-lived clients against a server that never closes first: each ends
+ * as fast as without the library, not exit_wait_ms later, also when its
+ * connection is still open at exit and when a shell reads its output
+ * through a pipe. The holder keeps the connections and the log only,
+ * applies the fallback (abort: no TIME_WAIT anywhere) and writes one record
+ * a connection, with the program's pid and comm.
+ */
+Test(defer, short_lived_client_against_keepalive_server_exits_at_once, .timeout = 90)
+{
+	const char *log, *opts, *client, *addr, *sh;
+	struct lab_proc *srv, *p[3];
+	int pids[8], n, socks = 0;
+	long t[3];
+	json_t *recs;
+
+	lab_enter(100);
+	srv = keepalive_server();
+	addr = lab_addr4(srv->port);
+	log = lab_path("client.jsonl");
+	opts = lab_fmt("close=defer,fallback=abort,defer_ms=%d,exit_wait_ms=%d",
+		       WAIT_MS, WAIT_MS);
+	client = lab_example("tw-client");
+	sh = lab_fmt("%s %s | cat", client, addr);
+	t[0] = mono_ms();
+	p[0] = lab_run("closes", lab_traced(log, opts), RUN_MS, client, addr, NULL);
+	t[0] = mono_ms() - t[0];
+	t[1] = mono_ms();
+	p[1] = lab_run("leaves_open", lab_traced(log, opts), RUN_MS, client, "--end", "exit",
+		       addr, NULL);
+	t[1] = mono_ms() - t[1];
+	t[2] = mono_ms();
+	p[2] = lab_run("piped", lab_traced(log, opts), RUN_MS, "/bin/sh", "-c", sh, NULL);
+	t[2] = mono_ms() - t[2];
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(lab_exit_code(p[i]), 0, "%s: %s%s", p[i]->name, lab_stdout(p[i]),
+			     lab_stderr(p[i]));
+		cr_assert_lt(t[i], WAIT_MS, "%s took %ld ms: it waited for exit_wait_ms",
+			     p[i]->name, t[i]);
+	}
+	n = holders(pids, 8);
+	cr_assert_geq(n, 1, "no holder process in this namespace");
+	for (int i = 0; i < n; i++)
+		socks += holder_sockets(pids[i], log);
+	cr_assert_eq(socks, 3, "the holders keep %d connections, want 3", socks);
+	recs = lab_records_wait_expect(log, 3, "role=client,policy=defer,end=abort,tw=none,"
+				       "timeout=true,held=true,comm=tw-client", RUN_MS);
+	lab_rec_assert_count(recs, lab_fmt("pid=%d", p[0]->pid), 1);
+	lab_rec_assert_count(recs, lab_fmt("pid=%d,via=exit", p[1]->pid), 1);
+	lab_assert_tw(srv->port, 0, 0);
+	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT somewhere");
+	lab_sleep_ms(300);
+	cr_assert_eq(holders(pids, 8), 0, "a holder outlived its connections");
+	json_decref(recs);
+	lab_stop(srv, 5000);
+}
+
+/*
+ * Against a server that closes 200 ms after its reply, the short-lived
+ * client ends at once and the TIME_WAIT is still the server's: the holder
+ * waited for the server's FIN.
+ */
+Test(defer, short_lived_client_against_closing_server_leaves_time_wait_to_it, .timeout = 60)
+{
+	const char *log = NULL;
+	struct lab_proc *srv, *p;
+	long t;
+
+	lab_enter(100);
+	srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close-delay", "200",
+			       "-l", lab_addr4(lab_port()), NULL);
+	log = lab_path("client.jsonl");
+	t = mono_ms();
+	p = lab_run("client", lab_traced(log, lab_fmt("close=defer,defer_ms=%d,exit_wait_ms=%d",
+						      WAIT_MS, WAIT_MS)),
+		    RUN_MS, lab_example("tw-client"), lab_addr4(srv->port), NULL);
+	t = mono_ms() - t;
+	lab_assert_ok(p, 1);
+	cr_assert_lt(t, WAIT_MS, "the client took %ld ms", t);
+	json_decref(lab_records_wait_expect(log, 1, lab_fmt("pid=%d,end=passive,tw=peer,held=true,"
+							    "!timeout", p->pid), RUN_MS));
+	lab_assert_tw(srv->port, 0, 1);
+	lab_stop(srv, 5000);
+}
+
+/*
+ * An exec that fails with a deferred connection open returns at once, and
+ * defer goes on working in the process: the next deferred close waits for
+ * the peer's FIN as before (no timeout, passive).
+ */
+Test(defer, failed_exec_neither_waits_nor_turns_defer_off, .timeout = 60)
+{
+	struct lab_proc *never, *closing, *p;
+	const char *log;
+	json_t *recs;
+
+	lab_enter(100);
+	never = keepalive_server();
+	closing = lab_start_server("closing", NULL, lab_example("tw-server"), "--close-delay",
+				   "100", "-l", lab_addr4(lab_port()), NULL);
+	log = lab_path("prog.jsonl");
+	p = lab_run("prog", lab_traced(log, lab_fmt("close=defer,defer_ms=%d,exit_wait_ms=%d",
+						    WAIT_MS, WAIT_MS)),
+		    RUN_MS, lab_test_program("tw-defer", RUN_MS), "exec-fail",
+		    lab_addr4(never->port), lab_addr4(closing->port), "--pause-ms", "1000", NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	cr_assert_lt(lab_value_long(lab_stdout(p), "exec_ms"), WAIT_MS, "%s", lab_stdout(p));
+	recs = lab_records_wait_expect(log, 2, "policy=defer", RUN_MS);
+	lab_rec_assert_count(recs, lab_fmt("remote=%s,end=passive,!timeout,!held",
+					   lab_addr4(closing->port)), 1);
+	lab_rec_assert_count(recs, lab_fmt("remote=%s,held=true", lab_addr4(never->port)), 1);
+	json_decref(recs);
+	lab_stop(never, 5000);
+	lab_stop(closing, 5000);
+}
