@@ -19,6 +19,7 @@
 
 static const char *const close_names[] = { "normal", "defer", "abort" };
 static const char *const fallback_names[] = { "normal", "abort" };
+static const char *const learn_names[] = { "off", "on" };
 
 /* Index of v's text in names, or -1 when it is not one of them. */
 static int value_enum(const struct conf_value *v, const char *const *names, int n)
@@ -160,6 +161,12 @@ int conf_key_set(struct conf *c, struct conf_level *lv, const char *key,
 		if (value_ms(v, &lv->exit_wait_ms))
 			goto bad_ms;
 		lv->set |= CONF_BIT(CONF_K_EXIT_WAIT_MS);
+	} else if (!strcmp(key, "learn")) {
+		i = value_enum(v, learn_names, 2);
+		if (i < 0)
+			goto bad_learn;
+		lv->learn = (uint8_t)i;
+		lv->set |= CONF_BIT(CONF_K_LEARN);
 	} else if (!strcmp(key, "reuseaddr")) {
 		if (value_bool(v, &lv->reuseaddr))
 			goto bad_bool;
@@ -180,6 +187,9 @@ bad_close:
 bad_fallback:
 	snprintf(msg, msglen, "fallback: expected normal or abort");
 	return -EINVAL;
+bad_learn:
+	snprintf(msg, msglen, "learn: expected on or off");
+	return -EINVAL;
 bad_ms:
 	snprintf(msg, msglen, "%s: expected a number from 0 to %d", key, TW_MS_MAX);
 	return -EINVAL;
@@ -193,7 +203,7 @@ bad_bool:
 bool conf_key_known(const char *key)
 {
 	static const char *const keys[] = { "close", "defer_ms", "fallback", "exit_wait_ms",
-					    "reuseaddr", "log" };
+					    "reuseaddr", "log", "learn" };
 	size_t i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -216,6 +226,7 @@ struct conf *conf_new(void)
 	c->top.reuseaddr = false;
 	c->top.defer_ms = TW_DEFER_MS_DEFAULT;
 	c->top.exit_wait_ms = TW_EXIT_WAIT_MS_DEFAULT;
+	c->top.learn = 1;
 	c->top_ab = -1;
 	return c;
 }

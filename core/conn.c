@@ -24,6 +24,7 @@
 #include "diag.h"
 #include "diagmsg.h"
 #include "hold.h"
+#include "learn.h"
 #include "observe.h"
 #include "runtime.h"
 
@@ -253,6 +254,8 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
+	if (c->pol.close == TW_CLOSE_DEFER && c->pol.learn)
+		learn_init();
 	conn_track(c, fd);
 	/* (an accepted socket is new: the listener's fds are not its) */
 	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_DUPED))
@@ -428,6 +431,10 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 	c->bytes_received = ti.tcpi_bytes_received;
 	if (!o->shut_wr)
 		c->state = o->before;
+	/* a peer that lately let defer_ms pass gets the fallback now (learn.h) */
+	if (o->mode == TW_CLOSE_DEFER && c->pol.learn && o->before == TW_ESTABLISHED &&
+	    o->unread == UNREAD_NONE && !o->shut_wr && !o->linger0)
+		o->learned = learn_skip(&c->remote, c->t_close_ns);
 }
 
 /*

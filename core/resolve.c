@@ -54,6 +54,8 @@ static void level_apply(struct tw_policy *p, const struct conf_level *lv)
 		p->defer_ms = lv->defer_ms;
 	if (s & CONF_BIT(CONF_K_EXIT_WAIT_MS))
 		p->exit_wait_ms = lv->exit_wait_ms;
+	if (s & CONF_BIT(CONF_K_LEARN))
+		p->learn = lv->learn;
 }
 
 /* The remote address as IPv6 (IPv4 mapped) in two words; false when unknown. */
@@ -101,6 +103,7 @@ void conf_resolve(const struct conf *c, enum tw_role role, const struct sockaddr
 	out->sink = TW_SINK_NONE;
 	out->defer_ms = TW_DEFER_MS_DEFAULT;
 	out->exit_wait_ms = TW_EXIT_WAIT_MS_DEFAULT;
+	out->learn = 1;
 	if (!c)
 		return;
 	level_apply(out, &c->top);

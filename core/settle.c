@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "diag.h"
+#include "learn.h"
 #include "observe.h"
 #include "record.h"
 #include "settle.h"
@@ -61,6 +62,9 @@ void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
 	}
 	if (v.why)
 		c->why = v.why;
+	/* what `learn` keeps: the peer's FIN in time, or defer_ms passed without it */
+	if (c->mode == TW_CLOSE_DEFER && c->pol.learn && (v.timeout || o->unread == UNREAD_EOF))
+		learn_note(&c->remote, !v.timeout, c->t_close_ns);
 	if (v.record)
 		conn_record(c, (enum tw_end)v.end, v.timeout, clock_mono_ns());
 	conn_free(c);

@@ -22,6 +22,7 @@ enum conf_key {
 	CONF_K_EXIT_WAIT_MS,
 	CONF_K_REUSEADDR,
 	CONF_K_LOG,
+	CONF_K_LEARN,
 	CONF_K_COUNT,
 };
 #define CONF_BIT(k)	(1u << (k))
@@ -36,6 +37,7 @@ struct conf_level {
 	bool reuseaddr;
 	uint32_t defer_ms;
 	uint32_t exit_wait_ms;
+	uint8_t learn;		/* 1: on */
 };
 
 enum conf_split { CONF_SPLIT_CONNECTION, CONF_SPLIT_PROCESS };

@@ -24,7 +24,9 @@ struct tw_policy {
 	uint8_t sink;		/* index for conf_sink(); TW_SINK_NONE: no record */
 	uint8_t arm;		/* 0: no A/B split; else 1 + index for conf_arm_name() */
 	uint32_t defer_ms;
-	uint32_t exit_wait_ms;
+	/* bit fields keep a connection slot within its 112 bytes (conn.h) */
+	uint32_t exit_wait_ms : 20;	/* at most TW_MS_MAX */
+	uint32_t learn : 1;	/* `learn` is on */
 };
 
 struct conf;

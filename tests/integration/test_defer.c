@@ -224,3 +224,63 @@ Test(defer, failed_exec_neither_waits_nor_turns_defer_off, .timeout = 60)
 	lab_stop(never, 5000);
 	lab_stop(closing, 5000);
 }
+
+/*
+ * n connections, one every 300 ms, to a server that never closes first,
+ * under defer_ms=200 and fallback=abort (plus more); returns the client.
+ */
+static struct lab_proc *paced_client(const char *name, const char *log, int port, const char *n,
+				     const char *more)
+{
+	return lab_run(name, lab_traced(log, lab_fmt("close=defer,defer_ms=200,fallback=abort%s",
+						     more)),
+		       RUN_MS, lab_example("tw-client"), "-n", n, "--interval-ms", "300",
+		       lab_addr4(port), NULL);
+}
+
+/*
+ * A client that keeps meeting a peer that never closes stops waiting for it
+ * after two misses (why: learned, the fallback at once), and a second
+ * process of the same user knows it from its first connection.
+ */
+Test(defer, client_stops_waiting_for_a_peer_that_never_closes, .timeout = 60)
+{
+	struct lab_proc *srv, *first, *second;
+	const char *log;
+	json_t *recs;
+	size_t learned;
+
+	lab_enter(100);
+	srv = keepalive_server();
+	log = lab_path("client.jsonl");
+	first = paced_client("first", log, srv->port, "8", "");
+	lab_assert_ok(first, 8);
+	recs = lab_records_wait_expect(log, 8, "role=client,end=abort,tw=none", RUN_MS);
+	learned = lab_rec_count(recs, "why=learned,policy=abort,!timeout");
+	cr_assert_geq(learned, 5, "%zu of 8 learned: %s", learned, lab_rec_summary(recs));
+	cr_assert_eq(lab_rec_count(recs, "timeout=true") + learned, 8, "%s",
+		     lab_rec_summary(recs));
+	json_decref(recs);
+	second = paced_client("second", log, srv->port, "1", "");
+	lab_assert_ok(second, 1);
+	recs = lab_records_wait_expect(log, 9, NULL, RUN_MS);
+	lab_rec_assert_count(recs, lab_fmt("pid=%d,why=learned", second->pid), 1);
+	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT somewhere");
+	json_decref(recs);
+	lab_stop(srv, 5000);
+}
+
+/* With learn=off every close to such a peer waits defer_ms, as before. */
+Test(defer, learn_off_waits_every_time, .timeout = 60)
+{
+	struct lab_proc *srv, *c;
+	const char *log;
+
+	lab_enter(100);
+	srv = keepalive_server();
+	log = lab_path("client.jsonl");
+	c = paced_client("client", log, srv->port, "5", ",learn=off");
+	lab_assert_ok(c, 5);
+	json_decref(lab_records_wait_expect(log, 5, "timeout=true,end=abort,!why", RUN_MS));
+	lab_stop(srv, 5000);
+}

@@ -175,7 +175,7 @@ static json_t *never_closing_peer(const char *fallback, struct lab_proc **server
 	r.s = lab_start_server("server", NULL, lab_example("tw-server"), "-l", lab_addr4(r.port),
 			       "--close", "never", NULL);
 	r.c = lab_run("client", lab_traced(r.log, lab_fmt("close=defer,defer_ms=200,fallback=%s,"
-							  "exit_wait_ms=3000", fallback)),
+							  "exit_wait_ms=3000,learn=off", fallback)),
 		      RUN_MS, lab_example("tw-client"), "-n", "5", "--close", "first",
 		      lab_addr4(r.port), NULL);
 	lab_assert_ok(r.c, 5);

@@ -41,6 +41,7 @@ Test(options, empty_string_sets_nothing)
 	cr_assert_eq(p.fallback, TW_FALLBACK_NORMAL);
 	cr_assert_eq(p.defer_ms, 1000);
 	cr_assert_eq(p.exit_wait_ms, 1000);
+	cr_assert_eq(p.learn, 1, "learn is on by default");
 	cr_assert_eq(p.sink, TW_SINK_NONE);
 	cr_assert_eq(p.arm, 0);
 	cr_assert_not(conf_tracking(c), "pure defaults must leave connections alone");
@@ -182,6 +183,7 @@ Test(options, mistakes_give_one_exact_line)
 		  "TWSHIM_OPTIONS: exit_wait_ms: expected a number from 0 to 600000" },
 		{ "fallback=defer", "TWSHIM_OPTIONS: fallback: expected normal or abort" },
 		{ "reuseaddr=yes", "TWSHIM_OPTIONS: reuseaddr: expected 1, 0, true or false" },
+		{ "learn=no", "TWSHIM_OPTIONS: learn: expected on or off" },
 		{ "log=", "TWSHIM_OPTIONS: log: expected a path, stderr, syslog or none" },
 		{ "clsoe=defer", "TWSHIM_OPTIONS: unknown key \"clsoe\"" },
 		{ "close=defer,bogus=1", "TWSHIM_OPTIONS: unknown key \"bogus\"" },
@@ -207,6 +209,21 @@ Test(options, mistakes_give_one_exact_line)
 		cr_assert_str_eq(err, cases[i].msg, "for \"%s\"", cases[i].opts);
 		cr_assert_null(strchr(err, '\n'));
 	}
+}
+
+Test(options, learn_off_and_on)
+{
+	struct tw_policy p;
+	struct conf *c;
+	char err[256] = "";
+
+	cr_assert_eq(opts_policy("close=defer,learn=off", &p, &c, err, sizeof(err)), 0, "%s",
+		     err);
+	cr_assert_eq(p.learn, 0);
+	conf_free(c);
+	cr_assert_eq(opts_policy("learn=off,learn=on", &p, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.learn, 1);
+	conf_free(c);
 }
 
 Test(options, replaced_log_leaves_no_sink_behind)
