@@ -27,6 +27,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <linux/futex.h>
+#include <limits.h>
 
 #include "closer.h"
 #include "decide.h"
@@ -54,6 +56,10 @@ static struct {
 	.epfd = -1,
 	.evfd = -1,
 };
+
+/* bumped at every end, and woken when a connect waits for one (closer_wait_end()) */
+static _Atomic uint32_t ends;
+static _Atomic int end_waiters;
 
 bool closer_running(void)
 {
@@ -165,6 +171,9 @@ static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 	heap_remove(c);
 	settle_act(c, o, v);
 	atomic_fetch_sub(&cl.count, 1);
+	atomic_fetch_add(&ends, 1);
+	if (atomic_load(&end_waiters))
+		syscall(SYS_futex, &ends, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* Looks at c and acts on what decide() makes of it; true when c is over. */
@@ -424,6 +433,21 @@ void closer_take_all(void (*fn)(struct tw_conn *c))
 		fn(c);
 	}
 	pthread_mutex_unlock(&cl.lock);
+}
+
+void closer_wait_end(uint64_t until_ns)
+{
+	uint32_t seen = atomic_load(&ends);
+	uint64_t now = clock_mono_ns();
+	struct timespec ts;
+
+	if (now >= until_ns || !atomic_load(&cl.count))
+		return;
+	ts.tv_sec = (time_t)((until_ns - now) / 1000000000u);
+	ts.tv_nsec = (long)((until_ns - now) % 1000000000u);
+	atomic_fetch_add(&end_waiters, 1);
+	syscall(SYS_futex, &ends, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+	atomic_fetch_sub(&end_waiters, 1);
 }
 
 void closer_fork_prepare(void)

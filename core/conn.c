@@ -341,6 +341,7 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 		.timeout = timeout,
 		.deferred = c->mode != TW_CLOSE_NORMAL,
 		.held = hold_here(),
+		.connect_waited = (c->flags & CONN_WAITED) != 0,
 		.why = decide_why_name(c->why),
 		.local = c->local,
 		.remote = c->remote,

@@ -196,6 +196,8 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r)
 	}
 	if (r->held)
 		PUT_LIT(&o, ",\"held\":true");
+	if (r->connect_waited)
+		PUT_LIT(&o, ",\"connect_waited\":true");
 	PUT_KEY(&o, "bytes_acked");
 	put_u64(&o, r->bytes_acked);
 	PUT_KEY(&o, "bytes_received");

@@ -21,5 +21,7 @@ void closer_fork_prepare(void);
 void closer_fork_parent(void);
 void closer_fork_child(void);
 unsigned closer_count(void);
+/* Waits until the closer ends a deferred connection, or until (CLOCK_MONOTONIC ns). */
+void closer_wait_end(uint64_t until_ns);
 
 #endif

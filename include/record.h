@@ -38,6 +38,7 @@ struct tw_record {
 	bool timeout;
 	bool deferred;		/* deferred_us is meaningful */
 	bool held;		/* ended by the holder after the program exited or exec'd */
+	bool connect_waited;	/* its connect waited for a port a deferred connection held */
 	const char *arm;	/* NULL when there is no split */
 	const char *why;	/* NULL, or why the policy could not be applied */
 	struct tw_addr local, remote;

@@ -969,6 +969,9 @@ static void check_one(const json_t *r, size_t i)
 	cr_assert(!v || json_is_true(v), "record %zu: timeout present but not true: %s", i, dump);
 	v = json_object_get(r, "held");
 	cr_assert(!v || json_is_true(v), "record %zu: held present but not true: %s", i, dump);
+	v = json_object_get(r, "connect_waited");
+	cr_assert(!v || json_is_true(v), "record %zu: connect_waited present but not true: %s", i,
+		  dump);
 	v = json_object_get(r, "arm");
 	cr_assert(!v || json_is_string(v), "record %zu: arm not a string: %s", i, dump);
 	free(dump);

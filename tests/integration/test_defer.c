@@ -284,3 +284,42 @@ Test(defer, learn_off_waits_every_time, .timeout = 60)
 	json_decref(lab_records_wait_expect(log, 5, "timeout=true,end=abort,!why", RUN_MS));
 	lab_stop(srv, 5000);
 }
+
+/*
+ * A client faster than its server's close (the server closes 50 ms after
+ * its reply), through 20 ephemeral ports: the ports its deferred closes
+ * hold would run out, and a connect that fails for want of one waits for a
+ * deferred connection to end and is made again. Every connection succeeds,
+ * with a blocking connect and with a non-blocking one (whose caller sees
+ * EINPROGRESS or success, as with a free port); the TIME_WAIT is the
+ * server's.
+ */
+Test(defer, connect_never_fails_for_a_port_the_library_holds, .timeout = 60)
+{
+	struct lab_proc *srv, *p;
+	const char *log, *prog;
+	json_t *recs;
+
+	lab_enter(20);
+	srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close-delay", "50",
+			       "--threads", "32", "-l", lab_addr4(lab_port()), NULL);
+	log = lab_path("client.jsonl");
+	prog = lab_test_program("tw-defer", RUN_MS);
+	p = lab_run("blocking", lab_traced(log, "close=defer"), RUN_MS, prog, "connect", "200",
+		    lab_addr4(srv->port), NULL);
+	cr_assert_eq(lab_value_long(lab_stdout(p), "ok"), 200, "%s%s", lab_stdout(p),
+		     lab_stderr(p));
+	/* the holder of the first run lets its ports go within 50 ms */
+	lab_sleep_ms(500);
+	p = lab_run("nonblocking", lab_traced(log, "close=defer"), RUN_MS, prog, "connect", "200",
+		    lab_addr4(srv->port), "--nonblock", NULL);
+	cr_assert_eq(lab_value_long(lab_stdout(p), "ok"), 200, "%s%s", lab_stdout(p),
+		     lab_stderr(p));
+	recs = lab_records_wait_expect(log, 400, "role=client,policy=defer,end=passive,tw=peer",
+				       RUN_MS);
+	cr_assert_gt(lab_rec_count(recs, "connect_waited=true"), 0, "no connect waited: %s",
+		     lab_rec_summary(recs));
+	lab_assert_tw(srv->port, 0, -1);
+	json_decref(recs);
+	lab_stop(srv, 5000);
+}
