@@ -194,7 +194,6 @@ static void __attribute__((noreturn)) holder_main(uint32_t head, uint32_t count,
 
 	in_holder = true;
 	syscall(SYS_setsid);
-	prctl(PR_SET_NAME, "twshim-hold", 0, 0, 0);
 	signals_reset();
 	keep_only_ours(hi);
 	if (syscall(SYS_chdir, "/") < 0) {
@@ -262,7 +261,12 @@ void hold_all(void)
 	t_handoff = clock_mono_ns();
 	pid = clone_quiet(0);
 	if (pid == 0) {
-		/* the holder is its child, adopted by init when this one exits now */
+		/*
+		 * The holder is its child, adopted by init (or a subreaper) when
+		 * this one exits now; named before, so that it has its name from
+		 * the first instant anyone can see it.
+		 */
+		prctl(PR_SET_NAME, "twshim-hold", 0, 0, 0);
 		r = clone_quiet(SIGCHLD);
 		if (r == 0)
 			holder_main(head, count, hi);

@@ -34,46 +34,6 @@ static struct lab_proc *keepalive_server(void)
 				"--timeout", "60000", "-l", lab_addr4(lab_port()), NULL);
 }
 
-/* the pids of the holders in this network namespace (up to max) */
-static int holders(int *pids, int max)
-{
-	char self[128] = "", ns[128], path[64], comm[32];
-	struct dirent *e;
-	DIR *d = opendir("/proc");
-	int n = 0;
-	ssize_t l;
-
-	cr_assert(d);
-	l = readlink("/proc/self/ns/net", self, sizeof(self) - 1);
-	cr_assert(l > 0);
-	self[l] = 0;
-	while ((e = readdir(d)) && n < max) {
-		FILE *f;
-
-		if (e->d_name[0] < '1' || e->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		comm[0] = 0;
-		if (!fgets(comm, sizeof(comm), f))
-			comm[0] = 0;
-		fclose(f);
-		if (strcmp(comm, "twshim-hold\n"))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/ns/net", e->d_name);
-		l = readlink(path, ns, sizeof(ns) - 1);
-		if (l <= 0)
-			continue;
-		ns[l] = 0;
-		if (!strcmp(ns, self))
-			pids[n++] = atoi(e->d_name);
-	}
-	closedir(d);
-	return n;
-}
-
 /* Fails unless every fd of pid is a socket or log; returns the number of sockets. */
 static int holder_sockets(int pid, const char *log)
 {
@@ -96,7 +56,8 @@ static int holder_sockets(int pid, const char *log)
 		if (l <= 0)
 			continue;
 		link[l] = 0;
-		snprintf(fds + strlen(fds), sizeof(fds) - strlen(fds), " %s->%s", e->d_name, link);
+		snprintf(fds + strlen(fds), sizeof(fds) - strlen(fds), " %.16s->%.200s", e->d_name,
+			 link);
 		if (!strncmp(link, "socket:[", 8))
 			socks++;
 		else if (!strcmp(link, log))
@@ -149,7 +110,7 @@ Test(defer, short_lived_client_against_keepalive_server_exits_at_once, .timeout 
 		cr_assert_lt(t[i], WAIT_MS, "%s took %ld ms: it waited for exit_wait_ms",
 			     p[i]->name, t[i]);
 	}
-	n = holders(pids, 8);
+	n = lab_holders(pids, 8);
 	cr_assert_geq(n, 1, "no holder process in this namespace");
 	for (int i = 0; i < n; i++)
 		socks += holder_sockets(pids[i], log);
@@ -161,7 +122,7 @@ Test(defer, short_lived_client_against_keepalive_server_exits_at_once, .timeout 
 	lab_assert_tw(srv->port, 0, 0);
 	cr_assert_eq(lab_tw_total(), 0, "TIME_WAIT somewhere");
 	lab_sleep_ms(300);
-	cr_assert_eq(holders(pids, 8), 0, "a holder outlived its connections");
+	cr_assert_eq(lab_holders(pids, 8), 0, "a holder outlived its connections");
 	json_decref(recs);
 	lab_stop(srv, 5000);
 }
