@@ -42,7 +42,6 @@
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
 	pthread_mutex_t start_lock;
-	pthread_cond_t idle;		/* count reached 0 */
 	_Atomic bool running;
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
@@ -52,7 +51,6 @@ static struct {
 } cl = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.start_lock = PTHREAD_MUTEX_INITIALIZER,
-	.idle = PTHREAD_COND_INITIALIZER,
 	.epfd = -1,
 	.evfd = -1,
 };
@@ -282,8 +280,6 @@ static void *closer_main(void *arg)
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
-		if (!atomic_load(&cl.count))
-			pthread_cond_broadcast(&cl.idle);
 	}
 	return NULL;
 }
@@ -496,6 +492,5 @@ void closer_fork_child(void)
 	atomic_store(&cl.running, false);
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
-	pthread_cond_init(&cl.idle, NULL);
 	/* the epoll instance was the parent's: the child makes its own when it defers */
 }

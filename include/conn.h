@@ -103,7 +103,7 @@ void conn_exec_all(void);
 /*
  * At exit: connections the program still holds are left open for the
  * kernel to close when the process ends; each is recorded with the end that
- * close makes, or given to the closer for what is left of its policy.
+ * close makes, or given to the holder for what is left of its policy (hold.h).
  */
 void conn_exit_all(enum tw_via via);
 /*
