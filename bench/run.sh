@@ -18,10 +18,11 @@
 # their loopback; they need root and are skipped otherwise. Section 1 makes a
 # few loopback connections too: in a namespace of its own when root.
 #
-# Environment: BENCH_ONLY (sections to run, "1 2 3 4 5"), BENCH_REPS (churn
+# Environment: BENCH_ONLY (sections to run, "1 2 3 4 5 6 7"), BENCH_REPS (churn
 # repetitions, 9), BENCH_CHURN_MS (1000), BENCH_EXHAUST_REPS (2),
 # BENCH_EXHAUST_MS (10000), BENCH_DEFER_N (10000), BENCH_DEFER_REPS (3),
-# BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_SEED (run orders, 1).
+# BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_PAYS_REPS (3),
+# BENCH_SEED (run orders, 1).
 set -u
 
 # ---- in a new namespace: set it up, then run the rest of the command line ----
@@ -130,6 +131,39 @@ if [ "${1:-}" = --nginx ]; then
 	exit 0
 fi
 
+# ---- in a namespace: one run of section 7 ----
+if [ "${1:-}" = --pays ]; then
+	# --pays BUILD short|exhaust OPTIONS|-: prints "ms=N" (short) or tw-client's summary
+	b=$2
+	cenv=(env)
+	[ "$4" = - ] || cenv+=(LD_PRELOAD="$b/libtwshim.so" TWSHIM_OPTIONS="$4")
+	if [ "$3" = short ]; then
+		# never closes first: it waits for the client's EOF (nginx's keep-alive)
+		"$b/examples/tw-server" --close last --threads 64 --timeout 60000 \
+			-l 127.0.0.1:9001 > /dev/null 2>&1 &
+	else
+		"$b/examples/tw-server" --close-delay 50 --threads 64 -l 127.0.0.1:9001 \
+			> /dev/null 2>&1 &
+	fi
+	sp=$!
+	for ((i = 0; i < 200; i++)); do
+		ss -ltn 2> /dev/null | grep -q ':9001 ' && break
+		sleep 0.01
+	done
+	if [ "$3" = short ]; then
+		t0=$(date +%s%N)
+		for ((i = 0; i < 10; i++)); do
+			"${cenv[@]}" "$b/examples/tw-client" 127.0.0.1:9001 > /dev/null
+		done
+		echo "ms=$((($(date +%s%N) - t0) / 1000000))"
+	else
+		"${cenv[@]}" "$b/examples/tw-client" -n 300 127.0.0.1:9001
+	fi
+	kill $sp
+	wait $sp 2> /dev/null
+	exit 0
+fi
+
 B=$(cd "${1:?usage: run.sh BUILD_DIR}" && pwd) || exit 1
 OUT=$B/bench
 LIB=$B/libtwshim.so
@@ -147,6 +181,7 @@ REC_MS=${BENCH_RECORD_MS:-500}
 NGINX_REPS=${BENCH_NGINX_REPS:-3}
 NGINX_S=${BENCH_NGINX_S:-2}
 NGINX_CONNS=16
+PAYS_REPS=${BENCH_PAYS_REPS:-3}
 
 # the settings are exactly the ones given: no /etc/twshim.conf, nothing inherited
 export TWSHIM_CONFIG=
@@ -760,6 +795,49 @@ bench_nginx() {
 		"the TIME_WAIT, which costs them too: requests/s shows it."
 }
 
+# ---------------------------------------------------------------- 7 --
+# Defer that pays off. Short-lived clients: ten runs of tw-client, one
+# connection each, against a server that never closes first, without the
+# library and under close=defer,fallback=abort: the program does not wait
+# for its deferred connection (the holder process does). Exhaustion: 300
+# connections through 20 ephemeral ports to a server that closes 50 ms
+# after its reply: the client is faster than the server's close, and a
+# connect that lacks a port waits for a deferred connection to end.
+bench_pays() {
+	local i v opts base with ratio okb okw
+	if [ $ROOT = 0 ]; then
+		note "7: skipped: it needs root for its network namespaces (unshare -n)"
+		return
+	fi
+	log "7: defer that pays off, $PAYS_REPS x 10 short-lived runs per variant"
+	for ((i = 0; i < PAYS_REPS; i++)); do
+		for v in $(shuffle none normal defer); do
+			opts=-
+			[ $v = normal ] && opts=close=normal
+			[ $v = defer ] && opts=close=defer,fallback=abort
+			in_netns 0 40000 40099 "$SELF" --pays "$B" short "$opts" > "$TMP/pays.out"
+			kv ms "$TMP/pays.out" >> "$TMP/pays.$v"
+		done
+	done
+	base=$(median $(cat "$TMP/pays.none"))
+	with=$(median $(cat "$TMP/pays.defer"))
+	ratio=$(calc '%.2f' '$2 / $1' "$base" "$with")
+	row "7 short" "ten short-lived client runs against a keep-alive server, close=defer,fallback=abort" \
+		"$base" "$with" "$ratio" "<= 1.1" "$(calc '%s' '$1 <= 1.1 ? "yes" : "no"' "$ratio")" \
+		"ms (median of $PAYS_REPS); ratio: with/without" \
+		"\"runs_without\":$(jlist "$TMP/pays.none"),\"runs_with\":$(jlist "$TMP/pays.defer")"
+	detail "7: the same ten runs with the library loaded and close=normal:" \
+		"$(median $(cat "$TMP/pays.normal")) ms (what loading the library costs a short" \
+		"program; defer adds the hand-off to the holder, a fork, to it)."
+	in_netns 0 40000 40019 "$SELF" --pays "$B" exhaust - > "$TMP/pays-exh.none"
+	in_netns 0 40000 40019 "$SELF" --pays "$B" exhaust close=defer > "$TMP/pays-exh.defer"
+	okb=$(kv ok "$TMP/pays-exh.none")
+	okw=$(kv ok "$TMP/pays-exh.defer")
+	row "7 exhaust" "connections that succeed of 300 through 20 ports, the server closing 50 ms after its reply, close=defer" \
+		"$okb" "$okw" "$((okw - okb))" "300" "$([ "$okw" = 300 ] && echo yes || echo no)" \
+		"connections; extra: with - without"
+}
+
 # ---------------------------------------------------------------- run --
 machine() {
 	local cpu glibc
@@ -771,8 +849,8 @@ machine() {
 RANDOM=${BENCH_SEED:-1}	# the same orders every time
 START=$(date +%s)
 log "twshim benchmarks: $(machine)"
-[ $ROOT = 1 ] || log "not root: sections 2, 3, 4 and 6 need network namespaces and are skipped"
-for section in ${BENCH_ONLY:-1 2 3 4 5 6}; do
+[ $ROOT = 1 ] || log "not root: sections 2, 3, 4, 6 and 7 need network namespaces and are skipped"
+for section in ${BENCH_ONLY:-1 2 3 4 5 6 7}; do
 	case $section in
 	1) bench_close ;;
 	2) bench_churn ;;
@@ -780,7 +858,8 @@ for section in ${BENCH_ONLY:-1 2 3 4 5 6}; do
 	4) bench_defer ;;
 	5) bench_records ;;
 	6) bench_nginx ;;
-	*) note "BENCH_ONLY: there is no section '$section' (1 to 6)" ;;
+	7) bench_pays ;;
+	*) note "BENCH_ONLY: there is no section '$section' (1 to 7)" ;;
 	esac
 done
 ELAPSED=$(($(date +%s) - START))

@@ -27,35 +27,37 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <linux/futex.h>
+#include <limits.h>
 
 #include "closer.h"
 #include "decide.h"
 #include "diag.h"
 #include "diagmsg.h"
 #include "observe.h"
+#include "settle.h"
 
 #define CLOSER_EVENTS	128
-#define ABORT_POLL_MAX	6	/* abort polls SIOCOUTQ after 1, 2, 4 ... 64 ms */
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
 	pthread_mutex_t start_lock;
-	pthread_cond_t idle;		/* count reached 0 */
 	_Atomic bool running;
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
-	bool exiting;
-	uint64_t exit_ns;
 } cl = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.start_lock = PTHREAD_MUTEX_INITIALIZER,
-	.idle = PTHREAD_COND_INITIALIZER,
 	.epfd = -1,
 	.evfd = -1,
 };
+
+/* bumped at every end, and woken when a connect waits for one (closer_wait_end()) */
+static _Atomic uint32_t ends;
+static _Atomic int end_waiters;
 
 bool closer_running(void)
 {
@@ -155,72 +157,29 @@ static void heap_remove(struct tw_conn *c)
 	heap_fix(i);
 }
 
-/* the latest moment c may stay deferred: defer_ms, or at exit exit_wait_ms */
+/* the latest moment c may stay deferred */
 static uint64_t final_ns(const struct tw_conn *c)
 {
-	uint64_t t = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
-	uint64_t e = cl.exit_ns + (uint64_t)c->pol.exit_wait_ms * 1000000u;
-
-	return cl.exiting && e < t ? e : t;
+	return c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
 }
 
-/*
- * Acts on the verdict for c: a reset (SO_LINGER {1,0}) or a close of the
- * library's copy, and, when the close sent the FIN, the kernel asked who was
- * first. A copy held while the exiting program keeps its fd only leaves
- * epoll and goes: the kernel's close at the end of the process ends it.
- * Records, and gives the slot back. Holds cl.lock.
- */
+/* Out of the heap, then settle_act(). Holds cl.lock. */
 static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 {
 	heap_remove(c);
-	if (c->flags & CONN_HELD)
-		epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_DEL, c->libfd, NULL);
-	if (v.act == DO_RESET) {
-		struct linger l = { .l_onoff = 1, .l_linger = 0 };
-
-		syscall(SYS_setsockopt, c->libfd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-	}
-	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
-	if (v.act == DO_CLOSE_ASK) {
-		struct verdict a;
-		uint64_t found;
-
-		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state,
-					 &found);
-		a = decide(o);
-		v.end = a.end;
-	}
-	if (v.why)
-		c->why = v.why;
-	if (v.record)
-		conn_record(c, (enum tw_end)v.end, v.timeout, clock_mono_ns());
-	conn_free(c);
+	settle_act(c, o, v);
 	atomic_fetch_sub(&cl.count, 1);
+	atomic_fetch_add(&ends, 1);
+	if (atomic_load(&end_waiters))
+		syscall(SYS_futex, &ends, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/*
- * Looks at c (now: a peek; at a deadline also SIOCOUTQ) and acts on what
- * decide() makes of it. Returns true when c is over.
- */
-static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
+/* Looks at c and acts on what decide() makes of it; true when c is over. */
+static bool look(struct tw_conn *c, enum obs_who who, uint64_t now, bool err)
 {
-	struct observed o = {
-		.who = (uint8_t)who,
-		.mode = c->mode,
-		.fallback = c->pol.fallback,
-		.before = TW_ESTABLISHED,
-		.held = (c->flags & CONN_HELD) != 0,
-		.linger0 = false,
-	};
-	struct verdict v;
+	struct observed o;
+	struct verdict v = settle_look(c, who, now >= final_ns(c), err, &o);
 
-	o.unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
-	if (who == WHO_DEADLINE && o.unread == UNREAD_NONE) {
-		o.final = now >= final_ns(c);
-		o.outq_empty = observe_outq(c->libfd) == 0;
-	}
-	v = decide(&o);
 	if (v.act == DO_KEEP)
 		return false;
 	finish(c, &o, v);
@@ -229,37 +188,19 @@ static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
 
 static void on_event(struct tw_conn *c, uint32_t events)
 {
-	if (look(c, WHO_EVENT, 0))
-		return;
-	if (events & (EPOLLERR | EPOLLHUP)) {
-		struct observed o = { .who = WHO_EVENT, .mode = c->mode, .unread = UNREAD_ERROR,
-				      .held = (c->flags & CONN_HELD) != 0 };
-
-		finish(c, &o, decide(&o));
-	}
+	look(c, WHO_EVENT, 0, events & (EPOLLERR | EPOLLHUP));
 }
 
 /*
- * A deadline passed. `abort` resets once the peer has acknowledged all the
- * program wrote (SIOCOUTQ = 0), backing off while it waits; `defer` applies
- * its fallback at defer_ms: the peer's FIN did not come. A reset that would
- * lose data is not made: a close instead (why: unacked).
+ * A deadline passed: `defer` applies its fallback at defer_ms, `abort`
+ * resets once everything is acknowledged (settle_next()). A reset that
+ * would lose data is not made: a close instead (why: unacked).
  */
 static void on_deadline(struct tw_conn *c, uint64_t now)
 {
-	uint64_t fin = final_ns(c);
-
-	if (look(c, WHO_DEADLINE, now))
+	if (look(c, WHO_DEADLINE, now, false))
 		return;
-	if (c->mode == TW_CLOSE_ABORT) {
-		c->deadline_ns = now + (1000000ull << c->backoff);
-		if (c->backoff < ABORT_POLL_MAX)
-			c->backoff++;
-		if (c->deadline_ns > fin)
-			c->deadline_ns = fin;
-	} else {
-		c->deadline_ns = fin;
-	}
+	c->deadline_ns = settle_next(c, now, final_ns(c));
 	heap_fix(c->heap);
 }
 
@@ -278,12 +219,11 @@ static void take_submissions(void)
 		if (c->deadline_ns > final_ns(c))
 			c->deadline_ns = final_ns(c);
 		if (heap_push(c) < 0) {
-			struct observed o = { .who = WHO_DEADLINE, .mode = c->mode,
-					      .before = TW_ESTABLISHED, .final = true,
-					      .held = (c->flags & CONN_HELD) != 0 };
+			struct observed o;
+			struct verdict v = settle_look(c, WHO_DEADLINE, true, false, &o);
 
 			c->heap = UINT32_MAX;
-			finish(c, &o, decide(&o));
+			finish(c, &o, v);
 			continue;
 		}
 		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
@@ -340,8 +280,6 @@ static void *closer_main(void *arg)
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
-		if (!atomic_load(&cl.count))
-			pthread_cond_broadcast(&cl.idle);
 	}
 	return NULL;
 }
@@ -464,37 +402,48 @@ void closer_evict(int fd)
 }
 
 /*
- * At exit: every deferred connection gets at most its exit_wait_ms from now,
- * then its fallback; waits until the closer has ended them all.
+ * At exit or exec: takes every deferred connection away from the closer
+ * (out of epoll and the heap) and passes each to fn, for the holder.
  */
-void closer_drain(uint64_t now_ns)
+void closer_take_all(void (*fn)(struct tw_conn *c))
 {
-	struct timespec until;
-	uint64_t one = 1;
+	uint32_t idx;
 
-	if (!atomic_load(&cl.running) || !atomic_load(&cl.count))
+	if (!atomic_load(&cl.running))
 		return;
 	pthread_mutex_lock(&cl.lock);
-	cl.exiting = true;
-	cl.exit_ns = now_ns;
-	for (uint32_t i = 0; i < cl.heap_n; i++) {
-		struct tw_conn *c = conn_at(cl.heap[i]);
+	idx = atomic_exchange(&cl.subs, 0);
+	while (idx) {
+		struct tw_conn *c = conn_at(idx - 1);
 
-		if (c->deadline_ns > final_ns(c))
-			c->deadline_ns = final_ns(c);
+		idx = c->next;
+		atomic_fetch_sub(&cl.count, 1);
+		fn(c);
 	}
-	for (uint32_t i = cl.heap_n / 2 + 1; i-- > 0;)
-		if (i < cl.heap_n)
-			heap_down(i);
-	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
-		/* already woken */
+	while (cl.heap_n) {
+		struct tw_conn *c = conn_at(cl.heap[--cl.heap_n]);
+
+		/* the program may go on (a failed exec): its epoll must forget the socket */
+		epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_DEL, c->libfd, NULL);
+		atomic_fetch_sub(&cl.count, 1);
+		fn(c);
 	}
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += TW_MS_MAX / 1000 + 2;
-	while (atomic_load(&cl.count))
-		if (pthread_cond_timedwait(&cl.idle, &cl.lock, &until) == ETIMEDOUT)
-			break;
 	pthread_mutex_unlock(&cl.lock);
+}
+
+void closer_wait_end(uint64_t until_ns)
+{
+	uint32_t seen = atomic_load(&ends);
+	uint64_t now = clock_mono_ns();
+	struct timespec ts;
+
+	if (now >= until_ns || !atomic_load(&cl.count))
+		return;
+	ts.tv_sec = (time_t)((until_ns - now) / 1000000000u);
+	ts.tv_nsec = (long)((until_ns - now) % 1000000000u);
+	atomic_fetch_add(&end_waiters, 1);
+	syscall(SYS_futex, &ends, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+	atomic_fetch_sub(&end_waiters, 1);
 }
 
 void closer_fork_prepare(void)
@@ -541,9 +490,7 @@ void closer_fork_child(void)
 	atomic_store(&cl.evfd, -1);
 	atomic_store(&cl.count, 0);
 	atomic_store(&cl.running, false);
-	cl.exiting = false;
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
-	pthread_cond_init(&cl.idle, NULL);
 	/* the epoll instance was the parent's: the child makes its own when it defers */
 }

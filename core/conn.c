@@ -23,6 +23,8 @@
 #include "decide.h"
 #include "diag.h"
 #include "diagmsg.h"
+#include "hold.h"
+#include "learn.h"
 #include "observe.h"
 #include "runtime.h"
 #include "stats.h"
@@ -301,6 +303,8 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
+	if (c->pol.close == TW_CLOSE_DEFER && c->pol.learn)
+		learn_init();
 	conn_track(c, fd);
 	/* (an accepted socket is new: the listener's fds are not its) */
 	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_DUPED))
@@ -414,6 +418,8 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 		.via = c->via,
 		.timeout = timeout,
 		.deferred = c->mode != TW_CLOSE_NORMAL,
+		.held = hold_here(),
+		.connect_waited = c->waited,
 		.why = decide_why_name(c->why),
 		.local = c->local,
 		.remote = c->remote,
@@ -425,6 +431,10 @@ void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_
 	size_t n;
 
 	stats_end(r.role, r.policy, c->pol.arm, end, timeout, c->libfd >= 0);
+	if (c->why == WHY_LEARNED)
+		stats_learned();
+	if (c->waited)
+		stats_connect_wait();
 	r.sample = conf_log_sample(rt.conf, &c->pol);
 	if (c->pol.sink == TW_SINK_NONE ||
 	    !record_wanted(c->pol.log_only, r.sample, end, rnd_next()))
@@ -516,6 +526,10 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 	c->bytes_received = ti.tcpi_bytes_received;
 	if (!o->shut_wr)
 		c->state = o->before;
+	/* a peer that lately let defer_ms pass gets the fallback now (learn.h) */
+	if (o->mode == TW_CLOSE_DEFER && c->pol.learn && o->before == TW_ESTABLISHED &&
+	    o->unread == UNREAD_NONE && !o->shut_wr && !o->linger0)
+		o->learned = learn_skip(&c->remote, c->t_close_ns);
 }
 
 /* Another process may hold c: open across a fork or exec, or sent away. */
@@ -802,8 +816,9 @@ static int op_close(int fd, void *arg)
 
 /*
  * Before an exec, the connections marked close-on-exec end now: the exec
- * closes them unseen. Then the closer gives each deferred connection at
- * most its exit_wait_ms: its fds close at exec too.
+ * closes them unseen. Then every deferred connection goes to the holder:
+ * the closer's fds close at exec too. Should the exec fail, the process
+ * goes on with its closer, and nothing deferred.
  */
 void conn_exec_all(void)
 {
@@ -819,7 +834,7 @@ void conn_exec_all(void)
 			continue;
 		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
 	}
-	closer_drain(clock_mono_ns());
+	hold_all();
 }
 
 /*
@@ -828,9 +843,9 @@ void conn_exec_all(void)
  * handlers that run after this one: the kernel closes the fd when the
  * process ends, and the record says what that close does (a FIN from here
  * first, or the peer's already in, or a reset for data left unread). Under
- * `defer` (and `abort` with data not yet acknowledged) the closer takes a
- * copy and waits for the peer's FIN, at most exit_wait_ms; a reset is only
- * asked for (SO_LINGER {1,0}), and happens at that same close.
+ * `defer` (and `abort` with data not yet acknowledged) the holder takes a
+ * copy and waits for the peer's FIN (hold.h); a reset is only asked for
+ * (SO_LINGER {1,0}), and happens at that same close.
  */
 static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 {
@@ -865,22 +880,19 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		o.before = 0;
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
 		o.outq_empty = observe_outq(fd) == 0;
-	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)
-		o.closer_why = WHY_NO_CLOSER;
-	else if (closer_count() >= TW_DEFER_CAP)
-		o.closer_why = WHY_CAP;
 	v = decide(&o);
-	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
+	if (v.act == DO_HOLD) {
 		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
+			c->libfd = libfd;
 			c->flags |= CONN_HELD;
-			if (closer_handoff(c, libfd, v.mode))
-				return;
-			libfd_close(c->libfd);
-			o.closer_why = WHY_NO_CLOSER;
-		} else {
-			o.closer_why = WHY_NO_FD;
+			c->mode = v.mode;
+			c->deadline_ns = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
+			stats_defer_begin();
+			hold_add(c);
+			return;
 		}
+		o.closer_why = WHY_NO_FD;
 		v = decide(&o);
 	}
 	act_before_close(c, fd, &v);
@@ -911,5 +923,5 @@ void conn_exit_all(enum tw_via via)
 		table_leave();
 	}
 	pthread_setcancelstate(cancel, NULL);
-	closer_drain(clock_mono_ns());
+	hold_all();
 }

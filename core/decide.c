@@ -131,6 +131,10 @@ struct verdict decide(const struct observed *o)
 	uint8_t mode = o->mode, why = WHY_NONE, end;
 	bool exiting = o->who == WHO_EXIT;
 
+	if (o->who == WHO_CONNECT) {
+		/* a port the library holds may come free: the program never fails for it */
+		return v_of(o->waiting ? DO_RETRY : DO_NOTHING, 0, WHY_NONE, mode, false);
+	}
 	if (o->who == WHO_EVENT || o->who == WHO_DEADLINE) {
 		if (o->after != AFTER_NOT_ASKED)
 			return after_close(o);
@@ -196,9 +200,11 @@ struct verdict decide(const struct observed *o)
 	}
 	/* ESTABLISHED, nothing unread, no reset asked for */
 	if (mode == TW_CLOSE_DEFER && o->unread == UNREAD_NONE) {
-		if (!o->closer_why)
-			return v_of(DO_DEFER, 0, WHY_NONE, mode, false);
-		why = o->closer_why;
+		/* at the end of the process the holder waits, not the program */
+		if (!o->closer_why && !o->learned)
+			return v_of(exiting ? DO_HOLD : DO_DEFER, 0, WHY_NONE, mode, false);
+		/* a peer that lately let defer_ms pass: its fallback at once */
+		why = o->closer_why ? o->closer_why : WHY_LEARNED;
 		if (o->fallback == TW_FALLBACK_ABORT && o->outq_empty)
 			return v_of(DO_RESET, TW_END_ABORT, why, TW_CLOSE_ABORT, true);
 		mode = TW_CLOSE_NORMAL;
@@ -206,7 +212,7 @@ struct verdict decide(const struct observed *o)
 		if (o->outq_empty)
 			return v_of(DO_RESET, TW_END_ABORT, WHY_NONE, mode, true);
 		if (!o->closer_why)
-			return v_of(DO_WAIT_ACKED, 0, WHY_NONE, mode, false);
+			return v_of(exiting ? DO_HOLD : DO_WAIT_ACKED, 0, WHY_NONE, mode, false);
 		why = o->closer_why;
 		mode = TW_CLOSE_NORMAL;
 	}

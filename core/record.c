@@ -334,6 +334,10 @@ size_t record_format(char *buf, size_t len, const struct tw_record *r)
 		put_true(&o, KEY("timeout"));
 	if (r->why)
 		put_cname(&o, KEY("why"), r->why);
+	if (r->held)
+		put_true(&o, KEY("held"));
+	if (r->connect_waited)
+		put_true(&o, KEY("connect_waited"));
 	put_u64(&o, KEY("bytes_acked"), r->bytes_acked);
 	put_u64(&o, KEY("bytes_received"), r->bytes_received);
 	put_int(&o, KEY("fd"), r->fd);

@@ -509,6 +509,39 @@ void sink_fork_child(void)
 	}
 }
 
+/* the fds of s: the one written to, and the one a reopen replaced (or -1) */
+static void sink_fds(struct sink *s, int fds[2])
+{
+	uint64_t r = atomic_load(&s->retired);
+
+	fds[0] = atomic_load(&s->fd);
+	fds[1] = r == RETIRED_NONE ? FD_NONE : retired_fd(r);
+}
+
+bool sink_owns(int fd)
+{
+	int fds[2];
+
+	for (unsigned i = 0; i < nsinks && fd >= 0; i++) {
+		sink_fds(&sinks[i], fds);
+		if (fds[0] == fd || fds[1] == fd)
+			return true;
+	}
+	return false;
+}
+
+int sink_fd_max(void)
+{
+	int hi = -1, fds[2];
+
+	for (unsigned i = 0; i < nsinks; i++) {
+		sink_fds(&sinks[i], fds);
+		hi = fds[0] > hi ? fds[0] : hi;
+		hi = fds[1] > hi ? fds[1] : hi;
+	}
+	return hi;
+}
+
 bool sink_evict(int fd)
 {
 	for (unsigned i = 0; i < nsinks; i++) {

@@ -15,11 +15,13 @@ bool closer_running(void);
 bool closer_submit(struct tw_conn *c);
 /* the program dup2'd or dup3'd onto one of the library's fds: move it away */
 void closer_evict(int fd);
-/* at exit: give every deferred connection at most its exit_wait_ms, then wait */
-void closer_drain(uint64_t now_ns);
+/* at exit or exec: every deferred connection out of the closer, to fn (hold.h) */
+void closer_take_all(void (*fn)(struct tw_conn *c));
 void closer_fork_prepare(void);
 void closer_fork_parent(void);
 void closer_fork_child(void);
 unsigned closer_count(void);
+/* Waits until the closer ends a deferred connection, or until (CLOCK_MONOTONIC ns). */
+void closer_wait_end(uint64_t until_ns);
 
 #endif

@@ -26,7 +26,7 @@ struct tw_policy {
 	uint8_t arm;		/* 0: no A/B split; else 1 + index for conf_arm_name() */
 	uint32_t defer_ms;
 	/*
-	 * Bit fields keep a connection slot within its 112 bytes (runtime.h):
+	 * Bit fields keep a connection slot within its 112 bytes (conn.h):
 	 * exit_wait_ms is at most TW_MS_MAX, and the log_sample values a
 	 * configuration names are few, so the policy holds an index to them.
 	 */

@@ -34,8 +34,9 @@ struct tw_conn {
 	uint8_t state;		/* TCP state at the program's shutdown or close */
 	uint8_t via;		/* enum tw_via */
 	uint8_t why;		/* enum conn_why: why the policy was not applied */
-	uint8_t backoff;	/* closer: abort polling step */
-	uint8_t mode;		/* closer: enum tw_close_policy it is waiting under */
+	uint8_t backoff : 4;	/* closer: abort polling step */
+	uint8_t mode : 2;	/* closer: enum tw_close_policy it is waiting under */
+	uint8_t waited : 1;	/* its connect waited for a deferred connection to end */
 	struct tw_policy pol;
 	int32_t fd;		/* the program's fd number */
 	int32_t libfd;		/* the library's fd while deferred */
@@ -117,7 +118,7 @@ void conn_exec_all(void);
 /*
  * At exit: connections the program still holds are left open for the
  * kernel to close when the process ends; each is recorded with the end that
- * close makes, or given to the closer for what is left of its policy.
+ * close makes, or given to the holder for what is left of its policy (hold.h).
  */
 void conn_exit_all(enum tw_via via);
 /*

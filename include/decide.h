@@ -17,6 +17,7 @@ enum obs_who {
 	WHO_EXIT,	/* the process is ending and still holds the fd: the kernel closes it */
 	WHO_EVENT,	/* the closer saw the deferred socket readable */
 	WHO_DEADLINE,	/* the closer's deadline for a deferred socket passed */
+	WHO_CONNECT,	/* a connect failed with EADDRNOTAVAIL (unread: unused) */
 };
 
 /* What the receive queue held, from a one-byte MSG_PEEK. */
@@ -52,7 +53,9 @@ struct observed {
 	bool shared;		/* another process may hold it */
 	bool outq_empty;	/* SIOCOUTQ = 0: the peer acknowledged all that was written */
 	bool final;		/* WHO_DEADLINE: the last deadline (defer_ms or exit_wait_ms) */
-	bool held;		/* the closer holds a copy while the exiting program keeps its fd */
+	bool held;		/* a copy held while the exiting program keeps its fd */
+	bool learned;		/* defer: the peer did not close within defer_ms lately (learn.h) */
+	bool waiting;		/* WHO_CONNECT: deferred connections that may end are held */
 };
 
 enum verdict_act {
@@ -63,6 +66,8 @@ enum verdict_act {
 	DO_DEFER,	/* hand to the closer: it waits for the peer's FIN */
 	DO_WAIT_ACKED,	/* hand to the closer: it resets once SIOCOUTQ = 0 */
 	DO_KEEP,	/* the closer goes on waiting */
+	DO_HOLD,	/* at exit or exec: to the holder process, the program does not wait */
+	DO_RETRY,	/* WHO_CONNECT: wait for a deferred connection to end, connect again */
 };
 
 struct verdict {

@@ -36,6 +36,14 @@
 #define TW_COMM_MAX		128
 /* longest log path after %p/%n expansion */
 #define TW_PATH_MAX		4096
+/* what `learn` keeps, per user: a file in shared memory (%u: the effective uid) */
+#define TW_LEARN_PATH		"/dev/shm/twshim-learn-%u"
+/* remote endpoints it remembers (8 bytes each) */
+#define TW_LEARN_SLOTS		8192
+/* deferred closes in a row that met no FIN within defer_ms before a peer is learned */
+#define TW_LEARN_MISSES		2
+/* a learned peer gets one wait again after this many seconds */
+#define TW_LEARN_RETRY_S	30
 /* TIME_WAIT lasts TCP_TIMEWAIT_LEN on Linux (include/net/tcp.h) */
 #define TW_TIMEWAIT_SEC		60
 

@@ -38,6 +38,8 @@ struct tw_record {
 	uint8_t via;		/* enum tw_via */
 	bool timeout;
 	bool deferred;		/* deferred_us is meaningful */
+	bool held;		/* ended by the holder after the program exited or exec'd */
+	bool connect_waited;	/* its connect waited for a port a deferred connection held */
 	const char *arm;	/* NULL when there is no split */
 	const char *why;	/* NULL, or why the policy could not be applied */
 	struct tw_addr local, remote;

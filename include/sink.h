@@ -11,6 +11,10 @@ struct conf;
 int sink_open_all(const struct conf *c);
 void sink_write(unsigned sink, const char *buf, size_t len);
 void sink_fork_child(void);
+/* is fd one of the log destinations' fds? (the holder keeps those) */
+bool sink_owns(int fd);
+/* the highest of them, -1 when none is open */
+int sink_fd_max(void);
 /* sink_evict: like closer_evict, for the log fds; false if fd is not a sink */
 bool sink_evict(int fd);
 

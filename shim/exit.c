@@ -2,8 +2,9 @@
 /*
  * Process exit: exit() (through the library's destructor), _exit() and
  * _Exit(). Connections still open are recorded here and left for the
- * kernel to close as the process ends; the ones a policy defers get at most
- * exit_wait_ms (conn_exit_all()).
+ * kernel to close as the process ends; the ones a policy defers go, with
+ * those still deferred, to the holder process (conn_exit_all(), hold.h):
+ * the process itself does not wait.
  */
 #include <stdatomic.h>
 #include <stdio.h>

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -40,6 +41,8 @@
  */
 #define GAP_MS		50
 #define SETTLE_MS	100
+/* longest wait for the holders a run left (twshim-hold: at most defer_ms each) */
+#define HOLDERS_MS	(TW_MS_MAX + 5000)
 /* a socket whose remaining TIME_WAIT is this close to "made at the start" counts as new */
 #define AGE_MARGIN_MS	25
 
@@ -48,7 +51,8 @@ static const char ab_usage[] =
 	"\n"
 	"Runs PROGRAM with libtwshim.so preloaded, under settings A and B alternately,\n"
 	"RUNS times each, and compares them: exit codes, median wall time, the close\n"
-	"records of each run (connections, tw local/peer/none, deferred, timeouts) and\n"
+	"records of each run (connections, tw local/peer/none, deferred, timeouts, held,\n"
+	"learned, connect waits) and\n"
 	"the TIME_WAIT sockets of this network namespace, sampled every 50 ms (peak and\n"
 	"at the end of each run, counting only sockets the run made).\n"
 	"\n"
@@ -180,6 +184,34 @@ static int pidfd_of(pid_t pid)
 }
 
 /*
+ * Is a child of this process a holder (`twshim-hold`)? As the subreaper, ab
+ * adopts the holders of the program it runs: the program's deferred
+ * connections end in them after it exits, and so do their records.
+ */
+static bool holders_left(void)
+{
+	char path[64], comm[32];
+	bool found = false;
+	FILE *list, *f;
+	long pid;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+	list = fopen(path, "re");
+	if (!list)
+		return false;
+	while (!found && fscanf(list, "%ld", &pid) == 1) {
+		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+		f = fopen(path, "re");
+		if (f && fgets(comm, sizeof(comm), f) && !strcmp(comm, "twshim-hold\n"))
+			found = true;
+		if (f)
+			fclose(f);
+	}
+	fclose(list);
+	return found;
+}
+
+/*
  * Starts the program and samples this namespace's new TIME_WAIT sockets
  * every SAMPLE_MS until it exits. Fills status, wall time, peak and end.
  */
@@ -195,6 +227,7 @@ static void run_and_sample(const struct ab *ab, const struct arm *arm, const cha
 	res->status = -1;
 	res->tw_peak = res->tw_end = -1;
 	fflush(NULL);
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	pid = fork();
 	if (pid < 0) {
 		fprintf(stderr, "twshim ab: fork: %s\n", strerror(errno));
@@ -235,6 +268,18 @@ reaped:
 	res->status = status;
 	if (pidfd >= 0)
 		close(pidfd);
+	/* the program's deferred connections end in its holders: their records count too */
+	for (long waited = 0; waited < HOLDERS_MS && !stop_requested && holders_left();
+	     waited += SAMPLE_MS) {
+		n = count_new_tw(t0);
+		if (n > res->tw_peak)
+			res->tw_peak = n;
+		sleep_ms(SAMPLE_MS);
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+	}
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
 	/* the last FIN/ACK exchanges of the run land in the next few ms */
 	sleep_ms(SETTLE_MS);
 	n = count_new_tw(t0);
@@ -399,12 +444,7 @@ static void summarize(const struct arm *arm, struct summary *s)
 	for (int i = 0; i < n; i++) {
 		const struct run_result *r = &arm->runs[i];
 
-		s->c.conns += r->c.conns;
-		s->c.tw_local += r->c.tw_local;
-		s->c.tw_peer += r->c.tw_peer;
-		s->c.tw_none += r->c.tw_none;
-		s->c.deferred += r->c.deferred;
-		s->c.timeouts += r->c.timeouts;
+		counts_sum(&s->c, &r->c);
 		s->malformed += r->malformed;
 		if (exit_code(r->status) != 0)
 			s->all_ok = false;
@@ -445,6 +485,7 @@ static void print_table(const struct ab *ab, const struct summary *s)
 	static const char *const labels[] = {
 		"settings", "runs", "exit codes", "wall time, median", "connections, all runs",
 		"tw local", "tw peer", "tw none", "deferred", "timeouts",
+		"held (after exit)", "learned (no wait)", "connect waits",
 		"TIME_WAIT peak, median", "TIME_WAIT at end, median",
 	};
 	enum { NROWS = sizeof(labels) / sizeof(labels[0]) };
@@ -455,8 +496,9 @@ static void print_table(const struct ab *ab, const struct summary *s)
 	for (int k = 0; k < 2; k++) {
 		const struct arm *arm = &ab->arm[k];
 		const struct summary *sm = &s[k];
-		const unsigned long long v[6] = { sm->c.conns, sm->c.tw_local, sm->c.tw_peer,
-						  sm->c.tw_none, sm->c.deferred, sm->c.timeouts };
+		const unsigned long long v[9] = { sm->c.conns, sm->c.tw_local, sm->c.tw_peer,
+						  sm->c.tw_none, sm->c.deferred, sm->c.timeouts,
+						  sm->c.held, sm->c.learned, sm->c.connect_waits };
 		size_t off = 0;
 
 		snprintf(cell[k][0], sizeof(cell[k][0]), "%s%s", arm->is_file ? "file " : "",
@@ -474,10 +516,10 @@ static void print_table(const struct ab *ab, const struct summary *s)
 							"%s%d", i ? " " : "", code);
 		}
 		snprintf(cell[k][3], sizeof(cell[k][3]), "%.3f s", sm->wall_ms / 1000);
-		for (int i = 0; i < 6; i++)
+		for (int i = 0; i < 9; i++)
 			snprintf(cell[k][4 + i], sizeof(cell[k][4 + i]), "%llu", v[i]);
-		fmt_num(cell[k][10], sizeof(cell[k][10]), sm->tw_peak);
-		fmt_num(cell[k][11], sizeof(cell[k][11]), sm->tw_end);
+		fmt_num(cell[k][13], sizeof(cell[k][13]), sm->tw_peak);
+		fmt_num(cell[k][14], sizeof(cell[k][14]), sm->tw_end);
 	}
 	table_init(&t, 3);
 	row[0] = "";
@@ -532,7 +574,7 @@ static void print_json(const struct ab *ab, const struct summary *s)
 			int code = exit_code(r->status);
 
 			json_array_append_new(codes, code < 0 ? json_null() : json_integer(code));
-			json_array_append_new(runs, json_pack(
+			json_t *run = json_pack(
 				"{s:o,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}",
 				"exit", code < 0 ? json_null() : json_integer(code),
 				"wall_ms", ms3((double)r->wall_ns / 1e6),
@@ -543,7 +585,10 @@ static void print_json(const struct ab *ab, const struct summary *s)
 				"deferred", (json_int_t)r->c.deferred,
 				"timeouts", (json_int_t)r->c.timeouts,
 				"tw_peak", num_or_null((double)r->tw_peak),
-				"tw_end", num_or_null((double)r->tw_end)));
+				"tw_end", num_or_null((double)r->tw_end));
+
+			counts_json_defer(run, &r->c);
+			json_array_append_new(runs, run);
 		}
 		o = json_pack("{s:o,s:s,s:i,s:o,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:o}",
 			      "settings", json_text(arm->spec),
@@ -562,6 +607,7 @@ static void print_json(const struct ab *ab, const struct summary *s)
 			      "tw_end_median", num_or_null(sm->tw_end),
 			      "malformed", (json_int_t)sm->malformed,
 			      "per_run", runs);
+		counts_json_defer(o, &sm->c);
 		json_object_set_new(arms, arm->name, o);
 	}
 	root = json_pack("{s:o,s:i,s:b,s:o}", "program", argv, "runs_per_arm", ab->runs,

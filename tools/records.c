@@ -39,12 +39,12 @@ struct raw {
 /* the keys the tool reads; the rest of a record is checked as JSON only */
 enum {
 	K_TS, K_PID, K_COMM, K_ROLE, K_LOCAL, K_REMOTE, K_TW, K_ARM, K_DEFERRED, K_TIMEOUT,
-	K_SAMPLE, K_N
+	K_SAMPLE, K_HELD, K_WAITED, K_WHY, K_N
 };
 
 static const char *const key_names[K_N] = {
 	"ts", "pid", "comm", "role", "local", "remote", "tw", "arm", "deferred_ms", "timeout",
-	"sample",
+	"sample", "held", "connect_waited", "why",
 };
 
 static int key_index(const char *p, size_t n)
@@ -346,6 +346,18 @@ static int need(const struct raw *raw, int k, enum raw_type type, const char *wh
 }
 
 /* Checks the fields the tool reads and fills *r. */
+/* a field that is true when present (timeout, held, ...): false, null or absent is false */
+static int flag(const struct raw *raw, int k, bool *out, char *err, size_t errlen)
+{
+	const struct raw *v = &raw[k];
+
+	*out = v->type == RAW_TRUE;
+	if (v->type != RAW_TRUE && v->type != RAW_ABSENT && v->type != RAW_FALSE &&
+	    v->type != RAW_NULL)
+		return need(raw, k, RAW_TRUE, "true or false", err, errlen);
+	return 0;
+}
+
 static int rec_from_raw(const struct raw *raw, struct rec *r, char *err, size_t errlen)
 {
 	const struct raw *v;
@@ -398,11 +410,15 @@ static int rec_from_raw(const struct raw *raw, struct rec *r, char *err, size_t 
 		r->deferred = true;
 	else if (v->type != RAW_ABSENT && v->type != RAW_NULL)
 		return need(raw, K_DEFERRED, RAW_REAL, "a number", err, errlen);
-	v = &raw[K_TIMEOUT];
-	if (v->type == RAW_TRUE)
-		r->timeout = true;
-	else if (v->type != RAW_ABSENT && v->type != RAW_FALSE && v->type != RAW_NULL)
-		return need(raw, K_TIMEOUT, RAW_TRUE, "true or false", err, errlen);
+	if (flag(raw, K_TIMEOUT, &r->timeout, err, errlen) ||
+	    flag(raw, K_HELD, &r->held, err, errlen) ||
+	    flag(raw, K_WAITED, &r->connect_waited, err, errlen))
+		return -EINVAL;
+	v = &raw[K_WHY];
+	if (v->type == RAW_STR)
+		r->learned = v->s.n == 7 && !memcmp(v->s.p, "learned", 7);
+	else if (v->type != RAW_ABSENT && v->type != RAW_NULL)
+		return need(raw, K_WHY, RAW_STR, "a string", err, errlen);
 	v = &raw[K_SAMPLE];
 	r->sample = 1;
 	if (v->type == RAW_INT && v->i >= 1 && v->i <= TW_SAMPLE_MAX) {

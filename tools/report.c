@@ -20,8 +20,10 @@ static const char report_usage[] =
 	"\n"
 	"Aggregates close records (JSON Lines; '-' reads standard input). Per group:\n"
 	"connections, where TIME_WAIT landed (tw=local, peer, none), deferred closes,\n"
-	"defer timeouts, and TW_NOW: the TIME_WAIT sockets still held here (tw=local\n"
-	"in the last 60 s).\n"
+	"defer timeouts, HELD (ended by the holder after the program's exit or exec),\n"
+	"LEARNED (the fallback at once, why=learned), WAITS (connects that waited for\n"
+	"a port a deferred connection held), and TW_NOW: the TIME_WAIT sockets still\n"
+	"held here (tw=local in the last 60 s).\n"
 	"\n"
 	"  -b, --by KEY   process (default: the process name), remote (remote host),\n"
 	"                 port (service port: remote port of a client, local port of\n"
@@ -72,6 +74,30 @@ void counts_add(struct counts *c, const struct rec *r, double now)
 		c->deferred += w;
 	if (r->timeout)
 		c->timeouts += w;
+	c->held += r->held ? w : 0;
+	c->learned += r->learned ? w : 0;
+	c->connect_waits += r->connect_waited ? w : 0;
+}
+
+void counts_sum(struct counts *a, const struct counts *b)
+{
+	a->conns += b->conns;
+	a->tw_local += b->tw_local;
+	a->tw_peer += b->tw_peer;
+	a->tw_none += b->tw_none;
+	a->deferred += b->deferred;
+	a->timeouts += b->timeouts;
+	a->tw_now += b->tw_now;
+	a->held += b->held;
+	a->learned += b->learned;
+	a->connect_waits += b->connect_waits;
+}
+
+void counts_json_defer(json_t *o, const struct counts *c)
+{
+	json_object_set_new(o, "held", json_integer((json_int_t)c->held));
+	json_object_set_new(o, "learned", json_integer((json_int_t)c->learned));
+	json_object_set_new(o, "connect_waits", json_integer((json_int_t)c->connect_waits));
 }
 
 static uint64_t hash_bytes(const char *p, size_t n)
@@ -198,22 +224,29 @@ static int cmp_group(const void *a, const void *b)
 
 static json_t *counts_json(const struct counts *c)
 {
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-			 "connections", (json_int_t)c->conns,
-			 "tw_local", (json_int_t)c->tw_local,
-			 "tw_peer", (json_int_t)c->tw_peer,
-			 "tw_none", (json_int_t)c->tw_none,
-			 "deferred", (json_int_t)c->deferred,
-			 "timeouts", (json_int_t)c->timeouts,
-			 "tw_now", (json_int_t)c->tw_now);
+	json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+			      "connections", (json_int_t)c->conns,
+			      "tw_local", (json_int_t)c->tw_local,
+			      "tw_peer", (json_int_t)c->tw_peer,
+			      "tw_none", (json_int_t)c->tw_none,
+			      "deferred", (json_int_t)c->deferred,
+			      "timeouts", (json_int_t)c->timeouts,
+			      "tw_now", (json_int_t)c->tw_now);
+
+	if (o)
+		counts_json_defer(o, c);
+	return o;
 }
 
-static void counts_cells(const struct counts *c, char cells[7][24])
-{
-	const unsigned long long v[7] = { c->conns, c->tw_local, c->tw_peer, c->tw_none,
-					  c->deferred, c->timeouts, c->tw_now };
+#define NCELLS	10
 
-	for (int i = 0; i < 7; i++)
+static void counts_cells(const struct counts *c, char cells[NCELLS][24])
+{
+	const unsigned long long v[NCELLS] = { c->conns, c->tw_local, c->tw_peer, c->tw_none,
+					       c->deferred, c->timeouts, c->held, c->learned,
+					       c->connect_waits, c->tw_now };
+
+	for (int i = 0; i < NCELLS; i++)
 		snprintf(cells[i], sizeof(cells[i]), "%llu", v[i]);
 }
 
@@ -246,26 +279,27 @@ static int print_json(const struct report *rep, struct group **sorted,
 static void print_table(const struct report *rep, struct group **sorted)
 {
 	static const char *const upper[] = { "PROCESS", "REMOTE", "PORT", "ARM" };
-	const char *head[8] = { upper[rep->by], "CONNECTIONS", "TW_LOCAL", "TW_PEER",
-				"TW_NONE", "DEFERRED", "TIMEOUTS", "TW_NOW" };
-	char cells[7][24];
-	const char *row[8];
+	const char *head[NCELLS + 1] = { upper[rep->by], "CONNECTIONS", "TW_LOCAL", "TW_PEER",
+					 "TW_NONE", "DEFERRED", "TIMEOUTS", "HELD", "LEARNED",
+					 "WAITS", "TW_NOW" };
+	char cells[NCELLS][24];
+	const char *row[NCELLS + 1];
 	struct table t;
 
-	table_init(&t, 8);
-	for (int i = 1; i < 8; i++)
+	table_init(&t, NCELLS + 1);
+	for (int i = 1; i <= NCELLS; i++)
 		t.right[i] = true;
 	table_add(&t, head);
 	for (size_t i = 0; i < rep->g.n; i++) {
 		counts_cells(&sorted[i]->c, cells);
 		row[0] = sorted[i]->key;
-		for (int k = 0; k < 7; k++)
+		for (int k = 0; k < NCELLS; k++)
 			row[k + 1] = cells[k];
 		table_add(&t, row);
 	}
 	counts_cells(&rep->total, cells);
 	row[0] = "TOTAL";
-	for (int k = 0; k < 7; k++)
+	for (int k = 0; k < NCELLS; k++)
 		row[k + 1] = cells[k];
 	table_add(&t, row);
 	table_print(&t, stdout);

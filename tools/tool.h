@@ -46,6 +46,9 @@ struct rec {
 	bool deferred;		/* deferred_ms present */
 	bool timeout;
 	uint32_t sample;	/* log_sample: the record stands for this many connections */
+	bool held;		/* ended by the holder after the program's exit or exec */
+	bool learned;		/* why: learned */
+	bool connect_waited;	/* its connect waited for a port a deferred connection held */
 };
 
 /* Counts kept over all files one command reads. */
@@ -98,6 +101,7 @@ int env_append_options(const char *extra);
 /* What report and ab count for a set of records. */
 struct counts {
 	unsigned long long conns, tw_local, tw_peer, tw_none, deferred, timeouts, tw_now;
+	unsigned long long held, learned, connect_waits;
 };
 
 /*
@@ -106,6 +110,10 @@ struct counts {
  * TIME_WAIT's 60 s.
  */
 void counts_add(struct counts *c, const struct rec *r, double now);
+/* a += b */
+void counts_sum(struct counts *a, const struct counts *b);
+/* Sets "held", "learned" and "connect_waits" of c in o (a JSON object). */
+void counts_json_defer(json_t *o, const struct counts *c);
 
 /* A left-aligned text table for people; every cell a string. */
 struct table {

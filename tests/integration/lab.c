@@ -871,8 +871,51 @@ static json_t *parse_records(const char *path, bool strict)
 	return recs;
 }
 
+int lab_holders(int *pids, int max)
+{
+	char self[128] = "", ns[128], path[300], comm[32];
+	struct dirent *e;
+	DIR *d = opendir("/proc");
+	int n = 0;
+	ssize_t l;
+
+	cr_assert(d, "/proc: %s", strerror(errno));
+	l = readlink("/proc/self/ns/net", self, sizeof(self) - 1);
+	cr_assert(l > 0, "/proc/self/ns/net: %s", strerror(errno));
+	self[l] = 0;
+	while ((e = readdir(d)) && n < max) {
+		FILE *f;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+		if (strcmp(comm, "twshim-hold\n"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/ns/net", e->d_name);
+		l = readlink(path, ns, sizeof(ns) - 1);
+		if (l <= 0)
+			continue;
+		ns[l] = 0;
+		if (!strcmp(ns, self))
+			pids[n++] = atoi(e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
 json_t *lab_records(const char *path)
 {
+	long deadline = lab_now_ms() + 15000;
+	int pid;
+
+	while (lab_holders(&pid, 1) && lab_now_ms() < deadline)
+		lab_sleep_ms(10);
 	return parse_records(path, true);
 }
 
@@ -970,6 +1013,11 @@ static void check_one(const json_t *r, size_t i)
 	}
 	v = json_object_get(r, "timeout");
 	cr_assert(!v || json_is_true(v), "record %zu: timeout present but not true: %s", i, dump);
+	v = json_object_get(r, "held");
+	cr_assert(!v || json_is_true(v), "record %zu: held present but not true: %s", i, dump);
+	v = json_object_get(r, "connect_waited");
+	cr_assert(!v || json_is_true(v), "record %zu: connect_waited present but not true: %s", i,
+		  dump);
 	v = json_object_get(r, "arm");
 	cr_assert(!v || json_is_string(v), "record %zu: arm not a string: %s", i, dump);
 	free(dump);

@@ -245,9 +245,16 @@ long lab_tcp_count(uint32_t states);
 void lab_assert_tw(int server_port, long client, long server);
 
 /*
+ * The holder processes (twshim-hold) in this network namespace: their pids
+ * in pids (up to max), and how many there are.
+ */
+int lab_holders(int *pids, int max);
+/*
  * Reads a JSON-Lines close-record file into an array (owned by the caller).
  * Fails the test when a line is not one complete JSON object ending in a
- * newline. A missing file is an empty array.
+ * newline. A missing file is an empty array. First waits (up to 15 s) for
+ * the holders of this namespace to end: the connections a program left
+ * deferred at its exit end in them, and so do their records.
  */
 json_t *lab_records(const char *path);
 /*

@@ -356,8 +356,8 @@ Test(config, options_override_the_top_level_but_not_a_matching_rule, .timeout = 
 			     lab_stderr(c));
 	}
 
-	recs = lab_records_checked(log);
-	lab_rec_assert_count(recs, "", 40);
+	/* what was still deferred at exit ends in the holder, a little later */
+	recs = lab_records_wait_expect(log, 40, NULL, 5000);
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", px),
 			   "policy=defer,end=passive,tw=peer,!timeout");
 	lab_rec_assert_all(recs, lab_fmt("remote=127.0.0.1:%d", py),
@@ -473,8 +473,8 @@ Test(config, ab_split_per_connection_follows_the_weights_over_1000_connections,
 	s = idle_server("server", lab_addr4(port));
 	c = client("client", lab_example("tw-client"), conf, 1000, lab_addr4(port));
 
-	recs = lab_records_checked(log);
-	lab_rec_assert_count(recs, "", 1000);
+	/* what was still deferred at exit ends in the holder, a little later */
+	recs = lab_records_wait_expect(log, 1000, NULL, 5000);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,arm", c->pid));
 	n_normal = lab_rec_count(recs, "arm=normal");
 	n_defer = lab_rec_count(recs, "arm=defer");

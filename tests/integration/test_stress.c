@@ -127,8 +127,8 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	cr_assert_leq(lab_value_long(out, "fds_end"), lab_value_long(out, "fds_start") + 3,
 		      "fds leaked: %s", out);
 
-	recs = lab_records_checked(log);
-	lab_rec_assert_count(recs, "", (size_t)total);
+	/* connections still deferred at the exit end in the holder, a little later */
+	recs = lab_records_wait_expect(log, (size_t)total, NULL, 10000);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client", c->pid));
 	assert_arms(recs);
 	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);

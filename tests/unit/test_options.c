@@ -41,6 +41,7 @@ Test(options, empty_string_sets_nothing)
 	cr_assert_eq(p.fallback, TW_FALLBACK_NORMAL);
 	cr_assert_eq(p.defer_ms, 1000);
 	cr_assert_eq(p.exit_wait_ms, 1000);
+	cr_assert_eq(p.learn, 1, "learn is on by default");
 	cr_assert_eq(p.sink, TW_SINK_NONE);
 	cr_assert_eq(p.arm, 0);
 	cr_assert_not(conf_tracking(c), "pure defaults must leave connections alone");
@@ -182,6 +183,7 @@ Test(options, mistakes_give_one_exact_line)
 		  "TWSHIM_OPTIONS: exit_wait_ms: expected a number from 0 to 600000" },
 		{ "fallback=defer", "TWSHIM_OPTIONS: fallback: expected normal or abort" },
 		{ "reuseaddr=yes", "TWSHIM_OPTIONS: reuseaddr: expected 1, 0, true or false" },
+		{ "learn=no", "TWSHIM_OPTIONS: learn: expected on or off" },
 		{ "log=", "TWSHIM_OPTIONS: log: expected a path, stderr, syslog or none" },
 		{ "log_sample=0",
 		  "TWSHIM_OPTIONS: log_sample: expected a number from 1 to 1000000" },

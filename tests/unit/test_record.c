@@ -88,6 +88,8 @@ Test(record, has_every_field_of_the_contract)
 	cr_assert_null(json_object_get(j, "timeout"), "timeout only when true");
 	cr_assert_null(json_object_get(j, "why"));
 	cr_assert_null(json_object_get(j, "sample"), "sample only when log_sample > 1");
+	cr_assert_null(json_object_get(j, "held"), "held only when true");
+	cr_assert_null(json_object_get(j, "connect_waited"), "connect_waited only when true");
 	json_decref(j);
 }
 
@@ -99,6 +101,8 @@ Test(record, optional_fields_appear_when_set)
 	r.arm = "control";
 	r.timeout = true;
 	r.why = "shared";
+	r.held = true;
+	r.connect_waited = true;
 	r.deferred = false;
 	r.role = TW_ROLE_SERVER;
 	r.sample = 1000000;
@@ -107,6 +111,8 @@ Test(record, optional_fields_appear_when_set)
 	cr_assert_str_eq(str(j, "arm"), "control");
 	cr_assert(json_is_true(json_object_get(j, "timeout")));
 	cr_assert_str_eq(str(j, "why"), "shared");
+	cr_assert(json_is_true(json_object_get(j, "held")));
+	cr_assert(json_is_true(json_object_get(j, "connect_waited")));
 	cr_assert_str_eq(str(j, "role"), "server");
 	cr_assert_null(json_object_get(j, "deferred_ms"), "deferred_ms only for defer/abort");
 	json_decref(j);

@@ -479,3 +479,18 @@ Test(report, million_records_stream_in_bounded_memory, .timeout = 120)
 	cr_expect_lt(r.secs, 20.0, "took %.1f s", r.secs);
 	json_decref(j);
 }
+
+/* what defer adds: ended by the holder, learned at once, connects that waited */
+Test(report, held_learned_and_waited_connects_are_counted)
+{
+	json_t *j = report_json("process", FIXTURES "defer.jsonl");
+	json_t *curl = group(j, "curl"), *wget = group(j, "wget");
+
+	cr_expect_eq(num(curl, "held"), 1);
+	cr_expect_eq(num(curl, "learned"), 1);
+	cr_expect_eq(num(curl, "connect_waits"), 1);
+	cr_expect_eq(num(wget, "held"), 0, "held: false is not held");
+	cr_expect_eq(num(wget, "learned"), 0, "another why is not learned");
+	cr_expect_eq(num(json_object_get(j, "totals"), "connections"), 4);
+	json_decref(j);
+}

@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The holder process (include/hold.h).
+ *
+ * A program that ends (exit, _exit, exec) with deferred connections would
+ * otherwise wait for their peers' FINs: a short-lived client against a
+ * keep-alive server, for the full exit_wait_ms at every run. Instead the
+ * process forks a holder, which its parent never sees: an intermediate child
+ * without an exit signal (invisible to the program's wait() and SIGCHLD
+ * handler), reaped at once, forks the holder and exits, so the holder is
+ * adopted by init (or the service's subreaper). The holder starts a session
+ * of its own, keeps no fd but the connections and the log (a shell reading
+ * the program's output through a pipe is not held), and waits for each peer's
+ * FIN for what is left of its defer_ms, at most exit_wait_ms from the hand-off,
+ * then applies the fallback. Its records carry the program's pid and comm.
+ *
+ * It runs in a child of a process that may have had other threads: only
+ * async-signal-safe calls, raw system calls, no allocation but mmap.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "closer.h"
+#include "hold.h"
+#include "record.h"
+#include "settle.h"
+#include "sink.h"
+
+static _Atomic uint32_t pending;	/* index + 1, linked through next */
+static bool in_holder;
+static uint64_t t_handoff;
+static volatile sig_atomic_t stop;	/* SIGTERM, SIGINT, SIGHUP: fallbacks now */
+
+bool hold_here(void)
+{
+	return in_holder;
+}
+
+void hold_add(struct tw_conn *c)
+{
+	uint32_t head = atomic_load(&pending), idx = conn_index(c) + 1;
+
+	do {
+		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
+	} while (!atomic_compare_exchange_weak(&pending, &head, idx));
+}
+
+/* the latest moment c may stay open: defer_ms from the program's close, exit_wait_ms from now */
+static uint64_t final_ns(const struct tw_conn *c)
+{
+	uint64_t t = c->t_close_ns + (uint64_t)c->pol.defer_ms * 1000000u;
+	uint64_t e = t_handoff + (uint64_t)c->pol.exit_wait_ms * 1000000u;
+
+	return e < t ? e : t;
+}
+
+/* close_range(a, b), or one close a number where the kernel has none (< 5.9) */
+static void close_span(unsigned a, unsigned b)
+{
+	struct rlimit rl;
+
+	if (a > b || syscall(SYS_close_range, a, b, 0) == 0)
+		return;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    b >= rl.rlim_cur)
+		b = (unsigned)rl.rlim_cur - 1;
+	for (unsigned fd = a; fd <= b && fd >= a; fd++)
+		syscall(SYS_close, fd);
+}
+
+/*
+ * Closes every fd but the connections' copies and the log's. The
+ * library's fds lie at rt.libfd_base and above, densely: below it only a
+ * log (stderr, or one that could not be moved) is kept.
+ */
+static void keep_only_ours(int hi)
+{
+	int low[TW_SINKS_MAX], nlow = 0;
+	unsigned next = 0;
+
+	for (int fd = 0; fd < rt.libfd_base && nlow < TW_SINKS_MAX; fd++)
+		if (sink_owns(fd))
+			low[nlow++] = fd;
+	for (int i = 0; i < nlow; i++) {
+		if ((unsigned)low[i] > next)
+			close_span(next, (unsigned)low[i] - 1);
+		next = (unsigned)low[i] + 1;
+	}
+	if (rt.libfd_base > 0)
+		close_span(next, (unsigned)rt.libfd_base - 1);
+	for (int fd = rt.libfd_base; fd <= hi; fd++)
+		if (!fdt_is_libconn(fdtab_get(fd)) && !sink_owns(fd))
+			syscall(SYS_close, fd);
+	close_span((unsigned)(hi < rt.libfd_base ? rt.libfd_base : hi + 1), ~0u);
+}
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+/* the program's handlers are not the holder's: defaults, and a clean stop */
+static void signals_reset(void)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL }, ign = { .sa_handler = SIG_IGN };
+	struct sigaction st = { .sa_handler = on_stop };
+	sigset_t none;
+
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			sigaction(s, &dfl, NULL);
+	/* a log whose reader is gone, or a full one, must not kill it */
+	sigaction(SIGPIPE, &ign, NULL);
+	sigaction(SIGXFSZ, &ign, NULL);
+	sigaction(SIGTERM, &st, NULL);
+	sigaction(SIGINT, &st, NULL);
+	sigaction(SIGHUP, &st, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* poll(), not epoll: the holder keeps no fd of its own */
+struct held {
+	uint32_t *idx;		/* slot indexes */
+	struct pollfd *pfd;	/* pfd[i] is idx[i]'s */
+	uint32_t n;
+};
+
+/* Looks at the connection at position i and acts; true when it is over (and gone from h). */
+static bool step(struct held *h, uint32_t i, enum obs_who who, bool err, uint64_t now)
+{
+	struct tw_conn *c = conn_at(h->idx[i]);
+	uint64_t fin = final_ns(c);
+	struct observed o;
+	struct verdict v = settle_look(c, who, stop || now >= fin, err, &o);
+
+	if (v.act == DO_KEEP) {
+		if (who == WHO_DEADLINE)
+			c->deadline_ns = settle_next(c, now, fin);
+		return false;
+	}
+	h->n--;
+	h->idx[i] = h->idx[h->n];
+	h->pfd[i] = h->pfd[h->n];
+	settle_act(c, &o, v);
+	return true;
+}
+
+static int timeout_ms(const struct held *h, uint64_t now)
+{
+	uint64_t k = UINT64_MAX;
+
+	for (uint32_t i = 0; i < h->n; i++)
+		if (conn_at(h->idx[i])->deadline_ns < k)
+			k = conn_at(h->idx[i])->deadline_ns;
+	if (stop || k <= now)
+		return 0;
+	k = (k - now + 999999) / 1000000;
+	return k > 3600000 ? 3600000 : (int)k;
+}
+
+/* Waits on every connection of h until each is over. */
+static void hold_loop(struct held *h)
+{
+	while (h->n) {
+		int n = poll(h->pfd, h->n, timeout_ms(h, clock_mono_ns()));
+		uint64_t now = clock_mono_ns();
+
+		/* a connection that ends takes the last one's place, and its revents */
+		for (uint32_t i = 0; n > 0 && i < h->n;)
+			if (!(h->pfd[i].revents &&
+			      step(h, i, WHO_EVENT, h->pfd[i].revents & (POLLERR | POLLHUP), now)))
+				i++;
+		for (uint32_t i = 0; i < h->n;)
+			if (!((stop || conn_at(h->idx[i])->deadline_ns <= now) &&
+			      step(h, i, WHO_DEADLINE, false, now)))
+				i++;
+	}
+}
+
+/* The holder itself: never returns. */
+static void __attribute__((noreturn)) holder_main(uint32_t head, uint32_t count, int hi)
+{
+	struct held h = { 0 };
+
+	in_holder = true;
+	syscall(SYS_setsid);
+	signals_reset();
+	keep_only_ours(hi);
+	if (syscall(SYS_chdir, "/") < 0) {
+		/* only keeps a mount busy */
+	}
+	h.pfd = mmap(NULL, count * (sizeof(*h.pfd) + sizeof(*h.idx)), PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (h.pfd == MAP_FAILED)
+		h.pfd = NULL;	/* nowhere to wait: every fallback now */
+	else
+		h.idx = (uint32_t *)(h.pfd + count);
+	while (head) {
+		struct tw_conn *c = conn_at(head - 1);
+		uint32_t next = c->next;
+
+		if (c->mode == TW_CLOSE_ABORT)
+			c->deadline_ns = t_handoff + 1000000u;
+		if (c->deadline_ns > final_ns(c))
+			c->deadline_ns = final_ns(c);
+		if (h.idx) {
+			h.pfd[h.n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
+			h.idx[h.n++] = head - 1;
+		} else {
+			struct observed o;
+
+			settle_act(c, &o, settle_look(c, WHO_DEADLINE, true, false, &o));
+		}
+		head = next;
+	}
+	if (h.idx)
+		hold_loop(&h);
+	syscall(SYS_exit_group, 0);
+	__builtin_unreachable();
+}
+
+/* fork() without its handlers and, with exit signal 0, without a SIGCHLD */
+static long clone_quiet(int exit_signal)
+{
+	return syscall(SYS_clone, (unsigned long)exit_signal, NULL, NULL, NULL, 0);
+}
+
+static void take(struct tw_conn *c)
+{
+	hold_add(c);
+}
+
+void hold_all(void)
+{
+	uint32_t head, count = 0;
+	int hi = -1, st = 0;
+	long pid, r;
+	bool ok = false;
+
+	closer_take_all(take);
+	head = atomic_exchange(&pending, 0);
+	if (!head)
+		return;
+	for (uint32_t i = head; i; i = conn_at(i - 1)->next) {
+		count++;
+		if (conn_at(i - 1)->libfd > hi)
+			hi = conn_at(i - 1)->libfd;
+	}
+	if (sink_fd_max() > hi)
+		hi = sink_fd_max();
+	t_handoff = clock_mono_ns();
+	pid = clone_quiet(0);
+	if (pid == 0) {
+		/*
+		 * The holder is its child, adopted by init (or a subreaper) when
+		 * this one exits now; named before, so that it has its name from
+		 * the first instant anyone can see it.
+		 */
+		prctl(PR_SET_NAME, "twshim-hold", 0, 0, 0);
+		r = clone_quiet(SIGCHLD);
+		if (r == 0)
+			holder_main(head, count, hi);
+		syscall(SYS_exit_group, r < 0);
+	}
+	if (pid > 0) {
+		do {
+			r = syscall(SYS_wait4, pid, &st, __WALL, NULL);
+		} while (r < 0 && errno == EINTR);
+		ok = r == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
+	while (head) {
+		struct tw_conn *c = conn_at(head - 1);
+		struct observed o;
+
+		head = c->next;
+		if (ok) {
+			/* the holder has its copy: this one goes, the slot too */
+			libfd_close(c->libfd);
+			conn_free(c);
+		} else {
+			settle_act(c, &o, settle_look(c, WHO_DEADLINE, true, false, &o));
+		}
+	}
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Ending a connection the library holds a copy of (include/settle.h): the
+ * closer thread while the program runs, the holder process after it exited
+ * or exec'd. It never reads the peer's data: a peek tells the peer's FIN
+ * from its data, and data is answered with a reset at once, as the kernel's
+ * closed socket would answer it.
+ */
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "diag.h"
+#include "learn.h"
+#include "observe.h"
+#include "record.h"
+#include "settle.h"
+
+#define ABORT_POLL_MAX	6	/* abort polls SIOCOUTQ after 1, 2, 4 ... 64 ms */
+
+struct verdict settle_look(struct tw_conn *c, enum obs_who who, bool final, bool err,
+			   struct observed *o)
+{
+	struct verdict v;
+
+	*o = (struct observed){
+		.who = (uint8_t)who,
+		.mode = c->mode,
+		.fallback = c->pol.fallback,
+		.before = TW_ESTABLISHED,
+		.held = (c->flags & CONN_HELD) != 0,
+	};
+	o->unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
+	if (who == WHO_DEADLINE && o->unread == UNREAD_NONE) {
+		o->final = final;
+		o->outq_empty = observe_outq(c->libfd) == 0;
+	}
+	v = decide(o);
+	if (v.act == DO_KEEP && err) {
+		o->unread = UNREAD_ERROR;
+		v = decide(o);
+	}
+	return v;
+}
+
+void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
+{
+	if (v.act == DO_RESET) {
+		struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+		syscall(SYS_setsockopt, c->libfd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	}
+	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
+	if (v.act == DO_CLOSE_ASK) {
+		struct verdict a;
+		uint64_t found;
+
+		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state,
+					 &found);
+		a = decide(o);
+		v.end = a.end;
+	}
+	if (v.why)
+		c->why = v.why;
+	/* what `learn` keeps: the peer's FIN in time, or defer_ms passed without it */
+	if (c->mode == TW_CLOSE_DEFER && c->pol.learn && (v.timeout || o->unread == UNREAD_EOF))
+		learn_note(&c->remote, !v.timeout, c->t_close_ns);
+	if (v.record)
+		conn_record(c, (enum tw_end)v.end, v.timeout, clock_mono_ns());
+	conn_free(c);
+}
+
+/*
+ * `abort` resets once the peer has acknowledged all the program wrote
+ * (SIOCOUTQ = 0), backing off while it waits; `defer` waits for fin.
+ */
+uint64_t settle_next(struct tw_conn *c, uint64_t now, uint64_t fin)
+{
+	uint64_t t = fin;
+
+	if (c->mode == TW_CLOSE_ABORT) {
+		t = now + (1000000ull << c->backoff);
+		if (c->backoff < ABORT_POLL_MAX)
+			c->backoff++;
+		if (t > fin)
+			t = fin;
+	}
+	return t;
+}
