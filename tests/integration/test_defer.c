@@ -66,7 +66,8 @@ static int holder_sockets(int pid, const char *log)
 			cr_assert_fail("holder %d keeps an fd that is not its own:%s", pid, fds);
 	}
 	closedir(d);
-	cr_assert_eq(logs, 1, "holder %d: the log once:%s", pid, fds);
+	/* the log is opened at the first record: the program may have written none */
+	cr_assert_leq(logs, 1, "holder %d: the log at most once:%s", pid, fds);
 	return socks;
 }
 
