@@ -42,6 +42,7 @@ static struct {
 	pthread_mutex_t start_lock;
 	pthread_cond_t idle;		/* count reached 0 */
 	_Atomic bool running;
+	_Atomic bool said_no_start;	/* the failure to start it was reported */
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
@@ -413,7 +414,10 @@ out:
 	pthread_mutex_unlock(&cl.start_lock);
 	return 0;
 fail:
-	SHIM_ERR("cannot start the deferred closer: %s; deferred closes fall back", strerror(-err));
+	/* tried again at each connection that may defer: said once */
+	if (!atomic_exchange(&cl.said_no_start, true))
+		SHIM_ERR("cannot start the deferred closer: %s; deferred closes fall back "
+			 "until it can", strerror(-err));
 	pthread_mutex_unlock(&cl.start_lock);
 	return err;
 }
