@@ -16,6 +16,7 @@
  * kernel only backs once a tracked fd touches them.
  */
 _Atomic uint32_t fdtab[TW_FD_MAX];
+_Atomic int fdtab_hi;
 
 struct rt rt = { .libfd_base = 3 };
 

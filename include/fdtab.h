@@ -84,6 +84,8 @@ static inline uint32_t fdt_index(uint32_t v)
 }
 
 extern _Atomic uint32_t fdtab[TW_FD_MAX];
+/* the highest fd ever given a value: walks of the table stop there */
+extern _Atomic int fdtab_hi;
 
 /* the hot path: a bounds check and one atomic load */
 static inline uint32_t fdtab_get(int fd)
@@ -95,8 +97,16 @@ static inline uint32_t fdtab_get(int fd)
 
 static inline void fdtab_set(int fd, uint32_t v)
 {
-	if ((unsigned)fd < TW_FD_MAX)
-		atomic_store_explicit(&fdtab[fd], v, memory_order_release);
+	int hi;
+
+	if ((unsigned)fd >= TW_FD_MAX)
+		return;
+	atomic_store_explicit(&fdtab[fd], v, memory_order_release);
+	hi = atomic_load_explicit(&fdtab_hi, memory_order_relaxed);
+	while (v != FDT_NONE && fd > hi &&
+	       !atomic_compare_exchange_weak_explicit(&fdtab_hi, &hi, fd, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
 }
 
 static inline uint32_t fdtab_take(int fd)
