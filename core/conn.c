@@ -30,27 +30,83 @@ static struct tw_conn *slots;
 /* free list head: ABA tag in the high 32 bits, slot index + 1 in the low */
 static _Atomic uint64_t free_head;
 static _Atomic uint32_t slots_used;
+/* slots mapped so far (a multiple of CONN_CHUNK), and whether one thread is mapping more */
+static _Atomic uint32_t slots_mapped;
+static _Atomic bool slots_growing;
 /* highest fd that ever held a connection: bounds the walk at exit */
 static _Atomic int fd_hi;
 
 _Static_assert(sizeof(struct tw_conn) <= 112, "a deferred connection must stay within 128 bytes");
 
+/* slots mapped at a time: 448 KiB */
+#define CONN_CHUNK	4096u
 /*
- * Reserves address space for every slot once, at start-up. MAP_NORESERVE:
- * pages are backed only when a slot is first used.
+ * Where the slots go on 64-bit: far below the top-down mmap area and far
+ * above the heap, so that the addresses after them stay free to grow into.
  */
-int conn_slots_init(void)
-{
-	void *p;
+#define CONN_HINT	((uintptr_t)1 << 44)
 
-	if (slots)
-		return 0;
-	p = mmap(NULL, (size_t)TW_CONN_MAX * sizeof(struct tw_conn), PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/*
+ * Maps CONN_CHUNK more slots right after those mapped (the first ones where
+ * there is room to grow), so that a slot's index stays its offset. Only
+ * what is used is reserved: a program under `ulimit -v` keeps its address
+ * space. Returns 0 or -errno (-EEXIST: something else lives there now; the
+ * slots stop growing).
+ */
+static int slots_grow(uint32_t have)
+{
+	size_t len = (size_t)CONN_CHUNK * sizeof(struct tw_conn);
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *want = NULL, *p;
+
+	if (have)
+		want = slots + have;
+	else if (sizeof(void *) == 8)
+		want = (void *)CONN_HINT;
+	p = mmap(want, len, PROT_READ | PROT_WRITE, flags | (have ? MAP_FIXED_NOREPLACE : 0), -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
-	slots = p;
+	/* kernels before 4.17 take MAP_FIXED_NOREPLACE as a hint */
+	if (have && p != want) {
+		munmap(p, len);
+		return -EEXIST;
+	}
+	if (!have)
+		slots = p;
+	atomic_store(&slots_mapped, have + CONN_CHUNK);
 	return 0;
+}
+
+/* Maps the first slots, at start-up. */
+int conn_slots_init(void)
+{
+	if (slots)
+		return 0;
+	return slots_grow(0);
+}
+
+/*
+ * Slot i is mapped, or gets mapped now; false when it cannot be. One thread
+ * maps; another that needs a slot meanwhile waits a bounded time (a signal
+ * handler may have interrupted the one mapping).
+ */
+static bool slot_mapped(uint32_t i)
+{
+	for (int k = 0; k < 1000 && i >= atomic_load(&slots_mapped); k++) {
+		bool f = false;
+
+		if (atomic_compare_exchange_strong(&slots_growing, &f, true)) {
+			uint32_t have = atomic_load(&slots_mapped);
+			int r = i < have ? 0 : slots_grow(have);
+
+			atomic_store(&slots_growing, false);
+			if (r < 0)
+				return false;
+			continue;
+		}
+		sched_yield();
+	}
+	return i < atomic_load(&slots_mapped);
 }
 
 struct tw_conn *conn_at(uint32_t idx)
@@ -84,7 +140,7 @@ struct tw_conn *conn_alloc(void)
 	}
 	if (!c) {
 		i = atomic_fetch_add(&slots_used, 1);
-		if (i >= TW_CONN_MAX) {
+		if (i >= TW_CONN_MAX || !slot_mapped(i)) {
 			atomic_fetch_sub(&slots_used, 1);
 			return NULL;
 		}

@@ -92,7 +92,7 @@ Test(runtime, closefrom_in_a_child_touches_no_table_pages, .timeout = 60)
 }
 
 /* ulimit -v 256M: a 180 MiB malloc succeeds with the library as without */
-Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60, .disabled = true)
+Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60)
 {
 	struct lab_proc *bare, *c;
 
