@@ -305,6 +305,75 @@ static int timeout_ms(void)
 	return (int)((k - now + 999999) / 1000000);
 }
 
+/* Is fd still the socket of c (the program may have reused its number)? */
+static bool still_ours(const struct tw_conn *c, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct tw_addr a;
+
+	if (syscall(SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0 ||
+	    memcmp(&a, &c->local, sizeof(a)))
+		return false;
+	sl = sizeof(ss);
+	if (syscall(SYS_getpeername, fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0)
+		return false;
+	return !memcmp(&a, &c->remote, sizeof(a));
+}
+
+/* fd is no longer the library's: its mark goes, unless someone re-marked it */
+static void unmark(int fd, uint32_t mark)
+{
+	if (fd >= 0 && fdtab_get(fd) == mark)
+		fdtab_replace(fd, mark, FDT_NONE);
+}
+
+static int closer_fds(void);
+
+/*
+ * The epoll instance is gone: the program closed it behind the library's
+ * back (the raw close_range system call), and epoll_wait fails at once, for
+ * ever. The old numbers are let go (they may be the program's by now), a
+ * new epoll and eventfd made, and every deferred socket still held goes into
+ * the new epoll. One whose fd went too (or is something else now) ended at
+ * that close: the kernel is asked how, and it is recorded. Returns false
+ * when no new fds could be made (tried again later). Holds cl.lock.
+ */
+static bool recover(void)
+{
+	int ep = atomic_load(&cl.epfd);
+
+	unmark(ep, FDT_LIB);
+	unmark(atomic_load(&cl.evfd), FDT_LIB);
+	atomic_store(&cl.evfd, -1);
+	atomic_store(&cl.epfd, -1);
+	if (closer_fds() < 0)
+		return false;
+	ep = atomic_load(&cl.epfd);
+	SHIM_WARN("the deferred closer's fds were closed under it; it goes on with new ones");
+	for (uint32_t i = cl.heap_n; i-- > 0;) {
+		struct tw_conn *c;
+		struct epoll_event ev;
+		struct observed o = { .who = WHO_CLOSE, .mode = TW_CLOSE_NORMAL,
+				      .before = TW_ESTABLISHED };
+
+		if (i >= cl.heap_n)
+			continue;
+		c = conn_at(cl.heap[i]);
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		ev.data.u32 = cl.heap[i] + 1;
+		if (still_ours(c, c->libfd) && epoll_ctl(ep, EPOLL_CTL_ADD, c->libfd, &ev) == 0)
+			continue;
+		unmark(c->libfd, fdt_libconn(conn_index(c)));
+		c->libfd = -1;
+		c->why = WHY_NO_FD;
+		finish(c, &o, decide(&o));
+	}
+	return true;
+}
+
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
@@ -319,6 +388,13 @@ static void *closer_main(void *arg)
 		pthread_mutex_unlock(&cl.lock);
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
 		pthread_mutex_lock(&cl.lock);
+		if (n < 0 && (errno == EBADF || errno == EINVAL) && !recover()) {
+			struct timespec pause = { 0, 10000000 };
+
+			pthread_mutex_unlock(&cl.lock);
+			nanosleep(&pause, NULL);
+			pthread_mutex_lock(&cl.lock);
+		}
 		take_submissions();
 		for (int i = 0; i < n; i++) {
 			uint32_t idx = ev[i].data.u32, h;

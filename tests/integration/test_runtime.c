@@ -113,7 +113,7 @@ Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60)
  * The program closes the closer's epoll and eventfd by the raw system call:
  * the closer neither spins nor loses the next deferred connection.
  */
-Test(runtime, raw_close_of_the_closer_fds_does_not_spin, .timeout = 60, .disabled = true)
+Test(runtime, raw_close_of_the_closer_fds_does_not_spin, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *c;

@@ -7,7 +7,7 @@
  * key=value pairs:
  *
  *   connect N         makes and closes N connections, the client's close
- *                     first (ok=N)
+ *                     first, then the server's FIN (ok=N)
  *   closefrom         one connection, then a forked child calls closefrom(3):
  *                     faults= the child's minor page faults in that call
  *   malloc MIB        one connection, then malloc(MIB MiB): ok=1 or ok=0
@@ -106,13 +106,16 @@ static void await(int fd, int ms)
 
 /*
  * One connection to itself: the client closes first (deferred under defer),
- * the server sees the end of the stream (bounded) and closes.
+ * then the server sends its FIN with shutdown() (its close would be deferred
+ * too, and each side would wait for the other's FIN), reads the end of the
+ * stream (bounded) and closes.
  */
 static void one(int l)
 {
 	int a = dial(), b = take(l);
 
 	close(a);
+	shutdown(b, SHUT_WR);
 	await(b, 3000);
 	close(b);
 }
