@@ -43,6 +43,9 @@ static struct {
 	pthread_cond_t idle;		/* count reached 0 */
 	_Atomic bool running;
 	_Atomic bool said_no_start;	/* the failure to start it was reported */
+	bool stop;			/* closer_pause(): the thread is to end */
+	pthread_t thread;
+	_Atomic int tid;		/* the thread's kernel id, to see it gone */
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
@@ -380,8 +383,9 @@ static void *closer_main(void *arg)
 	uint64_t junk;
 
 	(void)arg;
+	atomic_store(&cl.tid, (int)syscall(SYS_gettid));
 	pthread_mutex_lock(&cl.lock);
-	for (;;) {
+	while (!cl.stop) {
 		int tmo = timeout_ms(), n;
 		uint64_t now;
 
@@ -420,6 +424,7 @@ static void *closer_main(void *arg)
 		if (!atomic_load(&cl.count))
 			pthread_cond_broadcast(&cl.idle);
 	}
+	pthread_mutex_unlock(&cl.lock);
 	return NULL;
 }
 
@@ -458,31 +463,42 @@ fail:
 }
 
 /*
- * Starts the closer thread, created with every signal blocked so that no
- * handler of the program ever runs on it. Called from connect/accept, never
- * from close, which must not allocate.
+ * Creates the thread, with every signal blocked so that no handler of the
+ * program ever runs on it. Holds start_lock.
  */
-int closer_start(void)
+static int start_thread(void)
 {
 	sigset_t all, old;
 	pthread_attr_t attr;
-	pthread_t tid;
+	int err;
+
+	err = closer_fds();
+	if (err < 0)
+		return err;
+	sigfillset(&all);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 128 * 1024);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = -pthread_create(&cl.thread, &attr, closer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return err;
+}
+
+/*
+ * Starts the closer thread. Called from connect/accept, never from close,
+ * which must not allocate.
+ */
+int closer_start(void)
+{
 	int err = 0;
 
+	if (atomic_load(&cl.running))
+		return 0;
 	pthread_mutex_lock(&cl.start_lock);
 	if (atomic_load(&cl.running))
 		goto out;
-	err = closer_fds();
-	if (err < 0)
-		goto fail;
-	sigfillset(&all);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 128 * 1024);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = -pthread_create(&tid, &attr, closer_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
+	err = start_thread();
 	if (err < 0)
 		goto fail;
 	atomic_store(&cl.running, true);
@@ -496,6 +512,74 @@ fail:
 			 "until it can", strerror(-err));
 	pthread_mutex_unlock(&cl.start_lock);
 	return err;
+}
+
+/*
+ * Stops the thread, for a call that needs the process to have one thread
+ * (unshare(CLONE_NEWUSER), setns into a user or mount namespace). What
+ * close hands over meanwhile waits on the submission stack; what is
+ * deferred stays in epoll and the heap. Returns true when the thread was
+ * running and is gone now (the kernel no longer finds its id: joined is not
+ * enough, the thread leaves its group a little after). Then start_lock stays
+ * held until closer_resume().
+ */
+bool closer_pause(void)
+{
+	uint64_t one = 1;
+	int tid;
+
+	pthread_mutex_lock(&cl.start_lock);
+	if (!atomic_load(&cl.running)) {
+		pthread_mutex_unlock(&cl.start_lock);
+		return false;
+	}
+	pthread_mutex_lock(&cl.lock);
+	cl.stop = true;
+	pthread_mutex_unlock(&cl.lock);
+	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
+		/* already woken */
+	}
+	pthread_join(cl.thread, NULL);
+	tid = atomic_load(&cl.tid);
+	for (int i = 0; i < 10000; i++) {
+		struct timespec pause = { 0, 100000 };
+
+		if (syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), tid, 0) < 0 && errno == ESRCH)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	return true;
+}
+
+/*
+ * The thread could not come back: what it held ends now, each as at its
+ * last deadline, in the calling thread. Holds cl.lock.
+ */
+static void abandon(void)
+{
+	take_submissions();
+	while (cl.heap_n && look(conn_at(cl.heap[0]), WHO_DEADLINE, UINT64_MAX))
+		;
+	atomic_store(&cl.running, false);
+}
+
+/* After closer_pause() returned true: the thread again, on what it held. */
+void closer_resume(void)
+{
+	int err;
+
+	pthread_mutex_lock(&cl.lock);
+	cl.stop = false;
+	pthread_mutex_unlock(&cl.lock);
+	err = start_thread();
+	if (err < 0) {
+		SHIM_ERR("cannot restart the deferred closer: %s; what it held ends now",
+			 strerror(-err));
+		pthread_mutex_lock(&cl.lock);
+		abandon();
+		pthread_mutex_unlock(&cl.lock);
+	}
+	pthread_mutex_unlock(&cl.start_lock);
 }
 
 /* Lock-free push and a wake-up: all close may do. Async-signal-safe. */

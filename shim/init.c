@@ -83,6 +83,8 @@ static void bind_all(void)
 	BIND(execvp, true);
 	BIND(execvpe, true);
 	BIND(fexecve, true);
+	BIND(unshare, true);
+	BIND(setns, true);
 	BIND(close, true);
 }
 

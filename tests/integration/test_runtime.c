@@ -133,7 +133,7 @@ Test(runtime, raw_close_of_the_closer_fds_does_not_spin, .timeout = 60)
 }
 
 /* unshare(CLONE_NEWUSER) needs a single-threaded process: the closer steps aside */
-Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60, .disabled = true)
+Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *c;
