@@ -687,6 +687,8 @@ static void forget(struct tw_conn *c)
 void closer_fork_child(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	bool was_running = atomic_load(&cl.running);
+	int saved = errno;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -709,5 +711,15 @@ void closer_fork_child(void)
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
 	pthread_cond_init(&cl.idle, NULL);
-	/* the epoll instance was the parent's: the child makes its own when it defers */
+	/*
+	 * The epoll instance was the parent's: the child makes its own. A
+	 * forking server's children close what the parent accepted, and their
+	 * close may not start a thread: a parent that had a closer gives its
+	 * child one now. glibc has reset its allocator and loader locks in the
+	 * child before this handler runs.
+	 */
+	cl.stop = false;
+	if (was_running && start_thread() == 0)
+		atomic_store(&cl.running, true);
+	errno = saved;
 }

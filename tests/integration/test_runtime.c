@@ -151,7 +151,7 @@ Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60)
 }
 
 /* A forking server: the child that closes the connection defers it, as the parent would */
-Test(runtime, forking_server_child_defers, .timeout = 60, .disabled = true)
+Test(runtime, forking_server_child_defers, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *c;

@@ -249,7 +249,7 @@ static int run(int argc, char **argv)
 			_exit(0);
 		}
 		close(b);
-		await(a, 3000);	/* nothing comes: the child's close is deferred */
+		await(a, 200);	/* nothing comes: the child's close is deferred */
 		shutdown(a, SHUT_WR);
 		waitpid(pid, &st, 0);
 		close(a);
