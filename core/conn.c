@@ -743,12 +743,14 @@ static int op_close(int fd, void *arg)
 /*
  * Before an exec, the connections marked close-on-exec end now: the exec
  * closes them unseen. Then the closer gives each deferred connection at
- * most its exit_wait_ms: its fds close at exec too.
+ * most its exit_wait_ms: its fds close at exec too. Whether the parent or a
+ * child holds them is read from their fds once for all (holders_begin()).
  */
 void conn_exec_all(void)
 {
 	int hi = atomic_load(&fd_hi);
 
+	holders_begin();
 	for (int fd = 0; fd <= hi; fd++) {
 		long fl;
 
@@ -759,6 +761,7 @@ void conn_exec_all(void)
 			continue;
 		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
 	}
+	holders_end();
 	closer_drain(clock_mono_ns());
 }
 
@@ -834,6 +837,7 @@ void conn_exit_all(enum tw_via via)
 	int hi = atomic_load(&fd_hi), cancel;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	holders_begin();
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
 
@@ -846,6 +850,7 @@ void conn_exit_all(enum tw_via via)
 			exit_one(conn_at(fdt_index(v)), fd, via);
 		table_leave();
 	}
+	holders_end();
 	pthread_setcancelstate(cancel, NULL);
 	closer_drain(clock_mono_ns());
 }
