@@ -346,11 +346,42 @@ static int port_ephemeral(uint16_t port)
 	return port >= lo && port <= hi;
 }
 
+struct listener_q {
+	uint16_t port;
+	bool found;
+};
+
+static int listens_on(const struct diag_sock *s, void *arg)
+{
+	struct listener_q *q = arg;
+
+	q->found = s->local.port == q->port;
+	return q->found;
+}
+
+/*
+ * The role of an inherited connection: accepted when some socket of this
+ * network namespace listens on its local port (inetd and socket activation
+ * keep their listener), else connected. A server's port may lie in the
+ * ephemeral range too: the ports alone would call its clients servers.
+ * Only when sock_diag cannot be asked do the ports decide: a local port in
+ * the ephemeral range and a remote one outside it make a client.
+ */
+static enum tw_role adopted_role(const struct tw_conn *c)
+{
+	struct listener_q q = { .port = c->local.port };
+
+	if (diag_dump(1u << TW_LISTEN, listens_on, &q) == 0)
+		return q.found ? TW_ROLE_SERVER : TW_ROLE_CLIENT;
+	return port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
+	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+}
+
 /*
  * Takes over a connected TCP socket the process inherited across exec
  * (inetd-style servers, socket passing). The parent may still hold it, so
- * it is treated as shared until its close finds that nobody else does. Its role is guessed from the ports: a
- * local port in the ephemeral range is a client's.
+ * it is treated as shared until its close finds that nobody else does. Its
+ * role: adopted_role().
  */
 void conn_adopt(int fd)
 {
@@ -370,8 +401,7 @@ void conn_adopt(int fd)
 		conn_free(c);
 		return;
 	}
-	role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
-	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+	role = adopted_role(c);
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
 		   (uint8_t)(conn_probe_mark(fd) & FDT_TCP_OPTS);

@@ -192,7 +192,7 @@ Test(runtime, exec_reads_the_parent_fds_once, .timeout = 120)
 }
 
 /* An inherited client connection whose server port is in the ephemeral range is a client */
-Test(runtime, adopted_client_keeps_its_role, .timeout = 60, .disabled = true)
+Test(runtime, adopted_client_keeps_its_role, .timeout = 60)
 {
 	const char *log;
 	struct lab_proc *c;
