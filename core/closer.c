@@ -36,6 +36,11 @@
 
 #define CLOSER_EVENTS	128
 #define ABORT_POLL_MAX	6	/* abort polls SIOCOUTQ after 1, 2, 4 ... 64 ms */
+/*
+ * Longest wait in epoll: an epoll closed under a thread waiting in it keeps
+ * waiting, deaf to close's wake-ups, until this runs out.
+ */
+#define CLOSER_IDLE_MS	1000
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
@@ -43,6 +48,7 @@ static struct {
 	pthread_cond_t idle;		/* count reached 0 */
 	_Atomic bool running;
 	_Atomic bool said_no_start;	/* the failure to start it was reported */
+	_Atomic bool deaf;		/* a wake-up failed: the eventfd is gone */
 	bool stop;			/* closer_pause(): the thread is to end */
 	pthread_t thread;
 	_Atomic int tid;		/* the thread's kernel id, to see it gone */
@@ -300,11 +306,13 @@ static int timeout_ms(void)
 	uint64_t now, k;
 
 	if (!cl.heap_n)
-		return -1;
+		return CLOSER_IDLE_MS;
 	now = clock_mono_ns();
 	k = key(0);
 	if (k <= now)
 		return 0;
+	if (k - now >= CLOSER_IDLE_MS * 1000000ull)
+		return CLOSER_IDLE_MS;
 	return (int)((k - now + 999999) / 1000000);
 }
 
@@ -336,19 +344,24 @@ static void unmark(int fd, uint32_t mark)
 static int closer_fds(void);
 
 /*
- * The epoll instance is gone: the program closed it behind the library's
- * back (the raw close_range system call), and epoll_wait fails at once, for
- * ever. The old numbers are let go (they may be the program's by now), a
- * new epoll and eventfd made, and every deferred socket still held goes into
- * the new epoll. One whose fd went too (or is something else now) ended at
- * that close: the kernel is asked how, and it is recorded. Returns false
- * when no new fds could be made (tried again later). Holds cl.lock.
+ * The epoll instance or the eventfd is gone: the program closed it behind
+ * the library's back (the raw close_range system call), and epoll_wait
+ * fails at once, for ever, or close's wake-ups fail. The old numbers are
+ * let go (they may be the program's by now; an epoll that still works is
+ * closed), a new epoll and eventfd made, and every deferred socket still
+ * held goes into the new epoll. One whose fd went too (or is something else
+ * now) ended at that close: the kernel is asked how, and it is recorded.
+ * Returns false when no new fds could be made (tried again later). Holds
+ * cl.lock.
  */
-static bool recover(void)
+static bool recover(bool epoll_works)
 {
 	int ep = atomic_load(&cl.epfd);
 
-	unmark(ep, FDT_LIB);
+	if (epoll_works)
+		libfd_close(ep);
+	else
+		unmark(ep, FDT_LIB);
 	unmark(atomic_load(&cl.evfd), FDT_LIB);
 	atomic_store(&cl.evfd, -1);
 	atomic_store(&cl.epfd, -1);
@@ -381,6 +394,7 @@ static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
 	uint64_t junk;
+	bool gone;
 
 	(void)arg;
 	atomic_store(&cl.tid, (int)syscall(SYS_gettid));
@@ -391,8 +405,9 @@ static void *closer_main(void *arg)
 
 		pthread_mutex_unlock(&cl.lock);
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
+		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		pthread_mutex_lock(&cl.lock);
-		if (n < 0 && (errno == EBADF || errno == EINVAL) && !recover()) {
+		if ((gone || atomic_exchange(&cl.deaf, false)) && !recover(!gone)) {
 			struct timespec pause = { 0, 10000000 };
 
 			pthread_mutex_unlock(&cl.lock);
@@ -443,12 +458,18 @@ static int closer_fds(void)
 	if (ep < 0)
 		return -errno;
 	ep = libfd_move(ep, FDT_LIB);
+	if (ep < 0)
+		return ep;
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		err = -errno;
 		goto fail;
 	}
 	efd = libfd_move(efd, FDT_LIB);
+	if (efd < 0) {
+		err = efd;
+		goto fail;
+	}
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0) {
 		err = -errno;
 		libfd_close(efd);
@@ -595,17 +616,46 @@ bool closer_submit(struct tw_conn *c)
 	do {
 		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
-	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is full of wake-ups already */
-	}
+	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
+	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
+		atomic_store(&cl.deaf, true);
 	return true;
+}
+
+/*
+ * No number left to move fd to: the program's call closes it. A deferred
+ * connection ends now with that close (recorded); the epoll or eventfd is
+ * closed and the thread makes new ones when it can. Holds cl.lock.
+ */
+static void evict_fail(int fd, uint32_t mark)
+{
+	if (fdt_is_libconn(mark)) {
+		struct tw_conn *c = conn_at(fdt_index(mark));
+		struct observed o = { .who = WHO_CLOSE, .mode = TW_CLOSE_NORMAL,
+				      .before = TW_ESTABLISHED };
+		uint32_t h = c->heap;
+
+		c->why = WHY_NO_FD;
+		if (h < cl.heap_n && cl.heap[h] == fdt_index(mark)) {
+			finish(c, &o, decide(&o));
+			return;
+		}
+		c->libfd = -1;	/* not taken yet: the closer finds it gone */
+	} else if (atomic_load(&cl.evfd) == fd) {
+		atomic_store(&cl.evfd, -1);
+		atomic_store(&cl.deaf, true);
+	} else if (atomic_load(&cl.epfd) == fd) {
+		atomic_store(&cl.epfd, -1);
+	}
+	libfd_close(fd);
 }
 
 /*
  * The program is about to dup2/dup3 onto fd, one of the closer's: move ours
  * to another number first. The epoll registration of a moved socket stays
  * keyed on the old number, which is harmless: the closer never deletes
- * registrations; closing the last reference does.
+ * registrations; closing the last reference does. The library never writes
+ * to the number once it is the program's.
  */
 void closer_evict(int fd)
 {
@@ -613,16 +663,19 @@ void closer_evict(int fd)
 	long nfd;
 
 	pthread_mutex_lock(&cl.lock);
-	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
-	if (nfd >= 0) {
-		fdtab_set((int)nfd, mark);
-		if (fdt_is_libconn(mark))
-			conn_at(fdt_index(mark))->libfd = (int)nfd;
-		if (atomic_load(&cl.epfd) == fd)
-			atomic_store(&cl.epfd, (int)nfd);
-		if (atomic_load(&cl.evfd) == fd)
-			atomic_store(&cl.evfd, (int)nfd);
+	nfd = libfd_dup(fd);
+	if (nfd < 0) {
+		evict_fail(fd, mark);
+		pthread_mutex_unlock(&cl.lock);
+		return;
 	}
+	fdtab_set((int)nfd, mark);
+	if (fdt_is_libconn(mark))
+		conn_at(fdt_index(mark))->libfd = (int)nfd;
+	if (atomic_load(&cl.epfd) == fd)
+		atomic_store(&cl.epfd, (int)nfd);
+	if (atomic_load(&cl.evfd) == fd)
+		atomic_store(&cl.evfd, (int)nfd);
 	fdtab_set(fd, FDT_NONE);
 	pthread_mutex_unlock(&cl.lock);
 }

@@ -582,7 +582,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		return give_back(c, fd, op, arg);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
 		/* the library keeps a copy; the program's number is free at once */
-		libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		libfd = libfd_dup(fd);
 		if (libfd >= 0) {
 			fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
 			ret = op(fd, arg);
@@ -837,7 +837,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		o.closer_why = WHY_CAP;
 	v = decide(&o);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
-		libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		libfd = libfd_dup(fd);
 		if (libfd >= 0) {
 			fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
 			c->libfd = (int)libfd;

@@ -209,7 +209,7 @@ bool sink_evict(int fd)
 
 		if (s->kind == SINK_STDERR || atomic_load(&s->fd) != fd)
 			continue;
-		nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		nfd = libfd_dup(fd);
 		if (nfd >= 0)
 			fdtab_set((int)nfd, FDT_LIB);
 		atomic_store(&s->fd, (int)nfd);

@@ -129,7 +129,6 @@ struct rt {
 	bool tracking;		/* connections are tracked */
 	bool reuseaddr;		/* SO_REUSEADDR on new TCP sockets */
 	int pid;
-	int libfd_base;		/* the library's fds are moved at or above this */
 	_Atomic uint32_t forkgen;	/* bumped by every fork, in parent and child */
 	struct conf *conf;
 	char comm[TW_COMM_MAX + 1];
@@ -148,7 +147,8 @@ static inline bool rt_foreign(void)
 	return syscall(SYS_getpid) != rt.pid;
 }
 
-/* the library's own fds, moved out of the program's way */
+/* the library's own fds, where the program cannot have them (or -errno) */
+int libfd_dup(int fd);
 int libfd_move(int fd, uint32_t mark);
 void libfd_close(int fd);
 uint64_t clock_mono_ns(void);

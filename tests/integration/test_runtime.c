@@ -185,7 +185,8 @@ Test(runtime, exec_reads_the_parent_fds_once, .timeout = 120)
 		    "/usr/bin/strace", "-f", "-qq", "-e", "trace=openat", "-o", trace, host(),
 		    "fork-exec", "300", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
-	cr_assert_eq(lab_value_long(lab_stdout(c), "status"), 0, "%s", lab_stdout(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "status"), 0, "%s%s", lab_stdout(c),
+		     lab_stderr(c));
 	text = lab_read_file(trace);
 	n = lines_with(text, "/fd\"");
 	cr_assert_leq(n, 8, "%zu opens of a /proc/PID/fd directory", n);
@@ -210,8 +211,8 @@ Test(runtime, adopted_client_keeps_its_role, .timeout = 60)
 }
 
 /*
- * RLIMIT_NOFILE 8: the program opens as many files with the library as
- * without; at 200, 60 deferred connections take none of its numbers.
+ * Opens N connections, closes the clients' ends (deferred), then opens files
+ * until EMFILE, under prlimit's limit: as many with the library as without.
  */
 static void assert_same_fds(const char *limit, const char *conns)
 {
@@ -230,21 +231,52 @@ static void assert_same_fds(const char *limit, const char *conns)
 		     limit, n1, n0);
 }
 
-Test(runtime, tiny_fd_limit_leaves_the_program_its_fds, .timeout = 60, .disabled = true)
+/* RLIMIT_NOFILE 8: the log and the closer's fds take none of the program's numbers */
+Test(runtime, tiny_fd_limit_leaves_the_program_its_fds, .timeout = 60)
 {
 	lab_enter(100);
+	/* room above the soft limit: the library's fds go there */
+	assert_same_fds("--nofile=8:64", "0");
+	/* none (soft = hard): the library keeps no fd, and says so */
 	assert_same_fds("--nofile=8", "0");
 }
 
-Test(runtime, deferred_connections_take_no_fd_of_the_program, .timeout = 60, .disabled = true)
+/* RLIMIT_NOFILE 200: 60 deferred connections take none of the program's numbers */
+Test(runtime, deferred_connections_take_no_fd_of_the_program, .timeout = 60)
 {
 	const char *log;
 	json_t *recs;
 
 	lab_enter(100);
 	log = lab_path("tw.jsonl");
-	assert_same_fds("--nofile=200", "60");
+	assert_same_fds("--nofile=200:4096", "60");
 	recs = lab_records_wait(log, "role=client", 60, 5000);
-	lab_rec_assert_count(recs, "role=client", 60);
+	lab_rec_assert_count(recs, "role=client,policy=defer,!why", 60);
+	json_decref(recs);
+}
+
+/*
+ * Every fd taken (RLIMIT_NOFILE 1024, soft = hard: the library's fds are in
+ * its upper half), the program dup2s a data file onto the closer's eventfd:
+ * nothing of the library's lands in the file, both deferred connections end
+ * and are recorded, and the program exits.
+ */
+Test(runtime, dup2_onto_the_closer_eventfd_with_no_fd_left, .timeout = 60)
+{
+	const char *log, *data;
+	struct lab_proc *c;
+	json_t *recs;
+
+	lab_enter(100);
+	log = lab_path("tw.jsonl");
+	data = lab_path("data");
+	lab_write_file(data, "data\n");
+	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=3000,exit_wait_ms=3000"),
+		    RUN_MS, "/usr/bin/prlimit", "--nofile=1024", host(), "dup2-eventfd", data, NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "size"), 5, "the file: %s",
+		     lab_read_file(data));
+	recs = lab_records_expect(log, 4, NULL);
+	lab_rec_assert_count(recs, "role=client,policy=defer", 2);
 	json_decref(recs);
 }

@@ -28,6 +28,9 @@
  *   hold FD           (after exec-client) closes FD and exits
  *   fds N             at RLIMIT_NOFILE: opens N connections, closes them,
  *                     then opens /dev/null until EMFILE: opened=
+ *   dup2-eventfd FILE one deferred connection; with every fd taken, dup2s
+ *                     FILE (which holds "data\n") onto the closer's eventfd;
+ *                     then a second deferred connection: size= FILE's size
  *
  * Every wait is bounded. Exit status: 0 done, 1 a call failed, 2 usage.
  */
@@ -129,17 +132,20 @@ static long cpu_ms(void)
 	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
-/* closes the fds whose link starts with prefix by the raw system call */
-static int raw_close_links(const char *prefix)
+/*
+ * Closes the closer's epoll and eventfd (the fds linked to an anonymous
+ * inode) by the raw system call, all at once, as close_range(3, ~0) would.
+ */
+static int raw_close_anon(void)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
 	char path[64], link[128];
-	int n = 0;
+	int fds[16], n = 0;
 
 	if (!d)
 		fail("opendir");
-	while ((e = readdir(d))) {
+	while ((e = readdir(d)) && n < 16) {
 		int fd = atoi(e->d_name);
 		ssize_t k;
 
@@ -150,12 +156,12 @@ static int raw_close_links(const char *prefix)
 		if (k <= 0)
 			continue;
 		link[k] = 0;
-		if (!strncmp(link, prefix, strlen(prefix))) {
-			syscall(SYS_close_range, fd, fd, 0);
-			n++;
-		}
+		if (!strcmp(link, "anon_inode:[eventpoll]") || !strcmp(link, "anon_inode:[eventfd]"))
+			fds[n++] = fd;
 	}
 	closedir(d);
+	for (int i = 0; i < n; i++)
+		syscall(SYS_close_range, fds[i], fds[i], 0);
 	return n;
 }
 
@@ -215,8 +221,7 @@ static int run(int argc, char **argv)
 		int n;
 
 		one(l);
-		n = raw_close_links("anon_inode:[eventpoll]");
-		n += raw_close_links("anon_inode:[eventfd]");
+		n = raw_close_anon();
 		c0 = cpu_ms();
 		usleep(1000000);
 		c1 = cpu_ms();
@@ -309,6 +314,52 @@ static int run(int argc, char **argv)
 		printf("opened=%d errno=%s\n", opened, strerrorname_np(errno));
 		for (int i = 0; i < n; i++)
 			close(s[i]);
+		return 0;
+	}
+	if (!strcmp(mode, "dup2-eventfd") && argc > 2) {
+		int evfd = -1, data, nul[4096], n = 0, a2, b2;
+		DIR *d;
+		struct dirent *e;
+		char path[300], link[128];
+		off_t size;
+
+		a = dial();
+		b = take(l);
+		close(a);
+		d = opendir("/proc/self/fd");
+		while (d && (e = readdir(d))) {
+			ssize_t k;
+
+			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+			k = readlink(path, link, sizeof(link) - 1);
+			if (k > 0 && (link[k] = 0, !strcmp(link, "anon_inode:[eventfd]")))
+				evfd = atoi(e->d_name);
+		}
+		if (d)
+			closedir(d);
+		if (evfd < 0)
+			fail("no eventfd");
+		while (n < 4096 && (nul[n] = open("/dev/null", O_RDONLY)) >= 0)
+			n++;
+		close(nul[--n]);
+		data = open(argv[2], O_RDWR | O_APPEND);
+		if (data < 0)
+			fail("open");
+		if (dup2(data, evfd) != evfd)
+			fail("dup2");
+		for (int i = 0; i < 4 && n > 0; i++)
+			close(nul[--n]);
+		a2 = dial();
+		b2 = take(l);
+		close(a2);
+		shutdown(b, SHUT_WR);
+		shutdown(b2, SHUT_WR);
+		await(b, 3000);
+		await(b2, 3000);
+		close(b);
+		close(b2);
+		size = lseek(evfd, 0, SEEK_END);
+		printf("evfd=%d size=%ld\n", evfd, (long)size);
 		return 0;
 	}
 	return 2;
