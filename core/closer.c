@@ -344,24 +344,20 @@ static void unmark(int fd, uint32_t mark)
 static int closer_fds(void);
 
 /*
- * The epoll instance or the eventfd is gone: the program closed it behind
- * the library's back (the raw close_range system call), and epoll_wait
- * fails at once, for ever, or close's wake-ups fail. The old numbers are
- * let go (they may be the program's by now; an epoll that still works is
- * closed), a new epoll and eventfd made, and every deferred socket still
- * held goes into the new epoll. One whose fd went too (or is something else
- * now) ended at that close: the kernel is asked how, and it is recorded.
- * Returns false when no new fds could be made (tried again later). Holds
- * cl.lock.
+ * The epoll instance is gone: the program closed it behind the library's
+ * back (the raw close_range system call), and epoll_wait fails at once, for
+ * ever. The old numbers are let go (they may be the program's, or another
+ * fd's of the library, by now), a new epoll and eventfd made, and every
+ * deferred socket still held goes into the new epoll. One whose fd went too
+ * (or is something else now) ended at that close: the kernel is asked how,
+ * and it is recorded. Returns false when no new fds could be made (tried
+ * again later). Holds cl.lock.
  */
-static bool recover(bool epoll_works)
+static bool recover(void)
 {
 	int ep = atomic_load(&cl.epfd);
 
-	if (epoll_works)
-		libfd_close(ep);
-	else
-		unmark(ep, FDT_LIB);
+	unmark(ep, FDT_LIB);
 	unmark(atomic_load(&cl.evfd), FDT_LIB);
 	atomic_store(&cl.evfd, -1);
 	atomic_store(&cl.epfd, -1);
@@ -390,6 +386,31 @@ static bool recover(bool epoll_works)
 	return true;
 }
 
+/*
+ * A wake-up failed: the eventfd is gone (closed behind the library's back,
+ * or by a dup2 when no number was left to move it to). A new one goes into
+ * the epoll; false when the epoll is gone too. Holds cl.lock.
+ */
+static bool renew_evfd(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	if (efd >= 0)
+		efd = libfd_move(efd, FDT_LIB);
+	if (efd < 0) {
+		atomic_store(&cl.deaf, true);	/* no fd now: again at the next turn */
+		return true;
+	}
+	if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, efd, &ev) < 0) {
+		libfd_close(efd);
+		return false;
+	}
+	unmark(atomic_load(&cl.evfd), FDT_LIB);
+	atomic_store(&cl.evfd, efd);
+	return true;
+}
+
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
@@ -407,7 +428,9 @@ static void *closer_main(void *arg)
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
 		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		pthread_mutex_lock(&cl.lock);
-		if ((gone || atomic_exchange(&cl.deaf, false)) && !recover(!gone)) {
+		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
+			gone = true;
+		if (gone && !recover()) {
 			struct timespec pause = { 0, 10000000 };
 
 			pthread_mutex_unlock(&cl.lock);
