@@ -25,6 +25,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
@@ -139,9 +140,18 @@ static int heap_push(struct tw_conn *c)
 	if (cl.heap_n == cl.heap_cap) {
 		/* by half: a doubling could leave 4 bytes a connection unused */
 		uint32_t cap = cl.heap_cap ? cl.heap_cap + cl.heap_cap / 2 : 1024;
-		uint32_t *h = realloc(cl.heap, cap * sizeof(*h));
+		/*
+		 * mmap, not malloc: glibc would give the thread an arena of its
+		 * own, 64 MiB of address space reserved (128 MiB mapped, then
+		 * trimmed) that a program under `ulimit -v` misses.
+		 */
+		uint32_t *h = cl.heap ?
+			      mremap(cl.heap, cl.heap_cap * sizeof(*h), cap * sizeof(*h),
+				     MREMAP_MAYMOVE) :
+			      mmap(NULL, cap * sizeof(*h), PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-		if (!h)
+		if (h == MAP_FAILED)
 			return -ENOMEM;
 		cl.heap = h;
 		cl.heap_cap = cap;

@@ -91,7 +91,7 @@ Test(runtime, closefrom_in_a_child_touches_no_table_pages, .timeout = 60)
 		      f0);
 }
 
-/* ulimit -v 256M: a 180 MiB malloc succeeds with the library as without */
+/* ulimit -v 256M: a 220 MiB malloc succeeds with the library as without */
 Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60)
 {
 	struct lab_proc *bare, *c;
@@ -100,10 +100,10 @@ Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60)
 		cr_skip_test("a sanitizer runtime reserves terabytes of shadow memory");
 	lab_enter(100);
 	bare = lab_run("bare", NULL, RUN_MS, "/usr/bin/prlimit", "--as=268435456", host(),
-		       "malloc", "180", NULL);
+		       "malloc", "220", NULL);
 	cr_assert_eq(lab_value_long(lab_stdout(bare), "ok"), 1, "%s", lab_stdout(bare));
 	c = lab_run("client", lab_traced(lab_path("tw.jsonl"), "close=defer"), RUN_MS,
-		    "/usr/bin/prlimit", "--as=268435456", host(), "malloc", "180", NULL);
+		    "/usr/bin/prlimit", "--as=268435456", host(), "malloc", "220", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 1, "the malloc failed with the library");
 	lab_records_expect(lab_path("tw.jsonl"), 2, NULL);
