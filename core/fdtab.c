@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -33,22 +34,40 @@ struct rt rt;
  * library keeps no fd (-EMFILE) and gives up what needed it. Raw
  * syscalls, async-signal-safe. Returns the new fd or -errno.
  */
+/* the hard limit last seen: the raise and the read of the old limit are then one call */
+static rlim_t hard_seen;
+
 static long dup_placed(int fd)
 {
 	struct rlimit old, up;
-	long nfd;
+	bool raised = false;
+	long nfd = -1;
 
-	if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &old) < 0)
-		return -errno;
-	if (old.rlim_max > old.rlim_cur && old.rlim_cur < TW_FD_MAX) {
-		up.rlim_cur = old.rlim_max < TW_FD_MAX ? old.rlim_max : TW_FD_MAX;
-		up.rlim_max = old.rlim_max;
-		if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, NULL) == 0) {
-			nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur);
+	up.rlim_max = hard_seen;
+	up.rlim_cur = hard_seen < TW_FD_MAX ? hard_seen : TW_FD_MAX;
+	if (hard_seen && syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, &old) == 0) {
+		raised = true;
+		if (old.rlim_max != hard_seen) {
+			/* the program changed its hard limit: put it back, start over */
 			syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, NULL);
-			if (nfd >= 0)
-				return nfd;
+			raised = false;
 		}
+	}
+	if (!raised) {
+		if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &old) < 0)
+			return -errno;
+		hard_seen = old.rlim_max;
+		up.rlim_max = old.rlim_max;
+		up.rlim_cur = old.rlim_max < TW_FD_MAX ? old.rlim_max : TW_FD_MAX;
+		raised = up.rlim_cur > old.rlim_cur &&
+			 syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, NULL) == 0;
+	}
+	if (raised) {
+		if (up.rlim_cur > old.rlim_cur)
+			nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur);
+		syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, NULL);
+		if (nfd >= 0)
+			return nfd;
 	}
 	if (old.rlim_cur < TW_LIBFD_SHARE_MIN)
 		return -EMFILE;
