@@ -110,44 +110,46 @@ Test(runtime, address_space_limit_leaves_room_for_the_program, .timeout = 60)
 }
 
 /*
+ * Runs the host program in mode under close=defer, then checks that it
+ * exited 0 and that its two connections were deferred and ended by the
+ * peer's FIN. Returns the program.
+ */
+static struct lab_proc *run_two_deferred(const char *mode)
+{
+	const char *log;
+	struct lab_proc *c;
+	json_t *recs;
+
+	lab_enter(100);
+	log = lab_path("tw.jsonl");
+	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=3000"), RUN_MS, host(), mode,
+		    NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
+	recs = lab_records_expect(log, 4, NULL);
+	lab_rec_assert_count(recs, "role=client,policy=defer,end=passive,tw=peer,!timeout", 2);
+	json_decref(recs);
+	return c;
+}
+
+/*
  * The program closes the closer's epoll and eventfd by the raw system call:
  * the closer neither spins nor loses the next deferred connection.
  */
 Test(runtime, raw_close_of_the_closer_fds_does_not_spin, .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *c;
-	json_t *recs;
+	struct lab_proc *c = run_two_deferred("closer-fds");
 
-	lab_enter(100);
-	log = lab_path("tw.jsonl");
-	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=3000"), RUN_MS, host(),
-		    "closer-fds", NULL);
-	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "closed"), 2, "%s", lab_stdout(c));
 	/* a spinning thread takes the better part of the second */
 	cr_assert_lt(lab_value_long(lab_stdout(c), "cpu_ms"), 150, "%s", lab_stdout(c));
-	recs = lab_records_expect(log, 4, NULL);
-	lab_rec_assert_count(recs, "role=client,policy=defer,end=passive,tw=peer,!timeout", 2);
-	json_decref(recs);
 }
 
 /* unshare(CLONE_NEWUSER) needs a single-threaded process: the closer steps aside */
 Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60)
 {
-	const char *log;
-	struct lab_proc *c;
-	json_t *recs;
+	struct lab_proc *c = run_two_deferred("unshare");
 
-	lab_enter(100);
-	log = lab_path("tw.jsonl");
-	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=3000"), RUN_MS, host(),
-		    "unshare", NULL);
-	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert(strstr(lab_stdout(c), "unshare=0"), "%s", lab_stdout(c));
-	recs = lab_records_expect(log, 4, NULL);
-	lab_rec_assert_count(recs, "role=client,policy=defer,end=passive,tw=peer,!timeout", 2);
-	json_decref(recs);
 }
 
 /* A forking server: the child that closes the connection defers it, as the parent would */
