@@ -381,17 +381,18 @@ static bool recover(void)
 		struct observed o = { .who = WHO_CLOSE, .mode = TW_CLOSE_NORMAL,
 				      .before = TW_ESTABLISHED };
 
-		if (i >= cl.heap_n)
-			continue;
 		c = conn_at(cl.heap[i]);
 		ev.events = EPOLLIN | EPOLLRDHUP;
 		ev.data.u32 = cl.heap[i] + 1;
-		if (still_ours(c, c->libfd) && epoll_ctl(ep, EPOLL_CTL_ADD, c->libfd, &ev) == 0)
+		if (still_ours(c, c->libfd) &&
+		    (epoll_ctl(ep, EPOLL_CTL_ADD, c->libfd, &ev) == 0 || errno == EEXIST))
 			continue;
 		unmark(c->libfd, fdt_libconn(conn_index(c)));
 		c->libfd = -1;
 		c->why = WHY_NO_FD;
 		finish(c, &o, decide(&o));
+		/* the heap moved around the hole: from the top again (EEXIST: done) */
+		i = cl.heap_n;
 	}
 	return true;
 }
