@@ -417,6 +417,7 @@ static bool renew_evfd(void)
 		libfd_close(efd);
 		return false;
 	}
+	SHIM_WARN("the deferred closer's eventfd went; it goes on with a new one");
 	unmark(atomic_load(&cl.evfd), FDT_LIB);
 	atomic_store(&cl.evfd, efd);
 	return true;

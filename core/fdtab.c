@@ -111,7 +111,12 @@ int libfd_move(int fd, uint32_t mark)
 {
 	int nfd = libfd_dup(fd);
 
-	syscall(SYS_close, fd);
+	/*
+	 * close(), not the raw call: the number is the program's to reuse at
+	 * once, and a ThreadSanitizer runtime must see it closed, or it takes
+	 * the program's next fd of that number for a race with ours.
+	 */
+	close(fd);
 	if (nfd >= 0)
 		fdtab_set(nfd, mark);
 	return nfd;
