@@ -11,6 +11,7 @@
  * as the kernel's closed socket would answer it. Its fds and its thread come
  * at the first connection that may be deferred, not before.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -50,6 +51,7 @@ static struct {
 	_Atomic bool running;
 	_Atomic bool said_no_start;	/* the failure to start it was reported */
 	_Atomic bool deaf;		/* a wake-up failed: the eventfd is gone */
+	bool fork_start;		/* a forked child starts its own (not under TSan) */
 	bool stop;			/* closer_pause(): the thread is to end */
 	pthread_t thread;
 	_Atomic int tid;		/* the thread's kernel id, to see it gone */
@@ -557,6 +559,11 @@ int closer_start(void)
 	err = start_thread();
 	if (err < 0)
 		goto fail;
+	/*
+	 * ThreadSanitizer kills a child of a threaded process that starts a
+	 * thread (its die_after_fork): under it, children get no closer.
+	 */
+	cl.fork_start = !dlsym(RTLD_DEFAULT, "__tsan_init");
 	atomic_store(&cl.running, true);
 out:
 	pthread_mutex_unlock(&cl.start_lock);
@@ -807,7 +814,7 @@ void closer_fork_child(void)
 	 * child before this handler runs.
 	 */
 	cl.stop = false;
-	if (was_running && start_thread() == 0)
+	if (was_running && cl.fork_start && start_thread() == 0)
 		atomic_store(&cl.running, true);
 	errno = saved;
 }
