@@ -182,10 +182,11 @@ static void *manual_main(void *arg)
 }
 
 /*
- * The library picks its fd range from the soft RLIMIT_NOFILE it finds at
- * start-up (the upper half); the closer is started with a low soft limit and
- * raises it to the hard one here, so that the range is wide enough for N
- * deferred connections even where the hard limit is not much above 2 * N.
+ * The program's own closer ("without") holds N fds itself: it raises its soft
+ * RLIMIT_NOFILE to the hard one. The library keeps its copies above the soft
+ * limit, so under the library the closer keeps the low soft limit it was
+ * started with, and N deferred connections fit below a hard limit a little
+ * above that soft limit + N.
  */
 static void raise_nofile(void)
 {
@@ -206,8 +207,8 @@ static int closer(int port, int n, bool manual)
 	char cmd[64], out[512];
 
 	signal(SIGPIPE, SIG_IGN);
-	raise_nofile();
 	if (manual) {
+		raise_nofile();
 		pthread_t tid;
 
 		manual_ep = epoll_create1(EPOLL_CLOEXEC);

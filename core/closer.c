@@ -11,6 +11,7 @@
  * as the kernel's closed socket would answer it. Its fds and its thread come
  * at the first connection that may be deferred, not before.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -25,6 +26,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <linux/futex.h>
@@ -38,11 +40,22 @@
 #include "settle.h"
 
 #define CLOSER_EVENTS	128
+/*
+ * Longest wait in epoll: an epoll closed under a thread waiting in it keeps
+ * waiting, deaf to close's wake-ups, until this runs out.
+ */
+#define CLOSER_IDLE_MS	1000
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
 	pthread_mutex_t start_lock;
 	_Atomic bool running;
+	_Atomic bool said_no_start;	/* the failure to start it was reported */
+	_Atomic bool deaf;		/* a wake-up failed: the eventfd is gone */
+	bool fork_start;		/* a forked child starts its own (not under TSan) */
+	bool stop;			/* closer_pause(): the thread is to end */
+	pthread_t thread;
+	_Atomic int tid;		/* the thread's kernel id, to see it gone */
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
@@ -131,9 +144,18 @@ static int heap_push(struct tw_conn *c)
 	if (cl.heap_n == cl.heap_cap) {
 		/* by half: a doubling could leave 4 bytes a connection unused */
 		uint32_t cap = cl.heap_cap ? cl.heap_cap + cl.heap_cap / 2 : 1024;
-		uint32_t *h = realloc(cl.heap, cap * sizeof(*h));
+		/*
+		 * mmap, not malloc: glibc would give the thread an arena of its
+		 * own, 64 MiB of address space reserved (128 MiB mapped, then
+		 * trimmed) that a program under `ulimit -v` misses.
+		 */
+		uint32_t *h = cl.heap ?
+			      mremap(cl.heap, cl.heap_cap * sizeof(*h), cap * sizeof(*h),
+				     MREMAP_MAYMOVE) :
+			      mmap(NULL, cap * sizeof(*h), PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-		if (!h)
+		if (h == MAP_FAILED)
 			return -ENOMEM;
 		cl.heap = h;
 		cl.heap_cap = cap;
@@ -236,28 +258,139 @@ static int timeout_ms(void)
 	uint64_t now, k;
 
 	if (!cl.heap_n)
-		return -1;
+		return CLOSER_IDLE_MS;
 	now = clock_mono_ns();
 	k = key(0);
 	if (k <= now)
 		return 0;
+	if (k - now >= CLOSER_IDLE_MS * 1000000ull)
+		return CLOSER_IDLE_MS;
 	return (int)((k - now + 999999) / 1000000);
+}
+
+/* Is fd still the socket of c (the program may have reused its number)? */
+static bool still_ours(const struct tw_conn *c, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct tw_addr a;
+
+	if (syscall(SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0 ||
+	    memcmp(&a, &c->local, sizeof(a)))
+		return false;
+	sl = sizeof(ss);
+	if (syscall(SYS_getpeername, fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0)
+		return false;
+	return !memcmp(&a, &c->remote, sizeof(a));
+}
+
+/* fd is no longer the library's: its mark goes, unless someone re-marked it */
+static void unmark(int fd, uint32_t mark)
+{
+	if (fd >= 0 && fdtab_get(fd) == mark)
+		fdtab_replace(fd, mark, FDT_NONE);
+}
+
+static int closer_fds(void);
+
+/*
+ * The epoll instance is gone: the program closed it behind the library's
+ * back (the raw close_range system call), and epoll_wait fails at once, for
+ * ever. The old numbers are let go (they may be the program's, or another
+ * fd's of the library, by now), a new epoll and eventfd made, and every
+ * deferred socket still held goes into the new epoll. One whose fd went too
+ * (or is something else now) ended at that close: the kernel is asked how,
+ * and it is recorded. Returns false when no new fds could be made (tried
+ * again later). Holds cl.lock.
+ */
+static bool recover(void)
+{
+	int ep = atomic_load(&cl.epfd);
+
+	unmark(ep, FDT_LIB);
+	unmark(atomic_load(&cl.evfd), FDT_LIB);
+	atomic_store(&cl.evfd, -1);
+	atomic_store(&cl.epfd, -1);
+	if (closer_fds() < 0)
+		return false;
+	ep = atomic_load(&cl.epfd);
+	SHIM_WARN("the deferred closer's fds were closed under it; it goes on with new ones");
+	for (uint32_t i = cl.heap_n; i-- > 0;) {
+		struct tw_conn *c;
+		struct epoll_event ev;
+		struct observed o = { .who = WHO_CLOSE, .mode = TW_CLOSE_NORMAL,
+				      .before = TW_ESTABLISHED };
+
+		c = conn_at(cl.heap[i]);
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		ev.data.u32 = cl.heap[i] + 1;
+		if (still_ours(c, c->libfd) &&
+		    (epoll_ctl(ep, EPOLL_CTL_ADD, c->libfd, &ev) == 0 || errno == EEXIST))
+			continue;
+		unmark(c->libfd, fdt_libconn(conn_index(c)));
+		c->libfd = -1;
+		c->why = WHY_NO_FD;
+		finish(c, &o, decide(&o));
+		/* the heap moved around the hole: from the top again (EEXIST: done) */
+		i = cl.heap_n;
+	}
+	return true;
+}
+
+/*
+ * A wake-up failed: the eventfd is gone (closed behind the library's back,
+ * or by a dup2 when no number was left to move it to). A new one goes into
+ * the epoll; false when the epoll is gone too. Holds cl.lock.
+ */
+static bool renew_evfd(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	if (efd >= 0)
+		efd = libfd_move(efd, FDT_LIB);
+	if (efd < 0) {
+		atomic_store(&cl.deaf, true);	/* no fd now: again at the next turn */
+		return true;
+	}
+	if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, efd, &ev) < 0) {
+		libfd_close(efd);
+		return false;
+	}
+	SHIM_WARN("the deferred closer's eventfd went; it goes on with a new one");
+	unmark(atomic_load(&cl.evfd), FDT_LIB);
+	atomic_store(&cl.evfd, efd);
+	return true;
 }
 
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
 	uint64_t junk;
+	bool gone;
 
 	(void)arg;
+	atomic_store(&cl.tid, (int)syscall(SYS_gettid));
 	pthread_mutex_lock(&cl.lock);
-	for (;;) {
+	while (!cl.stop) {
 		int tmo = timeout_ms(), n;
 		uint64_t now;
 
 		pthread_mutex_unlock(&cl.lock);
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
+		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		pthread_mutex_lock(&cl.lock);
+		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
+			gone = true;
+		if (gone && !recover()) {
+			struct timespec pause = { 0, 10000000 };
+
+			pthread_mutex_unlock(&cl.lock);
+			nanosleep(&pause, NULL);
+			pthread_mutex_lock(&cl.lock);
+		}
 		take_submissions();
 		for (int i = 0; i < n; i++) {
 			uint32_t idx = ev[i].data.u32, h;
@@ -281,6 +414,7 @@ static void *closer_main(void *arg)
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
 	}
+	pthread_mutex_unlock(&cl.lock);
 	return NULL;
 }
 
@@ -299,12 +433,18 @@ static int closer_fds(void)
 	if (ep < 0)
 		return -errno;
 	ep = libfd_move(ep, FDT_LIB);
+	if (ep < 0)
+		return ep;
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		err = -errno;
 		goto fail;
 	}
 	efd = libfd_move(efd, FDT_LIB);
+	if (efd < 0) {
+		err = efd;
+		goto fail;
+	}
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) < 0) {
 		err = -errno;
 		libfd_close(efd);
@@ -319,41 +459,128 @@ fail:
 }
 
 /*
- * Starts the closer thread, created with every signal blocked so that no
- * handler of the program ever runs on it. Called from connect/accept, never
- * from close, which must not allocate.
+ * Creates the thread, with every signal blocked so that no handler of the
+ * program ever runs on it. Holds start_lock.
  */
-int closer_start(void)
+static int start_thread(void)
 {
 	sigset_t all, old;
 	pthread_attr_t attr;
-	pthread_t tid;
+	int err;
+
+	err = closer_fds();
+	if (err < 0)
+		return err;
+	sigfillset(&all);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 128 * 1024);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = -pthread_create(&cl.thread, &attr, closer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return err;
+}
+
+/*
+ * Starts the closer thread. Called from connect/accept, never from close,
+ * which must not allocate.
+ */
+int closer_start(void)
+{
 	int err = 0;
 
+	if (atomic_load(&cl.running))
+		return 0;
 	pthread_mutex_lock(&cl.start_lock);
 	if (atomic_load(&cl.running))
 		goto out;
-	err = closer_fds();
+	err = start_thread();
 	if (err < 0)
 		goto fail;
-	sigfillset(&all);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 128 * 1024);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = -pthread_create(&tid, &attr, closer_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	if (err < 0)
-		goto fail;
+	/*
+	 * ThreadSanitizer kills a child of a threaded process that starts a
+	 * thread (its die_after_fork): under it, children get no closer.
+	 */
+	cl.fork_start = !dlsym(RTLD_DEFAULT, "__tsan_init");
 	atomic_store(&cl.running, true);
 out:
 	pthread_mutex_unlock(&cl.start_lock);
 	return 0;
 fail:
-	SHIM_ERR("cannot start the deferred closer: %s; deferred closes fall back", strerror(-err));
+	/* tried again at each connection that may defer: said once */
+	if (!atomic_exchange(&cl.said_no_start, true))
+		SHIM_ERR("cannot start the deferred closer: %s; deferred closes fall back "
+			 "until it can", strerror(-err));
 	pthread_mutex_unlock(&cl.start_lock);
 	return err;
+}
+
+/*
+ * Stops the thread, for a call that needs the process to have one thread
+ * (unshare(CLONE_NEWUSER), setns into a user or mount namespace). What
+ * close hands over meanwhile waits on the submission stack; what is
+ * deferred stays in epoll and the heap. Returns true when the thread was
+ * running and is gone now (the kernel no longer finds its id: joined is not
+ * enough, the thread leaves its group a little after). Then start_lock stays
+ * held until closer_resume().
+ */
+bool closer_pause(void)
+{
+	uint64_t one = 1;
+	int tid;
+
+	pthread_mutex_lock(&cl.start_lock);
+	if (!atomic_load(&cl.running)) {
+		pthread_mutex_unlock(&cl.start_lock);
+		return false;
+	}
+	pthread_mutex_lock(&cl.lock);
+	cl.stop = true;
+	pthread_mutex_unlock(&cl.lock);
+	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
+		/* already woken */
+	}
+	pthread_join(cl.thread, NULL);
+	tid = atomic_load(&cl.tid);
+	for (int i = 0; i < 10000; i++) {
+		struct timespec pause = { 0, 100000 };
+
+		if (syscall(SYS_tgkill, (pid_t)syscall(SYS_getpid), tid, 0) < 0 && errno == ESRCH)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	return true;
+}
+
+/*
+ * The thread could not come back: what it held ends now, each as at its
+ * last deadline, in the calling thread. Holds cl.lock.
+ */
+static void abandon(void)
+{
+	take_submissions();
+	while (cl.heap_n && look(conn_at(cl.heap[0]), WHO_DEADLINE, UINT64_MAX, false))
+		;
+	atomic_store(&cl.running, false);
+}
+
+/* After closer_pause() returned true: the thread again, on what it held. */
+void closer_resume(void)
+{
+	int err;
+
+	pthread_mutex_lock(&cl.lock);
+	cl.stop = false;
+	pthread_mutex_unlock(&cl.lock);
+	err = start_thread();
+	if (err < 0) {
+		SHIM_ERR("cannot restart the deferred closer: %s; what it held ends now",
+			 strerror(-err));
+		pthread_mutex_lock(&cl.lock);
+		abandon();
+		pthread_mutex_unlock(&cl.lock);
+	}
+	pthread_mutex_unlock(&cl.start_lock);
 }
 
 /* Lock-free push and a wake-up: all close may do. Async-signal-safe. */
@@ -369,17 +596,46 @@ bool closer_submit(struct tw_conn *c)
 	do {
 		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
-	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is full of wake-ups already */
-	}
+	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
+	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
+		atomic_store(&cl.deaf, true);
 	return true;
+}
+
+/*
+ * No number left to move fd to: the program's call closes it. A deferred
+ * connection ends now with that close (recorded); the epoll or eventfd is
+ * closed and the thread makes new ones when it can. Holds cl.lock.
+ */
+static void evict_fail(int fd, uint32_t mark)
+{
+	if (fdt_is_libconn(mark)) {
+		struct tw_conn *c = conn_at(fdt_index(mark));
+		struct observed o = { .who = WHO_CLOSE, .mode = TW_CLOSE_NORMAL,
+				      .before = TW_ESTABLISHED };
+		uint32_t h = c->heap;
+
+		c->why = WHY_NO_FD;
+		if (h < cl.heap_n && cl.heap[h] == fdt_index(mark)) {
+			finish(c, &o, decide(&o));
+			return;
+		}
+		c->libfd = -1;	/* not taken yet: the closer finds it gone */
+	} else if (atomic_load(&cl.evfd) == fd) {
+		atomic_store(&cl.evfd, -1);
+		atomic_store(&cl.deaf, true);
+	} else if (atomic_load(&cl.epfd) == fd) {
+		atomic_store(&cl.epfd, -1);
+	}
+	libfd_close(fd);
 }
 
 /*
  * The program is about to dup2/dup3 onto fd, one of the closer's: move ours
  * to another number first. The epoll registration of a moved socket stays
  * keyed on the old number, which is harmless: the closer never deletes
- * registrations; closing the last reference does.
+ * registrations; closing the last reference does. The library never writes
+ * to the number once it is the program's.
  */
 void closer_evict(int fd)
 {
@@ -387,16 +643,19 @@ void closer_evict(int fd)
 	long nfd;
 
 	pthread_mutex_lock(&cl.lock);
-	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
-	if (nfd >= 0) {
-		fdtab_set((int)nfd, mark);
-		if (fdt_is_libconn(mark))
-			conn_at(fdt_index(mark))->libfd = (int)nfd;
-		if (atomic_load(&cl.epfd) == fd)
-			atomic_store(&cl.epfd, (int)nfd);
-		if (atomic_load(&cl.evfd) == fd)
-			atomic_store(&cl.evfd, (int)nfd);
+	nfd = libfd_dup(fd);
+	if (nfd < 0) {
+		evict_fail(fd, mark);
+		pthread_mutex_unlock(&cl.lock);
+		return;
 	}
+	fdtab_set((int)nfd, mark);
+	if (fdt_is_libconn(mark))
+		conn_at(fdt_index(mark))->libfd = (int)nfd;
+	if (atomic_load(&cl.epfd) == fd)
+		atomic_store(&cl.epfd, (int)nfd);
+	if (atomic_load(&cl.evfd) == fd)
+		atomic_store(&cl.evfd, (int)nfd);
 	fdtab_set(fd, FDT_NONE);
 	pthread_mutex_unlock(&cl.lock);
 }
@@ -472,6 +731,8 @@ static void forget(struct tw_conn *c)
 void closer_fork_child(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	bool was_running = atomic_load(&cl.running);
+	int saved = errno;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -492,5 +753,15 @@ void closer_fork_child(void)
 	atomic_store(&cl.running, false);
 	pthread_mutex_init(&cl.lock, NULL);
 	pthread_mutex_init(&cl.start_lock, NULL);
-	/* the epoll instance was the parent's: the child makes its own when it defers */
+	/*
+	 * The epoll instance was the parent's: the child makes its own. A
+	 * forking server's children close what the parent accepted, and their
+	 * close may not start a thread: a parent that had a closer gives its
+	 * child one now. glibc has reset its allocator and loader locks in the
+	 * child before this handler runs.
+	 */
+	cl.stop = false;
+	if (was_running && cl.fork_start && start_thread() == 0)
+		atomic_store(&cl.running, true);
+	errno = saved;
 }

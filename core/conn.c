@@ -33,27 +33,83 @@ static struct tw_conn *slots;
 /* free list head: ABA tag in the high 32 bits, slot index + 1 in the low */
 static _Atomic uint64_t free_head;
 static _Atomic uint32_t slots_used;
+/* slots mapped so far (a multiple of CONN_CHUNK), and whether one thread is mapping more */
+static _Atomic uint32_t slots_mapped;
+static _Atomic bool slots_growing;
 /* highest fd that ever held a connection: bounds the walk at exit */
 static _Atomic int fd_hi;
 
 _Static_assert(sizeof(struct tw_conn) <= 112, "a deferred connection must stay within 128 bytes");
 
+/* slots mapped at a time: 448 KiB */
+#define CONN_CHUNK	4096u
 /*
- * Reserves address space for every slot once, at start-up. MAP_NORESERVE:
- * pages are backed only when a slot is first used.
+ * Where the slots go on 64-bit: far below the top-down mmap area and far
+ * above the heap, so that the addresses after them stay free to grow into.
  */
-int conn_slots_init(void)
-{
-	void *p;
+#define CONN_HINT	((uintptr_t)1 << 44)
 
-	if (slots)
-		return 0;
-	p = mmap(NULL, (size_t)TW_CONN_MAX * sizeof(struct tw_conn), PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+/*
+ * Maps CONN_CHUNK more slots right after those mapped (the first ones where
+ * there is room to grow), so that a slot's index stays its offset. Only
+ * what is used is reserved: a program under `ulimit -v` keeps its address
+ * space. Returns 0 or -errno (-EEXIST: something else lives there now; the
+ * slots stop growing).
+ */
+static int slots_grow(uint32_t have)
+{
+	size_t len = (size_t)CONN_CHUNK * sizeof(struct tw_conn);
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *want = NULL, *p;
+
+	if (have)
+		want = slots + have;
+	else if (sizeof(void *) == 8)
+		want = (void *)CONN_HINT;
+	p = mmap(want, len, PROT_READ | PROT_WRITE, flags | (have ? MAP_FIXED_NOREPLACE : 0), -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
-	slots = p;
+	/* kernels before 4.17 take MAP_FIXED_NOREPLACE as a hint */
+	if (have && p != want) {
+		munmap(p, len);
+		return -EEXIST;
+	}
+	if (!have)
+		slots = p;
+	atomic_store(&slots_mapped, have + CONN_CHUNK);
 	return 0;
+}
+
+/* Maps the first slots, at start-up. */
+int conn_slots_init(void)
+{
+	if (slots)
+		return 0;
+	return slots_grow(0);
+}
+
+/*
+ * Slot i is mapped, or gets mapped now; false when it cannot be. One thread
+ * maps; another that needs a slot meanwhile waits a bounded time (a signal
+ * handler may have interrupted the one mapping).
+ */
+static bool slot_mapped(uint32_t i)
+{
+	for (int k = 0; k < 1000 && i >= atomic_load(&slots_mapped); k++) {
+		bool f = false;
+
+		if (atomic_compare_exchange_strong(&slots_growing, &f, true)) {
+			uint32_t have = atomic_load(&slots_mapped);
+			int r = i < have ? 0 : slots_grow(have);
+
+			atomic_store(&slots_growing, false);
+			if (r < 0)
+				return false;
+			continue;
+		}
+		sched_yield();
+	}
+	return i < atomic_load(&slots_mapped);
 }
 
 struct tw_conn *conn_at(uint32_t idx)
@@ -87,7 +143,7 @@ struct tw_conn *conn_alloc(void)
 	}
 	if (!c) {
 		i = atomic_fetch_add(&slots_used, 1);
-		if (i >= TW_CONN_MAX) {
+		if (i >= TW_CONN_MAX || !slot_mapped(i)) {
 			atomic_fetch_sub(&slots_used, 1);
 			return NULL;
 		}
@@ -343,12 +399,42 @@ static int port_ephemeral(uint16_t port)
 	return port >= lo && port <= hi;
 }
 
+struct listener_q {
+	uint16_t port;
+	bool found;
+};
+
+static int listens_on(const struct diag_sock *s, void *arg)
+{
+	struct listener_q *q = arg;
+
+	q->found = s->local.port == q->port;
+	return q->found;
+}
+
+/*
+ * The role of an inherited connection: accepted when some socket of this
+ * network namespace listens on its local port (inetd and socket activation
+ * keep their listener), else connected. A server's port may lie in the
+ * ephemeral range too: the ports alone would call its clients servers.
+ * Only when sock_diag cannot be asked do the ports decide: a local port in
+ * the ephemeral range and a remote one outside it make a client.
+ */
+static enum tw_role adopted_role(const struct tw_conn *c)
+{
+	struct listener_q q = { .port = c->local.port };
+
+	if (diag_dump(1u << TW_LISTEN, listens_on, &q) == 0)
+		return q.found ? TW_ROLE_SERVER : TW_ROLE_CLIENT;
+	return port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
+	       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+}
+
 /*
  * Tracks fd, a connected TCP socket another process may hold too (flag
  * CONN_INHERITED: shared until its close finds that nobody else holds it).
- * role < 0: guessed from the ports, a local port in the ephemeral range is a
- * client's. mark: the socket's FDT_TCP value, with its options. NULL when it
- * is no connection (never connected, or over).
+ * role < 0: adopted_role() says. mark: the socket's FDT_TCP value, with its
+ * options. NULL when it is no connection (never connected, or over).
  */
 static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 {
@@ -368,8 +454,7 @@ static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 		return NULL;
 	}
 	if (role < 0)
-		role = port_ephemeral(c->local.port) && !port_ephemeral(c->remote.port) ?
-		       TW_ROLE_CLIENT : TW_ROLE_SERVER;
+		role = adopted_role(c);
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
 		   (uint8_t)(mark & FDT_TCP_OPTS);
@@ -555,12 +640,12 @@ static bool claim_alone(int fd)
 /* The library's copy of c's socket for the closer (marked in the table), or -1. */
 static int closer_copy(struct tw_conn *c, int fd)
 {
-	long libfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	int libfd = libfd_dup(fd);
 
 	if (libfd < 0)
 		return -1;
-	fdtab_set((int)libfd, fdt_libconn(conn_index(c)));
-	return (int)libfd;
+	fdtab_set(libfd, fdt_libconn(conn_index(c)));
+	return libfd;
 }
 
 /*
@@ -818,12 +903,14 @@ static int op_close(int fd, void *arg)
  * Before an exec, the connections marked close-on-exec end now: the exec
  * closes them unseen. Then every deferred connection goes to the holder:
  * the closer's fds close at exec too. Should the exec fail, the process
- * goes on with its closer, and nothing deferred.
+ * goes on with its closer, and nothing deferred. Whether the parent or a
+ * child holds them is read from their fds once for all (holders_begin()).
  */
 void conn_exec_all(void)
 {
 	int hi = atomic_load(&fd_hi);
 
+	holders_begin();
 	for (int fd = 0; fd <= hi; fd++) {
 		long fl;
 
@@ -834,6 +921,7 @@ void conn_exec_all(void)
 			continue;
 		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
 	}
+	holders_end();
 	hold_all();
 }
 
@@ -906,6 +994,7 @@ void conn_exit_all(enum tw_via via)
 	int hi = atomic_load(&fd_hi), cancel;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	holders_begin();
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
 
@@ -922,6 +1011,7 @@ void conn_exit_all(enum tw_via via)
 			exit_one(conn_at(fdt_index(v)), fd, via);
 		table_leave();
 	}
+	holders_end();
 	pthread_setcancelstate(cancel, NULL);
 	hold_all();
 }

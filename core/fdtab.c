@@ -5,7 +5,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 
@@ -16,26 +19,107 @@
  * kernel only backs once a tracked fd touches them.
  */
 _Atomic uint32_t fdtab[TW_FD_MAX];
+_Atomic int fdtab_hi;
 
-struct rt rt = { .libfd_base = 3 };
+struct rt rt;
 
 /*
- * Moves fd to the library's range (at or above rt.libfd_base, close-on-exec)
- * and marks it in the table as the library's. Returns the fd's number: the
- * new one, or fd itself when no number up there was free. The raw syscalls
- * keep the library's own wrappers out.
+ * A copy of fd for the library to keep, close-on-exec, at a number the
+ * program would not have had. RLIMIT_NOFILE bounds the numbers a process
+ * may open, not the fds it holds, and the program can only ever have those
+ * below its soft limit: when the hard limit leaves room, the soft one is
+ * raised for the instant of the copy, which goes just above it, and put
+ * back. When it leaves none (soft = hard) and the limit is large, the copy
+ * goes to its upper half, which programs rarely reach; at a small one the
+ * library keeps no fd (-EMFILE) and gives up what needed it. Raw
+ * syscalls, async-signal-safe. Returns the new fd or -errno.
+ */
+/* the hard limit last seen: the raise and the read of the old limit are then one call */
+static rlim_t hard_seen;
+
+static long dup_placed(int fd)
+{
+	struct rlimit old, up;
+	bool raised = false;
+	long nfd = -1;
+
+	up.rlim_max = hard_seen;
+	up.rlim_cur = hard_seen < TW_FD_MAX ? hard_seen : TW_FD_MAX;
+	if (hard_seen && syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, &old) == 0) {
+		raised = true;
+		if (old.rlim_max != hard_seen) {
+			/* the program changed its hard limit: put it back, start over */
+			syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, NULL);
+			raised = false;
+		}
+	}
+	if (!raised) {
+		if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &old) < 0)
+			return -errno;
+		hard_seen = old.rlim_max;
+		up.rlim_max = old.rlim_max;
+		up.rlim_cur = old.rlim_max < TW_FD_MAX ? old.rlim_max : TW_FD_MAX;
+		raised = up.rlim_cur > old.rlim_cur &&
+			 syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, NULL) == 0;
+	}
+	if (raised) {
+		if (up.rlim_cur > old.rlim_cur)
+			nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur);
+		syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, NULL);
+		if (nfd >= 0)
+			return nfd;
+	}
+	if (old.rlim_cur < TW_LIBFD_SHARE_MIN)
+		return -EMFILE;
+	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur / 2);
+	return nfd < 0 ? -errno : nfd;
+}
+
+/*
+ * One copy at a time: another thread's raised soft limit must not be
+ * taken for the program's, nor put back as if it were. Not a lock: a
+ * signal handler that interrupted the copy gives up after a bounded wait
+ * (-EBUSY), and what needed the fd is given up.
+ */
+static _Atomic bool dup_busy;
+
+int libfd_dup(int fd)
+{
+	long nfd;
+
+	for (int i = 0;; i++) {
+		bool f = false;
+
+		if (atomic_compare_exchange_strong(&dup_busy, &f, true))
+			break;
+		if (i == 1000)
+			return -EBUSY;
+		sched_yield();
+	}
+	nfd = dup_placed(fd);
+	atomic_store(&dup_busy, false);
+	return (int)nfd;
+}
+
+/*
+ * Moves fd to where the library keeps its fds (libfd_dup()) and marks it in
+ * the table as the library's. Returns the new number; or, when there is no
+ * such place, closes fd and returns -errno: the library never holds a
+ * number the program could have had.
  */
 int libfd_move(int fd, uint32_t mark)
 {
-	long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	int nfd = libfd_dup(fd);
 
-	if (nfd < 0) {
-		fdtab_set(fd, mark);
-		return fd;
-	}
-	fdtab_set((int)nfd, mark);
-	syscall(SYS_close, fd);
-	return (int)nfd;
+	/*
+	 * close(), not the raw call: the number is the program's to reuse at
+	 * once, and a ThreadSanitizer runtime must see it closed, or it takes
+	 * the program's next fd of that number for a race with ours.
+	 */
+	close(fd);
+	if (nfd >= 0)
+		fdtab_set(nfd, mark);
+	return nfd;
 }
 
 /*

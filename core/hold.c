@@ -76,30 +76,37 @@ static void close_span(unsigned a, unsigned b)
 		syscall(SYS_close, fd);
 }
 
-/*
- * Closes every fd but the connections' copies and the log's. The
- * library's fds lie at rt.libfd_base and above, densely: below it only a
- * log (stderr, or one that could not be moved) is kept.
- */
-static void keep_only_ours(int hi)
+/* sorts n fds in place (Shell's sort: no allocation, no recursion) */
+static void fds_sort(int *v, uint32_t n)
 {
-	int low[TW_SINKS_MAX], nlow = 0;
+	for (uint32_t gap = n / 2; gap; gap /= 2)
+		for (uint32_t i = gap; i < n; i++) {
+			int x = v[i];
+			uint32_t j = i;
+
+			for (; j >= gap && v[j - gap] > x; j -= gap)
+				v[j] = v[j - gap];
+			v[j] = x;
+		}
+}
+
+/*
+ * Closes every fd but those in keep (the connections' copies and the log's),
+ * a range at a time between them, wherever the library placed its fds.
+ */
+static void keep_only(int *keep, uint32_t n)
+{
 	unsigned next = 0;
 
-	for (int fd = 0; fd < rt.libfd_base && nlow < TW_SINKS_MAX; fd++)
-		if (sink_owns(fd))
-			low[nlow++] = fd;
-	for (int i = 0; i < nlow; i++) {
-		if ((unsigned)low[i] > next)
-			close_span(next, (unsigned)low[i] - 1);
-		next = (unsigned)low[i] + 1;
+	fds_sort(keep, n);
+	for (uint32_t i = 0; i < n; i++) {
+		if (keep[i] < 0 || (unsigned)keep[i] < next)
+			continue;
+		if ((unsigned)keep[i] > next)
+			close_span(next, (unsigned)keep[i] - 1);
+		next = (unsigned)keep[i] + 1;
 	}
-	if (rt.libfd_base > 0)
-		close_span(next, (unsigned)rt.libfd_base - 1);
-	for (int fd = rt.libfd_base; fd <= hi; fd++)
-		if (!fdt_is_libconn(fdtab_get(fd)) && !sink_owns(fd))
-			syscall(SYS_close, fd);
-	close_span((unsigned)(hi < rt.libfd_base ? rt.libfd_base : hi + 1), ~0u);
+	close_span(next, ~0u);
 }
 
 static void on_stop(int sig)
@@ -188,23 +195,31 @@ static void hold_loop(struct held *h)
 }
 
 /* The holder itself: never returns. */
-static void __attribute__((noreturn)) holder_main(uint32_t head, uint32_t count, int hi)
+static void __attribute__((noreturn)) holder_main(uint32_t head, uint32_t count)
 {
 	struct held h = { 0 };
 
 	in_holder = true;
 	syscall(SYS_setsid);
 	signals_reset();
-	keep_only_ours(hi);
 	if (syscall(SYS_chdir, "/") < 0) {
 		/* only keeps a mount busy */
 	}
-	h.pfd = mmap(NULL, count * (sizeof(*h.pfd) + sizeof(*h.idx)), PROT_READ | PROT_WRITE,
+	h.pfd = mmap(NULL, count * (sizeof(*h.pfd) + sizeof(*h.idx) + sizeof(int)) +
+			   TW_SINK_FDS * sizeof(int), PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (h.pfd == MAP_FAILED)
+	if (h.pfd == MAP_FAILED) {
 		h.pfd = NULL;	/* nowhere to wait: every fallback now */
-	else
-		h.idx = (uint32_t *)(h.pfd + count);
+	} else {
+		int *keep = (int *)(h.pfd + count);
+		uint32_t nkeep = 0;
+
+		h.idx = (uint32_t *)(keep + count + TW_SINK_FDS);
+		for (uint32_t i = head; i; i = conn_at(i - 1)->next)
+			keep[nkeep++] = conn_at(i - 1)->libfd;
+		nkeep += (uint32_t)sink_fds_all(keep + nkeep, TW_SINK_FDS);
+		keep_only(keep, nkeep);
+	}
 	while (head) {
 		struct tw_conn *c = conn_at(head - 1);
 		uint32_t next = c->next;
@@ -243,7 +258,7 @@ static void take(struct tw_conn *c)
 void hold_all(void)
 {
 	uint32_t head, count = 0;
-	int hi = -1, st = 0;
+	int st = 0;
 	long pid, r;
 	bool ok = false;
 
@@ -251,13 +266,8 @@ void hold_all(void)
 	head = atomic_exchange(&pending, 0);
 	if (!head)
 		return;
-	for (uint32_t i = head; i; i = conn_at(i - 1)->next) {
+	for (uint32_t i = head; i; i = conn_at(i - 1)->next)
 		count++;
-		if (conn_at(i - 1)->libfd > hi)
-			hi = conn_at(i - 1)->libfd;
-	}
-	if (sink_fd_max() > hi)
-		hi = sink_fd_max();
 	t_handoff = clock_mono_ns();
 	pid = clone_quiet(0);
 	if (pid == 0) {
@@ -269,7 +279,7 @@ void hold_all(void)
 		prctl(PR_SET_NAME, "twshim-hold", 0, 0, 0);
 		r = clone_quiet(SIGCHLD);
 		if (r == 0)
-			holder_main(head, count, hi);
+			holder_main(head, count);
 		syscall(SYS_exit_group, r < 0);
 	}
 	if (pid > 0) {

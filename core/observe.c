@@ -168,7 +168,7 @@ bool observe_evict(int fd)
 
 	if (fd < 0 || atomic_load(&nl_fd) != fd)
 		return false;
-	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	nfd = libfd_dup(fd);
 	if (nfd >= 0)
 		fdtab_set((int)nfd, FDT_LIB);
 	atomic_store(&nl_fd, (int)nfd);

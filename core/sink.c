@@ -530,16 +530,17 @@ bool sink_owns(int fd)
 	return false;
 }
 
-int sink_fd_max(void)
+int sink_fds_all(int *out, int max)
 {
-	int hi = -1, fds[2];
+	int n = 0, fds[2];
 
 	for (unsigned i = 0; i < nsinks; i++) {
 		sink_fds(&sinks[i], fds);
-		hi = fds[0] > hi ? fds[0] : hi;
-		hi = fds[1] > hi ? fds[1] : hi;
+		for (int k = 0; k < 2; k++)
+			if (fds[k] >= 0 && n < max)
+				out[n++] = fds[k];
 	}
-	return hi;
+	return n;
 }
 
 bool sink_evict(int fd)
@@ -557,7 +558,7 @@ bool sink_evict(int fd)
 		}
 		if (s->kind == SINK_STDERR || atomic_load(&s->fd) != fd)
 			continue;
-		nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+		nfd = libfd_dup(fd);
 		if (nfd >= 0)
 			fdtab_set((int)nfd, FDT_LIB);
 		atomic_store(&s->fd, nfd >= 0 ? (int)nfd : FD_NONE);

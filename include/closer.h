@@ -11,6 +11,12 @@
 /* Starts the thread and opens its fds, at the first connection that may defer. */
 int closer_start(void);
 bool closer_running(void);
+/*
+ * For a call that needs a single-threaded process: closer_pause() stops the
+ * thread (true when it was running), closer_resume() starts it again.
+ */
+bool closer_pause(void);
+void closer_resume(void);
 /* hands c (c->libfd open, c->mode set) to the closer; false when it is not running */
 bool closer_submit(struct tw_conn *c);
 /* the program dup2'd or dup3'd onto one of the library's fds: move it away */

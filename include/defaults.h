@@ -24,7 +24,12 @@
 
 /* fds at or above this are not tracked (the table is reserved, not allocated). */
 #define TW_FD_MAX		(1u << 20)
-/* connection slots reserved per process (128 bytes each, touched on use) */
+/*
+ * With no room above the soft RLIMIT_NOFILE (soft = hard), the library keeps
+ * fds in the upper half of a limit at least this large, and none below it.
+ */
+#define TW_LIBFD_SHARE_MIN	1024
+/* most connection slots per process (112 bytes each, mapped 4096 at a time) */
 #define TW_CONN_MAX		(1u << 20)
 /* most connections one process keeps deferred at once */
 #define TW_DEFER_CAP		131072

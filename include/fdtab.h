@@ -101,6 +101,8 @@ static inline uint32_t fdt_index(uint32_t v)
 }
 
 extern _Atomic uint32_t fdtab[TW_FD_MAX];
+/* the highest fd ever given a value: walks of the table stop there */
+extern _Atomic int fdtab_hi;
 
 /* the hot path: a bounds check and one atomic load */
 static inline uint32_t fdtab_get(int fd)
@@ -112,8 +114,16 @@ static inline uint32_t fdtab_get(int fd)
 
 static inline void fdtab_set(int fd, uint32_t v)
 {
-	if ((unsigned)fd < TW_FD_MAX)
-		atomic_store_explicit(&fdtab[fd], v, memory_order_release);
+	int hi;
+
+	if ((unsigned)fd >= TW_FD_MAX)
+		return;
+	atomic_store_explicit(&fdtab[fd], v, memory_order_release);
+	hi = atomic_load_explicit(&fdtab_hi, memory_order_relaxed);
+	while (v != FDT_NONE && fd > hi &&
+	       !atomic_compare_exchange_weak_explicit(&fdtab_hi, &hi, fd, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
 }
 
 static inline uint32_t fdtab_take(int fd)
@@ -136,7 +146,6 @@ struct rt {
 	bool tracking;		/* connections are tracked */
 	bool reuseaddr;		/* SO_REUSEADDR on new TCP sockets */
 	int pid;
-	int libfd_base;		/* the library's fds are moved at or above this */
 	_Atomic uint32_t forkgen;	/* bumped by every fork, in parent and child */
 	struct conf *conf;
 	char comm[TW_COMM_MAX + 1];
@@ -155,7 +164,8 @@ static inline bool rt_foreign(void)
 	return syscall(SYS_getpid) != rt.pid;
 }
 
-/* the library's own fds, moved out of the program's way */
+/* the library's own fds, where the program cannot have them (or -errno) */
+int libfd_dup(int fd);
 int libfd_move(int fd, uint32_t mark);
 void libfd_close(int fd);
 uint64_t clock_mono_ns(void);

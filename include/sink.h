@@ -13,8 +13,9 @@ void sink_write(unsigned sink, const char *buf, size_t len);
 void sink_fork_child(void);
 /* is fd one of the log destinations' fds? (the holder keeps those) */
 bool sink_owns(int fd);
-/* the highest of them, -1 when none is open */
-int sink_fd_max(void);
+/* at most TW_SINK_FDS of them: puts them in out (max entries); returns how many */
+#define TW_SINK_FDS	(2 * TW_SINKS_MAX)
+int sink_fds_all(int *out, int max);
 /* sink_evict: like closer_evict, for the log fds; false if fd is not a sink */
 bool sink_evict(int fd);
 

@@ -31,7 +31,9 @@ static int raw_close_range(unsigned first, unsigned last, int flags)
 static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_via via)
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
-	unsigned top = last < TW_FD_MAX - 1 ? last : TW_FD_MAX - 1, from = first;
+	unsigned hi = (unsigned)atomic_load(&fdtab_hi), from = first;
+	/* up to the highest fd the table knows: the whole table is 4 MiB to fault in */
+	unsigned top = last < hi ? last : hi;
 	int r = 0, saved = errno;
 
 	if (!rt.tracking || (flags & CLOSE_RANGE_CLOEXEC) || first > last)

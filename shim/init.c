@@ -84,6 +84,8 @@ static void bind_all(void)
 	BIND(execvp, true);
 	BIND(execvpe, true);
 	BIND(fexecve, true);
+	BIND(unshare, true);
+	BIND(setns, true);
 	BIND(close, true);
 }
 
@@ -120,23 +122,6 @@ static void fork_child(void)
 	rnd_fork_child();
 	if (rt.conf)
 		conf_reseed(rt.conf, rnd_next());
-}
-
-/*
- * The library's own fds go to the upper half of the fd limit, out of the way
- * of programs that expect low numbers (daemons reopening 0-2, select() users).
- */
-static int libfd_base_pick(void)
-{
-	struct rlimit rl;
-	rlim_t base = 64;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur / 2 > base)
-		base = rl.rlim_cur / 2;
-	if (base >= TW_FD_MAX)
-		base = TW_FD_MAX / 2;
-	return (int)base;
 }
 
 /*
@@ -339,7 +324,6 @@ __attribute__((constructor)) static void shim_init(void)
 			 strerror(-r));
 		return;
 	}
-	rt.libfd_base = libfd_base_pick();
 	shared_init();
 	sink_open_all(c);
 	adopt_inherited();

@@ -35,6 +35,8 @@ struct real {
 	int (*execvp)(const char *, char *const[]);
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
+	int (*unshare)(int);
+	int (*setns)(int, int);
 };
 
 extern struct real real;

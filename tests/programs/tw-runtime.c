@@ -1,0 +1,377 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tw-runtime: host programs that use what a process expects to have to
+ * itself (its threads, fds, address space, children) while the library
+ * holds deferred connections. Each mode connects to itself on 127.0.0.1 (a
+ * listener of its own, port from the kernel) and prints one line of
+ * key=value pairs:
+ *
+ *   connect N         makes and closes N connections, the client's close
+ *                     first, then the server's FIN (ok=N)
+ *   closefrom         one connection, then a forked child calls closefrom(3):
+ *                     faults= the child's minor page faults in that call
+ *   malloc MIB        one connection, then malloc(MIB MiB): ok=1 or ok=0
+ *   closer-fds        one deferred connection, then the raw close_range
+ *                     system call over the library's epoll and eventfd (found
+ *                     in /proc/self/fd); then cpu_ms= the process's CPU time
+ *                     in the next second, and a second connection
+ *   unshare           one deferred connection, then unshare(CLONE_NEWUSER):
+ *                     unshare=0 or the errno; then a second connection
+ *   fork-server       accepts, forks; the parent closes its copy, the child
+ *                     closes the connection and exits; the peer then sends
+ *                     its FIN (a forking server)
+ *   fork-exec N       holds N accepted and N client connections
+ *                     (close-on-exec), forks, and the child execs /bin/true
+ *   exec-client       execs itself as "hold FD" with a client connection
+ *                     open across the exec; the listener's port is the
+ *                     kernel's pick from the ephemeral range
+ *   hold FD           (after exec-client) closes FD and exits
+ *   fds N             at RLIMIT_NOFILE: opens N connections, closes them,
+ *                     then opens /dev/null until EMFILE: opened=
+ *   dup2-eventfd FILE one deferred connection; with every fd taken, dup2s
+ *                     FILE (which holds "data\n") onto the closer's eventfd;
+ *                     then a second deferred connection: size= FILE's size
+ *
+ * Every wait is bounded. Exit status: 0 done, 1 a call failed, 2 usage.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct sockaddr_in where;
+
+static void fail(const char *what)
+{
+	printf("error=%s errno=%s\n", what, strerrorname_np(errno));
+	fflush(stdout);
+	exit(1);
+}
+
+static int listener(void)
+{
+	socklen_t l = sizeof(where);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	where.sin_family = AF_INET;
+	where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&where, sizeof(where)) < 0 ||
+	    listen(fd, 4096) < 0 || getsockname(fd, (struct sockaddr *)&where, &l) < 0)
+		fail("listen");
+	return fd;
+}
+
+static int dial_flags(int flags)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | flags, 0);
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&where, sizeof(where)) < 0)
+		fail("connect");
+	return fd;
+}
+
+static int dial(void)
+{
+	return dial_flags(SOCK_CLOEXEC);
+}
+
+static int take(int l)
+{
+	int fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		fail("accept");
+	return fd;
+}
+
+/* waits up to ms for fd to become readable; reads what is there */
+static void await(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char buf[256];
+
+	if (poll(&p, 1, ms) == 1 && read(fd, buf, sizeof(buf)) < 0) {
+		/* a reset: the record says so */
+	}
+}
+
+/*
+ * One connection to itself: the client closes first (deferred under defer),
+ * then the server sends its FIN with shutdown() (its close would be deferred
+ * too, and each side would wait for the other's FIN), reads the end of the
+ * stream (bounded) and closes.
+ */
+static void one(int l)
+{
+	int a = dial(), b = take(l);
+
+	close(a);
+	shutdown(b, SHUT_WR);
+	await(b, 3000);
+	close(b);
+}
+
+static long cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * Closes the closer's epoll and eventfd (the fds linked to an anonymous
+ * inode) by the raw system call, all at once, as close_range(3, ~0) would.
+ */
+static int raw_close_anon(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	char path[64], link[128];
+	int fds[16], n = 0;
+
+	if (!d)
+		fail("opendir");
+	while ((e = readdir(d)) && n < 16) {
+		int fd = atoi(e->d_name);
+		ssize_t k;
+
+		if (e->d_name[0] == '.' || fd == dirfd(d))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;
+		link[k] = 0;
+		if (!strcmp(link, "anon_inode:[eventpoll]") || !strcmp(link, "anon_inode:[eventfd]"))
+			fds[n++] = fd;
+	}
+	closedir(d);
+	for (int i = 0; i < n; i++)
+		syscall(SYS_close_range, fds[i], fds[i], 0);
+	return n;
+}
+
+static int run(int argc, char **argv)
+{
+	const char *mode = argv[1];
+	int l, a, b;
+
+	if (!strcmp(mode, "hold") && argc > 2) {
+		close(atoi(argv[2]));
+		printf("ok=1\n");
+		return 0;
+	}
+	l = listener();
+	if (!strcmp(mode, "connect") && argc > 2) {
+		int n = atoi(argv[2]);
+
+		for (int i = 0; i < n; i++)
+			one(l);
+		printf("ok=%d\n", n);
+		return 0;
+	}
+	if (!strcmp(mode, "closefrom")) {
+		int st = 0;
+		pid_t pid;
+
+		one(l);
+		fflush(stdout);
+		pid = fork();
+		if (pid < 0)
+			fail("fork");
+		if (pid == 0) {
+			struct rusage r0, r1;
+
+			getrusage(RUSAGE_SELF, &r0);
+			closefrom(3);
+			getrusage(RUSAGE_SELF, &r1);
+			printf("faults=%ld\n", r1.ru_minflt - r0.ru_minflt);
+			fflush(stdout);
+			_exit(0);
+		}
+		waitpid(pid, &st, 0);
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+	}
+	if (!strcmp(mode, "malloc") && argc > 2) {
+		size_t mib = strtoul(argv[2], NULL, 10);
+		char *p;
+
+		one(l);
+		p = malloc(mib << 20);
+		printf("ok=%d\n", p != NULL);
+		free(p);
+		return 0;
+	}
+	if (!strcmp(mode, "closer-fds")) {
+		long c0, c1;
+		int n;
+
+		one(l);
+		n = raw_close_anon();
+		c0 = cpu_ms();
+		usleep(1000000);
+		c1 = cpu_ms();
+		one(l);
+		printf("closed=%d cpu_ms=%ld\n", n, c1 - c0);
+		return 0;
+	}
+	if (!strcmp(mode, "unshare")) {
+		int r;
+
+		one(l);
+		r = unshare(CLONE_NEWUSER);
+		printf("unshare=%s\n", r == 0 ? "0" : strerrorname_np(errno));
+		fflush(stdout);
+		one(l);
+		return 0;
+	}
+	if (!strcmp(mode, "fork-server")) {
+		int st = 0;
+		pid_t pid;
+
+		a = dial();
+		b = take(l);
+		pid = fork();
+		if (pid < 0)
+			fail("fork");
+		if (pid == 0) {
+			usleep(50000);	/* the parent has let go of its copy */
+			close(b);
+			_exit(0);
+		}
+		close(b);
+		await(a, 200);	/* nothing comes: the child's close is deferred */
+		shutdown(a, SHUT_WR);
+		waitpid(pid, &st, 0);
+		close(a);
+		printf("ok=1\n");
+		return 0;
+	}
+	if (!strcmp(mode, "fork-exec") && argc > 2) {
+		int n = atoi(argv[2]), st = 0;
+		pid_t pid;
+
+		for (int i = 0; i < n; i++) {
+			a = dial();
+			b = take(l);
+			(void)a;
+			(void)b;
+		}
+		pid = fork();
+		if (pid < 0)
+			fail("fork");
+		if (pid == 0) {
+			execl("/bin/true", "true", (char *)NULL);
+			_exit(127);
+		}
+		waitpid(pid, &st, 0);
+		printf("ok=%d status=%d\n", n, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return 0;
+	}
+	if (!strcmp(mode, "exec-client")) {
+		char fd[16];
+
+		a = dial_flags(0);
+		b = take(l);
+		(void)b;
+		snprintf(fd, sizeof(fd), "%d", a);
+		fflush(stdout);
+		if (fork() == 0) {
+			execl("/proc/self/exe", argv[0], "hold", fd, (char *)NULL);
+			_exit(127);
+		}
+		close(a);
+		await(b, 3000);
+		close(b);
+		wait(NULL);
+		return 0;
+	}
+	if (!strcmp(mode, "fds") && argc > 2) {
+		int n = atoi(argv[2]), opened = 0, c[n], s[n];
+
+		for (int i = 0; i < n; i++) {
+			c[i] = dial();
+			s[i] = take(l);
+		}
+		for (int i = 0; i < n; i++)
+			close(c[i]);
+		while (open("/dev/null", O_RDONLY) >= 0)
+			opened++;
+		printf("opened=%d errno=%s\n", opened, strerrorname_np(errno));
+		for (int i = 0; i < n; i++)
+			close(s[i]);
+		return 0;
+	}
+	if (!strcmp(mode, "dup2-eventfd") && argc > 2) {
+		int evfd = -1, data, nul[4096], n = 0, a2, b2;
+		DIR *d;
+		struct dirent *e;
+		char path[300], link[128];
+		off_t size;
+
+		a = dial();
+		b = take(l);
+		close(a);
+		d = opendir("/proc/self/fd");
+		while (d && (e = readdir(d))) {
+			ssize_t k;
+
+			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+			k = readlink(path, link, sizeof(link) - 1);
+			if (k > 0 && (link[k] = 0, !strcmp(link, "anon_inode:[eventfd]")))
+				evfd = atoi(e->d_name);
+		}
+		if (d)
+			closedir(d);
+		if (evfd < 0)
+			fail("no eventfd");
+		while (n < 4096 && (nul[n] = open("/dev/null", O_RDONLY)) >= 0)
+			n++;
+		close(nul[--n]);
+		data = open(argv[2], O_RDWR | O_APPEND);
+		if (data < 0)
+			fail("open");
+		if (dup2(data, evfd) != evfd)
+			fail("dup2");
+		for (int i = 0; i < 4 && n > 0; i++)
+			close(nul[--n]);
+		a2 = dial();
+		b2 = take(l);
+		close(a2);
+		shutdown(b, SHUT_WR);
+		shutdown(b2, SHUT_WR);
+		await(b, 3000);
+		await(b2, 3000);
+		close(b);
+		close(b2);
+		size = lseek(evfd, 0, SEEK_END);
+		printf("evfd=%d size=%ld\n", evfd, (long)size);
+		return 0;
+	}
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	if (argc < 2)
+		return 2;
+	r = run(argc, argv);
+	fflush(stdout);
+	return r;
+}
