@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "addr.h"
+#include "fmt.h"
 
 static const uint8_t v4_mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
@@ -57,19 +58,28 @@ bool addr_is_v4(const struct tw_addr *a)
 	return memcmp(a->a, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0;
 }
 
-/* Writes v in decimal at p; returns the number of digits. */
-static size_t put_dec(char *p, unsigned v)
-{
-	char tmp[10];
-	size_t n = 0, i;
+/* the decimal text of every byte value: one 4-byte move and an add for each */
+struct octet {
+	char s[3];
+	uint8_t len;
+};
 
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	for (i = 0; i < n; i++)
-		p[i] = tmp[n - 1 - i];
-	return n;
+#define O(str)		{ str, sizeof(str) - 1 }
+#define O10(p)		O(p "0"), O(p "1"), O(p "2"), O(p "3"), O(p "4"), O(p "5"), O(p "6"), \
+			O(p "7"), O(p "8"), O(p "9")
+
+static const struct octet octets[256] = {
+	O10(""), O10("1"), O10("2"), O10("3"), O10("4"), O10("5"), O10("6"), O10("7"), O10("8"),
+	O10("9"), O10("10"), O10("11"), O10("12"), O10("13"), O10("14"), O10("15"), O10("16"),
+	O10("17"), O10("18"), O10("19"), O10("20"), O10("21"), O10("22"), O10("23"), O10("24"),
+	O("250"), O("251"), O("252"), O("253"), O("254"), O("255"),
+};
+
+/* Writes a byte in decimal at p, and one byte more; returns the number of digits. */
+static inline size_t put_octet(char *p, uint8_t v)
+{
+	memcpy(p, &octets[v], sizeof(octets[v]));
+	return octets[v].len;
 }
 
 /* Writes v in lower-case hex without leading zeros (RFC 5952 4.1, 4.3). */
@@ -96,7 +106,8 @@ static size_t put_hex16(char *p, unsigned v)
  * groups becomes "::" (the first such run on a tie, 4.2.3); a single zero
  * group stays "0" (4.2.2).
  */
-static size_t put_ipv6(char *p, const uint8_t *a)
+/* out of line: the IPv4 path in addr_format() stays a leaf without its registers */
+static __attribute__((noinline)) size_t put_ipv6(char *p, const uint8_t *a)
 {
 	unsigned g[8];
 	int best = -1, best_len = 0, run = -1, run_len = 0, i;
@@ -141,17 +152,19 @@ size_t addr_format(char *buf, const struct tw_addr *a)
 	int i;
 
 	if (addr_is_v4(a)) {
-		for (i = 12; i < 16; i++) {
-			n += put_dec(buf + n, a->a[i]);
-			buf[n++] = i < 15 ? '.' : ':';
+		for (i = 12; i < 15; i++) {
+			n += put_octet(buf + n, a->a[i]);
+			buf[n++] = '.';
 		}
+		n += put_octet(buf + n, a->a[15]);
+		buf[n++] = ':';
 	} else {
 		buf[n++] = '[';
 		n += put_ipv6(buf + n, a->a);
 		buf[n++] = ']';
 		buf[n++] = ':';
 	}
-	n += put_dec(buf + n, a->port);
+	n += fmt_u64(buf + n, a->port);
 	buf[n] = '\0';
 	return n;
 }

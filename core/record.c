@@ -10,202 +10,317 @@
 #include "config.h"
 #include "record.h"
 
+/* the small helpers below inline into record_format(): its cursor stays in registers */
+#define INLINE	static inline __attribute__((always_inline))
+
+/*
+ * The output cursor. A field (its key and a value of bounded length) is
+ * formatted straight into the buffer when its longest form fits (dst()),
+ * else into a scratch buffer and copied if it fits (done()): one check per
+ * field. Once something does not fit, end is pulled back to p so that
+ * nothing more is written, and record_format() returns 0 rather than a cut
+ * line.
+ */
 struct out {
 	char *p, *end;
 	bool full;
 };
 
-static void put(struct out *o, const char *s, size_t n)
+INLINE bool fits(const struct out *o, size_t n)
 {
-	if (o->full || (size_t)(o->end - o->p) < n) {
+	return (size_t)(o->end - o->p) >= n;
+}
+
+INLINE void put(struct out *o, const char *s, size_t n)
+{
+	if (!fits(o, n)) {
 		o->full = true;
+		o->end = o->p;
 		return;
 	}
 	memcpy(o->p, s, n);
 	o->p += n;
 }
 
-static void puts_lit(struct out *o, const char *s)
+INLINE void put_ch(struct out *o, char c)
 {
-	put(o, s, strlen(s));
+	put(o, &c, 1);
 }
 
-size_t fmt_u64(char *buf, uint64_t v)
-{
-	char tmp[20];
-	size_t i = sizeof(tmp);
+/* longest key with its punctuation: ,"bytes_received": */
+#define KEY_MAX	24
 
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	memcpy(buf, tmp + i, sizeof(tmp) - i);
-	return sizeof(tmp) - i;
+/*
+ * Where to format a field of at most `max` bytes after its key: the buffer
+ * itself, or tmp (KEY_MAX + max bytes). The key is written there.
+ */
+INLINE char *dst(const struct out *o, char *tmp, const char *key, size_t klen, size_t max)
+{
+	char *q = fits(o, klen + max) ? o->p : tmp;
+
+	memcpy(q, key, klen);
+	return q;
 }
 
-static void put_u64(struct out *o, uint64_t v)
+/* the n bytes formatted at q (from dst()) are in */
+INLINE void done(struct out *o, char *q, size_t n)
 {
-	char tmp[20];
-
-	put(o, tmp, fmt_u64(tmp, v));
+	if (q == o->p)
+		o->p += n;
+	else
+		put(o, q, n);
 }
 
-/* v / 10^digits with exactly `digits` decimals */
-static void put_fixed(struct out *o, uint64_t v, int digits)
-{
-	uint64_t div = 1;
-	char frac[8];
+/* a literal and its length known at compile time (memcpy becomes a few moves) */
+#define LIT(s)		(s), sizeof(s) - 1
+/* a field's key: ,"key": */
+#define KEY(key)	LIT(",\"" key "\":")
 
-	for (int i = 0; i < digits; i++)
-		div *= 10;
-	put_u64(o, v / div);
-	put(o, ".", 1);
-	v %= div;
-	for (int i = digits - 1; i >= 0; i--) {
-		frac[i] = (char)('0' + v % 10);
-		v /= 10;
-	}
-	put(o, frac, (size_t)digits);
+INLINE void put_u64(struct out *o, const char *key, size_t klen, uint64_t v)
+{
+	char tmp[KEY_MAX + 20], *q = dst(o, tmp, key, klen, 20);
+
+	done(o, q, klen + fmt_u64(q + klen, v));
+}
+
+INLINE void put_int(struct out *o, const char *key, size_t klen, int v)
+{
+	char tmp[KEY_MAX + 21], *q = dst(o, tmp, key, klen, 21);
+	size_t n = klen;
+
+	if (v < 0)
+		q[n++] = '-';
+	n += fmt_u64(q + n, v < 0 ? (uint64_t)-(int64_t)v : (uint64_t)v);
+	done(o, q, n);
+}
+
+/* v / 10^digits with exactly `digits` (3 or 6) decimals */
+INLINE void put_fixed(struct out *o, const char *key, size_t klen, uint64_t v, unsigned digits)
+{
+	static const uint32_t pow10[] = { 1, 10, 100, 1000, 10000, 100000, 1000000 };
+	char tmp[KEY_MAX + 20 + 1 + 6], *q = dst(o, tmp, key, klen, 20 + 1 + 6);
+	size_t n = klen + fmt_u64(q + klen, v / pow10[digits]);
+
+	q[n++] = '.';
+	fmt_digits(q + n, (uint32_t)(v % pow10[digits]), digits);
+	done(o, q, n + digits);
+}
+
+INLINE void put_true(struct out *o, const char *key, size_t klen)
+{
+	char tmp[KEY_MAX + 4], *q = dst(o, tmp, key, klen, 4);
+
+	memcpy(q + klen, "true", 4);
+	done(o, q, klen + 4);
+}
+
+/* what put_str() does with a byte: copy it, escape it, or look at a UTF-8 sequence */
+enum { STR_COPY, STR_ESCAPE, STR_UTF8, STR_END };
+
+/* what is not listed (printable ASCII) is STR_COPY, 0 */
+static const uint8_t str_class[256] = {
+	[0] = STR_END,
+	[1 ... 0x1f] = STR_ESCAPE,
+	['"'] = STR_ESCAPE,
+	['\\'] = STR_ESCAPE,
+	[0x7f] = STR_ESCAPE,
+	[0x80 ... 0xff] = STR_UTF8,
+};
+
+/* length of a valid UTF-8 sequence at u, 0 when it is not one (RFC 3629) */
+static int utf8_len(const unsigned char *u)
+{
+	unsigned char ch = u[0];
+	int len = 0;
+
+	if (ch >= 0xc2 && ch <= 0xdf)
+		len = 2;
+	else if (ch >= 0xe0 && ch <= 0xef)
+		len = 3;
+	else if (ch >= 0xf0 && ch <= 0xf4)
+		len = 4;
+	for (int i = 1; i < len; i++)
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+	/* overlong, surrogate and out-of-range forms */
+	if (len == 3 && ((ch == 0xe0 && u[1] < 0xa0) || (ch == 0xed && u[1] > 0x9f)))
+		return 0;
+	if (len == 4 && ((ch == 0xf0 && u[1] < 0x90) || (ch == 0xf4 && u[1] > 0x8f)))
+		return 0;
+	return len;
 }
 
 /*
  * A JSON string. Quotes, backslashes and control characters are escaped;
  * bytes that are not valid UTF-8 become U+FFFD so that the line stays valid
- * JSON whatever a process calls itself.
+ * JSON whatever a process calls itself. Runs of printable ASCII are copied
+ * whole.
  */
-static void put_str(struct out *o, const char *s)
+INLINE void put_str(struct out *o, const char *key, size_t klen, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
 
-	put(o, "\"", 1);
-	while (*u) {
+	put(o, key, klen);
+	put_ch(o, '"');
+	for (;;) {
+		const unsigned char *run = u;
 		unsigned char ch = *u;
-		int len = 0;
+		int len;
 
-		if (ch == '"' || ch == '\\') {
-			char esc[2] = { '\\', (char)ch };
-
-			put(o, esc, 2);
-			u++;
-			continue;
-		}
-		if (ch < 0x20 || ch == 0x7f) {
-			char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
-
-			put(o, esc, 6);
-			u++;
-			continue;
-		}
-		if (ch < 0x80) {
-			const unsigned char *run = u;
-
-			while (*u >= 0x20 && *u < 0x7f && *u != '"' && *u != '\\')
-				u++;
+		switch (str_class[ch]) {
+		case STR_COPY:
+			while (str_class[*++u] == STR_COPY)
+				;
 			put(o, (const char *)run, (size_t)(u - run));
 			continue;
-		}
-		if (ch >= 0xc2 && ch <= 0xdf)
-			len = 2;
-		else if (ch >= 0xe0 && ch <= 0xef)
-			len = 3;
-		else if (ch >= 0xf0 && ch <= 0xf4)
-			len = 4;
-		for (int i = 1; i < len; i++)
-			if ((u[i] & 0xc0) != 0x80)
-				len = 0;
-		/* overlong, surrogate and out-of-range forms (RFC 3629) */
-		if (len == 3 && ((ch == 0xe0 && u[1] < 0xa0) || (ch == 0xed && u[1] > 0x9f)))
-			len = 0;
-		if (len == 4 && ((ch == 0xf0 && u[1] < 0x90) || (ch == 0xf4 && u[1] > 0x8f)))
-			len = 0;
-		if (!len) {
-			put(o, "\\ufffd", 6);
+		case STR_ESCAPE:
+			if (ch == '"' || ch == '\\') {
+				char esc[2] = { '\\', (char)ch };
+
+				put(o, esc, 2);
+			} else {
+				char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
+
+				put(o, esc, 6);
+			}
 			u++;
 			continue;
+		case STR_UTF8:
+			len = utf8_len(u);
+			if (len) {
+				put(o, (const char *)u, (size_t)len);
+				u += len;
+			} else {
+				put(o, LIT("\\ufffd"));
+				u++;
+			}
+			continue;
 		}
-		put(o, (const char *)u, (size_t)len);
-		u += len;
+		break;
 	}
-	put(o, "\"", 1);
+	put_ch(o, '"');
 }
 
-/* a literal, its length known at compile time */
-#define PUT_LIT(o, lit)	put((o), (lit), sizeof(lit) - 1)
-/* ,"key": */
-#define PUT_KEY(o, key)	PUT_LIT((o), ",\"" key "\":")
+/*
+ * The record's own names (role, state, ...), with their lengths: nothing to
+ * escape, and the copy is one fixed-size move.
+ */
+struct name {
+	char s[15];
+	uint8_t len;
+};
 
-/* one of the record's own names (role, state, ...): nothing to escape */
-static void put_name(struct out *o, const char *name)
+#define NAME(str)	{ str, sizeof(str) - 1 }
+
+static const struct name state_names[] = {
+	NAME("UNKNOWN"), NAME("ESTABLISHED"), NAME("SYN_SENT"), NAME("SYN_RECV"),
+	NAME("FIN_WAIT1"), NAME("FIN_WAIT2"), NAME("TIME_WAIT"), NAME("CLOSE"),
+	NAME("CLOSE_WAIT"), NAME("LAST_ACK"), NAME("LISTEN"), NAME("CLOSING"),
+};
+static const struct name end_names[] = {
+	NAME("active"), NAME("passive"), NAME("abort"), NAME("reset"),
+};
+static const struct name where_names[] = { NAME("local"), NAME("peer"), NAME("none") };
+static const struct name via_names[] = {
+	NAME("close"), NAME("shutdown"), NAME("dup2"), NAME("dup3"), NAME("close_range"),
+	NAME("closefrom"), NAME("fclose"), NAME("exit"), NAME("exec"),
+};
+/* in the orders of enum tw_role and enum tw_close_policy */
+static const struct name role_names[] = { NAME("client"), NAME("server") };
+static const struct name policy_names[] = { NAME("normal"), NAME("defer"), NAME("abort") };
+
+#define COUNT(a)	(sizeof(a) / sizeof((a)[0]))
+
+static const struct name *state_name(int state)
 {
-	put(o, "\"", 1);
-	puts_lit(o, name);
-	put(o, "\"", 1);
+	return &state_names[state >= 0 && state < (int)COUNT(state_names) ? state : 0];
 }
 
-static void put_addr(struct out *o, const struct tw_addr *a)
+static const struct name *end_name(enum tw_end end)
 {
-	char buf[TW_ADDR_STRLEN];
-
-	put(o, "\"", 1);
-	put(o, buf, addr_format(buf, a));
-	put(o, "\"", 1);
+	return &end_names[(unsigned)end < COUNT(end_names) ? end : TW_END_RESET];
 }
 
+static const struct name *where_name(enum tw_where w)
+{
+	return &where_names[(unsigned)w < COUNT(where_names) ? w : TW_TW_NONE];
+}
+
+static const struct name *via_name(enum tw_via via)
+{
+	return &via_names[(unsigned)via < COUNT(via_names) ? via : TW_VIA_CLOSE];
+}
+
+static const struct name *policy_name(int policy)
+{
+	return &policy_names[policy >= 0 && policy < (int)COUNT(policy_names) ? policy :
+			     TW_CLOSE_NORMAL];
+}
+
+INLINE void put_name(struct out *o, const char *key, size_t klen, const struct name *n)
+{
+	char tmp[KEY_MAX + sizeof(n->s) + 2], *q = dst(o, tmp, key, klen, sizeof(n->s) + 2);
+
+	q[klen] = '"';
+	memcpy(q + klen + 1, n->s, sizeof(n->s));
+	q[klen + 1 + n->len] = '"';
+	done(o, q, klen + n->len + 2u);
+}
+
+/* a name of the library's own whose length is not known here (why) */
+INLINE void put_cname(struct out *o, const char *key, size_t klen, const char *s)
+{
+	put(o, key, klen);
+	put_ch(o, '"');
+	put(o, s, strlen(s));
+	put_ch(o, '"');
+}
+
+INLINE void put_addr(struct out *o, const char *key, size_t klen, const struct tw_addr *a)
+{
+	/* addr_format() also writes a NUL, which the closing quote overwrites */
+	char tmp[KEY_MAX + TW_ADDR_STRLEN + 1], *q = dst(o, tmp, key, klen, TW_ADDR_STRLEN + 1);
+	size_t n = klen + 1;
+
+	q[klen] = '"';
+	n += addr_format(q + n, a);
+	q[n++] = '"';
+	done(o, q, n);
+}
+
+/*
+ * A field is one put_TYPE(&o, KEY("name"), value), in the contract's order;
+ * a new one is one more such line (and its key no longer than KEY_MAX).
+ */
 size_t record_format(char *buf, size_t len, const struct tw_record *r)
 {
 	struct out o = { buf, buf + len, false };
 
-	PUT_LIT(&o, "{\"ts\":");
-	put_fixed(&o, r->ts_us, 6);
-	PUT_KEY(&o, "pid");
-	put_u64(&o, (uint64_t)r->pid);
-	PUT_KEY(&o, "comm");
-	put_str(&o, r->comm ? r->comm : "");
-	PUT_KEY(&o, "role");
-	put_name(&o, r->role == TW_ROLE_SERVER ? "server" : "client");
-	PUT_KEY(&o, "local");
-	put_addr(&o, &r->local);
-	PUT_KEY(&o, "remote");
-	put_addr(&o, &r->remote);
-	PUT_KEY(&o, "policy");
-	put_name(&o, record_policy_name(r->policy));
-	if (r->arm) {
-		PUT_KEY(&o, "arm");
-		put_str(&o, r->arm);
-	}
-	PUT_KEY(&o, "state");
-	put_name(&o, record_state_name(r->state));
-	PUT_KEY(&o, "end");
-	put_name(&o, record_end_name((enum tw_end)r->end));
-	PUT_KEY(&o, "tw");
-	put_name(&o, record_where_name(record_where((enum tw_end)r->end)));
-	PUT_KEY(&o, "via");
-	put_name(&o, record_via_name((enum tw_via)r->via));
-	PUT_KEY(&o, "dur_ms");
-	put_fixed(&o, r->dur_us, 3);
-	if (r->deferred) {
-		PUT_KEY(&o, "deferred_ms");
-		put_fixed(&o, r->deferred_us, 3);
-	}
+	put_fixed(&o, LIT("{\"ts\":"), r->ts_us, 6);
+	put_int(&o, KEY("pid"), r->pid);
+	put_str(&o, KEY("comm"), r->comm ? r->comm : "");
+	put_name(&o, KEY("role"), &role_names[r->role == TW_ROLE_SERVER]);
+	put_addr(&o, KEY("local"), &r->local);
+	put_addr(&o, KEY("remote"), &r->remote);
+	put_name(&o, KEY("policy"), policy_name(r->policy));
+	if (r->arm)
+		put_str(&o, KEY("arm"), r->arm);
+	put_name(&o, KEY("state"), state_name(r->state));
+	put_name(&o, KEY("end"), end_name((enum tw_end)r->end));
+	put_name(&o, KEY("tw"), where_name(record_where((enum tw_end)r->end)));
+	put_name(&o, KEY("via"), via_name((enum tw_via)r->via));
+	put_fixed(&o, KEY("dur_ms"), r->dur_us, 3);
+	if (r->deferred)
+		put_fixed(&o, KEY("deferred_ms"), r->deferred_us, 3);
 	if (r->timeout)
-		PUT_LIT(&o, ",\"timeout\":true");
-	if (r->why) {
-		PUT_KEY(&o, "why");
-		put_name(&o, r->why);
-	}
-	PUT_KEY(&o, "bytes_acked");
-	put_u64(&o, r->bytes_acked);
-	PUT_KEY(&o, "bytes_received");
-	put_u64(&o, r->bytes_received);
-	PUT_KEY(&o, "fd");
-	if (r->fd < 0) {
-		put(&o, "-", 1);
-		put_u64(&o, (uint64_t)-(int64_t)r->fd);
-	} else {
-		put_u64(&o, (uint64_t)r->fd);
-	}
-	put(&o, "}\n", 2);
+		put_true(&o, KEY("timeout"));
+	if (r->why)
+		put_cname(&o, KEY("why"), r->why);
+	put_u64(&o, KEY("bytes_acked"), r->bytes_acked);
+	put_u64(&o, KEY("bytes_received"), r->bytes_received);
+	put_int(&o, KEY("fd"), r->fd);
+	put(&o, LIT("}\n"));
 	return o.full ? 0 : (size_t)(o.p - buf);
 }
 
@@ -247,48 +362,25 @@ enum tw_where record_where(enum tw_end end)
 
 const char *record_state_name(int state)
 {
-	static const char *const names[] = {
-		"UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-		"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING",
-	};
-
-	if (state < 0 || state >= (int)(sizeof(names) / sizeof(names[0])))
-		return "UNKNOWN";
-	return names[state];
+	return state_name(state)->s;
 }
 
 const char *record_end_name(enum tw_end end)
 {
-	static const char *const names[] = { "active", "passive", "abort", "reset" };
-
-	return (unsigned)end < 4 ? names[end] : "reset";
+	return end_name(end)->s;
 }
 
 const char *record_where_name(enum tw_where w)
 {
-	static const char *const names[] = { "local", "peer", "none" };
-
-	return (unsigned)w < 3 ? names[w] : "none";
+	return where_name(w)->s;
 }
 
 const char *record_via_name(enum tw_via via)
 {
-	static const char *const names[] = {
-		"close", "shutdown", "dup2", "dup3", "close_range", "closefrom", "fclose", "exit",
-		"exec",
-	};
-
-	return (unsigned)via < sizeof(names) / sizeof(names[0]) ? names[via] : "close";
+	return via_name(via)->s;
 }
 
 const char *record_policy_name(int policy)
 {
-	switch (policy) {
-	case TW_CLOSE_DEFER:
-		return "defer";
-	case TW_CLOSE_ABORT:
-		return "abort";
-	default:
-		return "normal";
-	}
+	return policy_name(policy)->s;
 }

@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "defaults.h"
+#include "fmt.h"
 
 /* TCP_INFO tcpi_state values (include/net/tcp_states.h) */
 enum tw_tcp_state {
@@ -54,8 +55,6 @@ struct tw_record {
  * len is too short. Async-signal-safe: no stdio, no locale, no allocation.
  */
 size_t record_format(char *buf, size_t len, const struct tw_record *r);
-/* Writes v in decimal to buf (20 bytes at most, no NUL); returns the length. */
-size_t fmt_u64(char *buf, uint64_t v);
 /* How a connection ends when the program's close or shutdown meets it in `state`. */
 enum tw_end record_classify(int state);
 enum tw_where record_where(enum tw_end end);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* The close record: valid JSON whatever the input, the fields the contract names. */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -184,4 +185,186 @@ Test(record, classify_by_state)
 	cr_assert_str_eq(record_state_name(99), "UNKNOWN");
 	cr_assert_str_eq(record_via_name(TW_VIA_CLOSE_RANGE), "close_range");
 	cr_assert_str_eq(record_via_name(TW_VIA_EXIT), "exit");
+}
+
+/* formats r into a NUL-terminated string; the line must fit */
+static const char *line_of(const struct tw_record *r, char *buf, size_t size)
+{
+	size_t n = record_format(buf, size - 1, r);
+
+	cr_assert_gt(n, 0, "record did not fit");
+	buf[n] = '\0';
+	return buf;
+}
+
+/* The bytes themselves, not only what a JSON parser makes of them. */
+Test(record, exact_line)
+{
+	struct tw_record r = sample();
+	char buf[TW_RECORD_MAX + 1];
+
+	cr_assert_str_eq(line_of(&r, buf, sizeof(buf)),
+			 "{\"ts\":1795967707.577390,\"pid\":4242,\"comm\":\"curl\",\"role\":\"client\","
+			 "\"local\":\"127.0.0.1:40070\",\"remote\":\"10.1.2.3:9000\",\"policy\":\"defer\","
+			 "\"state\":\"ESTABLISHED\",\"end\":\"passive\",\"tw\":\"peer\",\"via\":\"close\","
+			 "\"dur_ms\":7.670,\"deferred_ms\":0.350,\"bytes_acked\":4,\"bytes_received\":6,"
+			 "\"fd\":3}\n");
+	r.arm = "b";
+	r.timeout = true;
+	r.why = "no_closer";
+	r.role = TW_ROLE_SERVER;
+	r.policy = TW_CLOSE_ABORT;
+	r.state = TW_CLOSE_WAIT;
+	r.end = TW_END_ABORT;
+	r.via = TW_VIA_CLOSE_RANGE;
+	cr_assert_str_eq(line_of(&r, buf, sizeof(buf)),
+			 "{\"ts\":1795967707.577390,\"pid\":4242,\"comm\":\"curl\",\"role\":\"server\","
+			 "\"local\":\"127.0.0.1:40070\",\"remote\":\"10.1.2.3:9000\",\"policy\":\"abort\","
+			 "\"arm\":\"b\",\"state\":\"CLOSE_WAIT\",\"end\":\"abort\",\"tw\":\"none\","
+			 "\"via\":\"close_range\",\"dur_ms\":7.670,\"deferred_ms\":0.350,\"timeout\":true,"
+			 "\"why\":\"no_closer\",\"bytes_acked\":4,\"bytes_received\":6,\"fd\":3}\n");
+}
+
+/* The digits after the point keep their leading zeros; the part before has none. */
+Test(record, fractions_keep_leading_zeros)
+{
+	struct tw_record r = sample();
+	char buf[TW_RECORD_MAX + 1];
+
+	r.ts_us = 1000000000000001ull;
+	r.dur_us = 5;
+	r.deferred_us = 0;
+	line_of(&r, buf, sizeof(buf));
+	cr_assert(strstr(buf, "{\"ts\":1000000000.000001,"), "%s", buf);
+	cr_assert(strstr(buf, ",\"dur_ms\":0.005,\"deferred_ms\":0.000,"), "%s", buf);
+	r.ts_us = 999999;
+	r.dur_us = 1234567;
+	r.deferred_us = 60000;
+	line_of(&r, buf, sizeof(buf));
+	cr_assert(strstr(buf, "{\"ts\":0.999999,"), "%s", buf);
+	cr_assert(strstr(buf, ",\"dur_ms\":1234.567,\"deferred_ms\":60.000,"), "%s", buf);
+}
+
+Test(record, largest_numbers)
+{
+	struct tw_record r = sample();
+	char buf[TW_RECORD_MAX + 1];
+
+	r.ts_us = UINT64_MAX;
+	r.pid = 2147483647;
+	r.dur_us = 4294967296000ull;
+	r.deferred_us = 9999999999ull;
+	r.bytes_acked = UINT64_MAX;
+	r.bytes_received = 4294967296ull;
+	r.fd = -2147483647 - 1;
+	line_of(&r, buf, sizeof(buf));
+	cr_assert(strstr(buf, "{\"ts\":18446744073709.551615,\"pid\":2147483647,"), "%s", buf);
+	cr_assert(strstr(buf, ",\"dur_ms\":4294967296.000,\"deferred_ms\":9999999.999,"), "%s", buf);
+	cr_assert(strstr(buf, ",\"bytes_acked\":18446744073709551615,\"bytes_received\":4294967296,"
+			 "\"fd\":-2147483648}\n"), "%s", buf);
+	r.fd = -1;
+	line_of(&r, buf, sizeof(buf));
+	cr_assert(strstr(buf, ",\"fd\":-1}\n"), "%s", buf);
+}
+
+/* every power of ten and its neighbours, against printf */
+Test(record, decimal_digits_at_every_length)
+{
+	char buf[24], want[24];
+
+	for (uint64_t p = 1;; p *= 10) {
+		for (uint64_t v = p - 1; v <= p + 1; v++) {
+			size_t n = fmt_u64(buf, v);
+
+			buf[n] = '\0';
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+			cr_assert_str_eq(buf, want);
+		}
+		if (p > UINT64_MAX / 10)
+			break;
+	}
+	buf[fmt_u64(buf, UINT64_MAX)] = '\0';
+	cr_assert_str_eq(buf, "18446744073709551615");
+	buf[fmt_u64(buf, (uint64_t)UINT32_MAX + 1)] = '\0';
+	cr_assert_str_eq(buf, "4294967296");
+}
+
+/* RFC 5952 text inside the record, brackets and port included */
+Test(record, ipv6_endpoints_exact)
+{
+	static const struct {
+		const char *addr, *want;
+		uint16_t port;
+	} cases[] = {
+		{ "::1", "\"[::1]:1\"", 1 },
+		{ "::", "\"[::]:0\"", 0 },
+		{ "1::", "\"[1::]:65535\"", 65535 },
+		{ "2001:db8:0:0:1:0:0:1", "\"[2001:db8::1:0:0:1]:80\"", 80 },
+		{ "2001:db8:0:1:1:1:1:1", "\"[2001:db8:0:1:1:1:1:1]:443\"", 443 },
+		{ "fe80::abcd:ef01:0:1", "\"[fe80::abcd:ef01:0:1]:9000\"", 9000 },
+		{ "::ffff:192.0.2.255", "\"192.0.2.255:8080\"", 8080 },
+		{ "::ffff:0.0.0.0", "\"0.0.0.0:10\"", 10 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tw_record r = sample();
+		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(cases[i].port) };
+		char buf[TW_RECORD_MAX + 1], want[128];
+
+		cr_assert_eq(inet_pton(AF_INET6, cases[i].addr, &a.sin6_addr), 1);
+		addr_from_sockaddr(&r.local, (struct sockaddr *)&a, sizeof(a));
+		line_of(&r, buf, sizeof(buf));
+		snprintf(want, sizeof(want), ",\"local\":%s,\"remote\":", cases[i].want);
+		cr_assert(strstr(buf, want), "%s: %s", cases[i].addr, buf);
+	}
+}
+
+/* Escapes as bytes: \" \\ \u00XX for control bytes and DEL, \ufffd for what is not UTF-8. */
+Test(record, hostile_process_names_exact_escapes)
+{
+	static const struct {
+		const char *comm, *want;
+	} cases[] = {
+		{ "a\"b\\c", "\"a\\\"b\\\\c\"" },
+		{ "\x01\x1f\x7f\t\n", "\"\\u0001\\u001f\\u007f\\u0009\\u000a\"" },
+		{ "x\xff" "y\xc0\xaf", "\"x\\ufffdy\\ufffd\\ufffd\"" },
+		{ "\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\"" },
+		{ "\xf0\x9f\x98\x80\"", "\"\xf0\x9f\x98\x80\\\"\"" },
+		{ "}\n{\"ts\":1", "\"}\\u000a{\\\"ts\\\":1\"" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tw_record r = sample();
+		char buf[TW_RECORD_MAX + 1], want[128];
+
+		r.comm = cases[i].comm;
+		line_of(&r, buf, sizeof(buf));
+		snprintf(want, sizeof(want), ",\"comm\":%s,\"role\":", cases[i].want);
+		cr_assert(strstr(buf, want), "case %zu: %s", i, buf);
+	}
+}
+
+/* A buffer of any length gets the whole line or nothing: never a cut one. */
+Test(record, whole_line_or_nothing_at_every_length)
+{
+	struct tw_record r = sample();
+	char full[TW_RECORD_MAX], buf[TW_RECORD_MAX];
+	size_t n;
+
+	r.arm = "arm";
+	r.why = "shared";
+	r.timeout = true;
+	r.comm = "a\"\x01\xff";
+	n = record_format(full, sizeof(full), &r);
+	cr_assert_gt(n, 0);
+	for (size_t len = 0; len <= n + 1; len++) {
+		size_t got = record_format(buf, len, &r);
+
+		if (len < n) {
+			cr_assert_eq(got, 0, "length %zu: %zu bytes of %zu", len, got, n);
+		} else {
+			cr_assert_eq(got, n, "length %zu", len);
+			cr_assert_arr_eq(buf, full, n);
+		}
+	}
 }
