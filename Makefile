@@ -105,7 +105,9 @@ demo:
 	$(MAKE) all
 	./examples/demo.sh $(B)
 
+# as another user, what is missing is named and its figures are left out
 bench: all
+	@./scripts/deps bench || true
 	$(MAKE) -C bench B=$(abspath $(B))
 
 deps:

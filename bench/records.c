@@ -8,6 +8,8 @@
  *   records raw THREADS DURATION_MS FILE      write() of the same line, formatted once
  *   records record|raw 0 COUNT FILE           COUNT records on the main thread,
  *                                             each inside bench_record_one() (callgrind)
+ *   records format 0 COUNT FILE               record_format() alone, COUNT times
+ *                                             (callgrind; FILE is left empty)
  *
  * Afterwards reads FILE back and checks that it holds exactly the records
  * written, each one whole line. Prints
@@ -31,10 +33,11 @@
 #include "runtime.h"
 
 static struct tw_conn tmpl;
+static struct tw_record rec;
 static char line[TW_RECORD_MAX];
 static size_t line_len;
 static int raw_fd = -1;
-static bool raw;
+static enum { RECORD, RAW, FORMAT } mode;
 static atomic_bool stop;
 static atomic_long total;
 
@@ -43,12 +46,21 @@ __attribute__((noinline)) void bench_record_one(struct tw_conn *c);
 
 void bench_record_one(struct tw_conn *c)
 {
-	if (raw) {
+	char buf[TW_RECORD_MAX];
+
+	switch (mode) {
+	case RAW:
 		if (write(raw_fd, line, line_len) != (ssize_t)line_len)
 			abort();
-		return;
+		break;
+	case FORMAT:
+		if (record_format(buf, sizeof(buf), &rec) != line_len)
+			abort();
+		break;
+	case RECORD:
+		conn_record(c, TW_END_ACTIVE, false, 0);
+		break;
 	}
-	conn_record(c, TW_END_ACTIVE, false, 0);
 }
 
 static void *worker(void *arg)
@@ -76,6 +88,9 @@ static int setup(const char *file)
 	struct conf_source src = { .comm = "records", .options = opts };
 	struct tw_record r;
 	int ret;
+
+	if (mode == FORMAT)
+		file = "none";
 
 	snprintf(opts, sizeof(opts), "log=%s", file);
 	ret = conf_load(&rt.conf, &src, err, sizeof(err));
@@ -116,7 +131,8 @@ static int setup(const char *file)
 	r.bytes_received = 65;
 	r.fd = 7;
 	line_len = record_format(line, sizeof(line), &r);
-	if (raw) {
+	rec = r;
+	if (mode == RAW) {
 		raw_fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 		if (raw_fd < 0) {
 			perror("records: open");
@@ -153,12 +169,13 @@ int main(int argc, char **argv)
 	long arg;
 	uint64_t t0, t1;
 
-	if (argc != 5 || (strcmp(argv[1], "record") && strcmp(argv[1], "raw")) ||
+	if (argc != 5 || (strcmp(argv[1], "record") && strcmp(argv[1], "raw") &&
+			  strcmp(argv[1], "format")) ||
 	    (threads = atoi(argv[2])) < 0 || threads > 64 || (arg = atol(argv[3])) <= 0) {
-		fprintf(stderr, "usage: records record|raw THREADS DURATION_MS|COUNT FILE\n");
+		fprintf(stderr, "usage: records record|raw|format THREADS DURATION_MS|COUNT FILE\n");
 		return 2;
 	}
-	raw = !strcmp(argv[1], "raw");
+	mode = !strcmp(argv[1], "raw") ? RAW : !strcmp(argv[1], "format") ? FORMAT : RECORD;
 	unlink(argv[4]);
 	if (setup(argv[4]) < 0)
 		return 1;
@@ -183,7 +200,8 @@ int main(int argc, char **argv)
 	t1 = now_ns();
 	printf("records=%ld threads=%d elapsed_ms=%.1f rate=%.0f line_bytes=%zu bad_lines=%ld\n",
 	       (long)total, threads, (double)(t1 - t0) / 1e6,
-	       (double)total * 1e9 / (double)(t1 - t0), line_len, check_file(argv[4], total));
+	       (double)total * 1e9 / (double)(t1 - t0), line_len,
+	       mode == FORMAT ? 0 : check_file(argv[4], total));
 	unlink(argv[4]);
 	return 0;
 }

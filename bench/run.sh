@@ -72,6 +72,64 @@ if [ "${1:-}" = --pair ]; then
 	exit 0
 fi
 
+# ---- in a namespace: one nginx run, its one worker's CPU time around a wrk run ----
+if [ "${1:-}" = --nginx ]; then
+	# --nginx DIR OPTS DURATION_S CONNECTIONS ("-": without the library);
+	# BENCH_LIB, BENCH_PORT from the caller. Prints requests, elapsed, the
+	# worker's CPU ticks (utime + stime of every thread) and its pid.
+	dir=$2
+	env=(env)
+	[ "$3" = - ] || env+=(LD_PRELOAD="$BENCH_LIB" TWSHIM_OPTIONS="$3")
+	cat > "$dir/nginx.conf" <<-EOF
+	daemon off;
+	master_process on;
+	worker_processes 1;
+	user root;
+	pid $dir/nginx.pid;
+	error_log $dir/error.log warn;
+	events { worker_connections 1024; }
+	http {
+	  access_log off;
+	  client_body_temp_path $dir/body;
+	  proxy_temp_path $dir/proxy;
+	  fastcgi_temp_path $dir/fastcgi;
+	  uwsgi_temp_path $dir/uwsgi;
+	  scgi_temp_path $dir/scgi;
+	  keepalive_timeout 0;
+	  server {
+	    listen 127.0.0.1:$BENCH_PORT;
+	    location / { default_type text/plain; return 200 "hello\n"; }
+	  }
+	}
+	EOF
+	"${env[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+	master=$!
+	worker=
+	for ((i = 0; i < 500; i++)); do
+		worker=$(cat "/proc/$master/task/$master/children" 2> /dev/null | awk '{ print $1 }')
+		[ -n "$worker" ] && ss -Hltn "sport = :$BENCH_PORT" | grep -q . && break
+		sleep 0.01
+	done
+	if [ -z "$worker" ]; then
+		echo "nginx did not start: $(tail -3 "$dir/error.log" 2> /dev/null)" >&2
+		kill $master
+		exit 1
+	fi
+	ticks() { awk '{ print $14 + $15 }' "/proc/$worker/stat"; }
+	t0=$(ticks)
+	wrk -t1 -c"$5" -d"$4"s "http://127.0.0.1:$BENCH_PORT/" > "$dir/wrk.out" 2>&1
+	t1=$(ticks)
+	kill -QUIT $master
+	wait $master
+	awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v w="$worker" '
+		/ requests in / { n = $1; s = $4; sub(/s,?$/, "", s) }
+		/Non-2xx/ { bad += $NF }
+		/Socket errors/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+		END { printf "requests=%d elapsed_s=%s worker_ticks=%d hz=%d bad=%d errors=%d worker=%s\n",
+		      n, s, t, hz, bad, err, w }' "$dir/wrk.out"
+	exit 0
+fi
+
 B=$(cd "${1:?usage: run.sh BUILD_DIR}" && pwd) || exit 1
 OUT=$B/bench
 LIB=$B/libtwshim.so
@@ -86,6 +144,9 @@ DEFER_N=${BENCH_DEFER_N:-10000}
 DEFER_REPS=${BENCH_DEFER_REPS:-3}
 REC_REPS=${BENCH_RECORD_REPS:-5}
 REC_MS=${BENCH_RECORD_MS:-500}
+NGINX_REPS=${BENCH_NGINX_REPS:-3}
+NGINX_S=${BENCH_NGINX_S:-2}
+NGINX_CONNS=16
 
 # the settings are exactly the ones given: no /etc/twshim.conf, nothing inherited
 export TWSHIM_CONFIG=
@@ -560,7 +621,7 @@ bench_defer() {
 # The record writer, called directly from 8 threads, against write() of the
 # same line formatted once; instructions per record from callgrind.
 bench_records() {
-	local i m rec raw a b ir_record=null ir_raw=null ratios=()
+	local i m rec raw a b ir_record=null ir_raw=null ir_format=null ratios=()
 	log "5: record throughput, $REC_REPS x ${REC_MS} ms per variant"
 	for ((i = 0; i < REC_REPS; i++)); do
 		for m in $(shuffle record raw); do
@@ -582,7 +643,7 @@ bench_records() {
 		"\"rates_with\":$(jlist "$TMP/rec.record"),\
 \"rates_without\":$(jlist "$TMP/rec.raw")"
 	if command -v valgrind > /dev/null; then
-		for m in record raw; do
+		for m in record raw format; do
 			for i in 1 2; do
 				valgrind --tool=callgrind --callgrind-out-file="$TMP/cgr.$m.$i" \
 					--toggle-collect=bench_record_one --collect-atstart=no \
@@ -595,9 +656,106 @@ bench_records() {
 		done
 		row "5 cost" "cost of one record" "$ir_raw" "$ir_record" \
 			"$(calc '%+.0f' '$2 - $1' "$ir_raw" "$ir_record")" - - "user instructions"
+		row "5 format" "of which record_format(): the JSON line alone" - "$ir_format" - \
+			"< 1000" "$(verdict "$ir_format" '<' 1000)" "user instructions"
 	fi
 	detail "5: without = write() of the same line, formatted once; with = the library's" \
-		"record writer (conn_record: JSON formatting, clock, one write() with O_APPEND)."
+		"record writer (conn_record: JSON formatting, clock, one write() with O_APPEND);" \
+		"5 format: record_format() alone, called in the same loop (records format)."
+}
+
+# ---------------------------------------------------------------- 6 --
+# nginx (Debian's), one worker, keepalive_timeout 0 (it closes every
+# connection first), access_log off, driven by wrk with 16 connections in a
+# fresh namespace per run; the library is preloaded into nginx only. The
+# worker's CPU time (utime + stime of all its threads, the library's closer
+# included) per request, and requests a second.
+nginx_opts() {	# VARIANT DIR
+	case $1 in
+	bare|bare2) echo - ;;
+	log-none) echo "log=none" ;;
+	log-file) echo "log=$2/n.jsonl" ;;
+	defer) echo "close=defer" ;;
+	esac
+}
+
+bench_nginx() {
+	local variants=(bare bare2 log-none log-file defer) i v dir out cpu rps
+	local cr rr desc target met
+	if [ $ROOT = 0 ]; then
+		note "6: skipped: it needs root for its network namespaces (unshare -n)"
+		return
+	fi
+	if ! command -v nginx > /dev/null || ! command -v wrk > /dev/null; then
+		note "6: skipped: nginx or wrk is not installed (scripts/deps bench installs them)"
+		return
+	fi
+	log "6: nginx and wrk, $NGINX_REPS x ${NGINX_S} s per variant"
+	for ((i = 0; i < NGINX_REPS; i++)); do
+		for v in $(shuffle "${variants[@]}"); do
+			dir=$TMP/nginx-run.$v.$i
+			mkdir -p "$dir"
+			in_netns 1 1024 65535 "$SELF" --nginx "$dir" "$(nginx_opts $v "$dir")" \
+				"$NGINX_S" "$NGINX_CONNS" > "$dir/out" 2> "$dir/err"
+			out=$dir/out
+			[ "$(kv requests "$out")" -gt 0 ] 2> /dev/null ||
+				{ note "6: $v, run $i: no requests: $(head -c 300 "$dir/err")"; continue; }
+			[ "$(kv bad "$out")" = 0 ] && [ "$(kv errors "$out")" = 0 ] ||
+				note "6: $v, run $i: $(kv bad "$out") bad responses," \
+					"$(kv errors "$out") socket errors"
+			if [ $v = log-file ] && [ "$(wc -l < "$dir/n.jsonl")" -lt "$(kv requests \
+			     "$out")" ]; then
+				note "6: run $i: $(wc -l < "$dir/n.jsonl") records for" \
+					"$(kv requests "$out") requests"
+			fi
+			# worker CPU us a request; requests a second
+			calc '%.2f %.1f' '$1 * 1000000 / $2 / $3, $3 / $4' "$(kv worker_ticks "$out")" \
+				"$(kv hz "$out")" "$(kv requests "$out")" "$(kv elapsed_s "$out")" \
+				> "$TMP/nginx.$v.$i"
+			rm -f "$dir"/*.jsonl
+		done
+	done
+	for v in "${variants[@]}"; do
+		local cratios=() rratios=() bcpu brps
+		: > "$TMP/ncpu.$v"
+		: > "$TMP/nrps.$v"
+		for ((i = 0; i < NGINX_REPS; i++)); do
+			[ -s "$TMP/nginx.$v.$i" ] && [ -s "$TMP/nginx.bare.$i" ] || continue
+			read -r cpu rps < "$TMP/nginx.$v.$i"
+			read -r bcpu brps < "$TMP/nginx.bare.$i"
+			echo "$cpu" >> "$TMP/ncpu.$v"
+			echo "$rps" >> "$TMP/nrps.$v"
+			cratios+=("$(calc '%.4f' '$1 / $2' "$cpu" "$bcpu")")
+			rratios+=("$(calc '%.4f' '$1 / $2' "$rps" "$brps")")
+		done
+		[ $v = bare ] && continue
+		cr=$(calc '%.3f' '$1' "$(median "${cratios[@]}")")
+		rr=$(calc '%.3f' '$1' "$(median "${rratios[@]}")")
+		case $v in
+		bare2) target=-; desc="A/A: no library in either run" ;;
+		log-none) target=-; desc="log=none (nothing tracked)" ;;
+		log-file) target="<= 1.05"; desc="log=FILE" ;;
+		defer) target="<= 1.10"; desc="close=defer on the server (log=none)" ;;
+		esac
+		met=-
+		[ "$target" = - ] || met=$(verdict "$cr" '<=' "${target#<= }")
+		row "6 $v" "nginx worker CPU per request; requests/s: $desc" \
+			"$(median $(cat "$TMP/ncpu.bare")); $(calc '%.0f' '$1' \
+			"$(median $(cat "$TMP/nrps.bare"))")" \
+			"$(median $(cat "$TMP/ncpu.$v")); $(calc '%.0f' '$1' \
+			"$(median $(cat "$TMP/nrps.$v"))")" "$cr; $rr" "$target" "$met" \
+			"us per request, requests/s; ratios: median over repetitions of with/without" \
+			"\"cpu_us_per_request_with\":$(jlist "$TMP/ncpu.$v"),\
+\"cpu_us_per_request_without\":$(jlist "$TMP/ncpu.bare"),\"requests_per_s_with\":$(jlist \
+"$TMP/nrps.$v"),\"requests_per_s_without\":$(jlist "$TMP/nrps.bare"),\
+\"cpu_ratio\":$(jval "$cr"),\"requests_per_s_ratio\":$(jval "$rr")"
+	done
+	detail "6: nginx $(nginx -v 2>&1 | cut -d/ -f2), 1 worker, keepalive_timeout 0," \
+		"access_log off; wrk $NGINX_CONNS connections, ${NGINX_S} s a run, $NGINX_REPS" \
+		"runs per variant; only nginx preloaded. Worker CPU: utime + stime from" \
+		"/proc/PID/stat (every thread, the closer's too; $(getconf CLK_TCK) ticks a" \
+		"second) over the wrk run, divided by its requests. Under defer the clients hold" \
+		"the TIME_WAIT, which costs them too: requests/s shows it."
 }
 
 # ---------------------------------------------------------------- run --
@@ -611,15 +769,16 @@ machine() {
 RANDOM=${BENCH_SEED:-1}	# the same orders every time
 START=$(date +%s)
 log "twshim benchmarks: $(machine)"
-[ $ROOT = 1 ] || log "not root: sections 2, 3 and 4 need network namespaces and are skipped"
-for section in ${BENCH_ONLY:-1 2 3 4 5}; do
+[ $ROOT = 1 ] || log "not root: sections 2, 3, 4 and 6 need network namespaces and are skipped"
+for section in ${BENCH_ONLY:-1 2 3 4 5 6}; do
 	case $section in
 	1) bench_close ;;
 	2) bench_churn ;;
 	3) bench_exhaust ;;
 	4) bench_defer ;;
 	5) bench_records ;;
-	*) note "BENCH_ONLY: there is no section '$section' (1 to 5)" ;;
+	6) bench_nginx ;;
+	*) note "BENCH_ONLY: there is no section '$section' (1 to 6)" ;;
 	esac
 done
 ELAPSED=$(($(date +%s) - START))
@@ -650,8 +809,10 @@ echo "JSON: $OUT/results.json"
 		"$([ $ROOT = 1 ] && echo true || echo false)"
 	printf '"settings":{"churn_reps":%s,"churn_ms":%s,"exhaust_reps":%s,"exhaust_ms":%s,' \
 		"$REPS" "$CHURN_MS" "$EXH_REPS" "$EXH_MS"
-	printf '"defer_n":%s,"defer_reps":%s,"record_reps":%s,"record_ms":%s},' \
+	printf '"defer_n":%s,"defer_reps":%s,"record_reps":%s,"record_ms":%s,' \
 		"$DEFER_N" "$DEFER_REPS" "$REC_REPS" "$REC_MS"
+	printf '"nginx_reps":%s,"nginx_s":%s,"nginx_connections":%s},' "$NGINX_REPS" \
+		"$NGINX_S" "$NGINX_CONNS"
 	printf '"figures":[%s],' "$(IFS=,; printf '%s' "${JSON[*]}")"
 	printf '"details":['
 	sep=

@@ -15,9 +15,8 @@
 
 /*
  * The output cursor. A field (its key and a value of bounded length) is
- * formatted straight into the buffer when its longest form fits (dst()),
- * else into a scratch buffer and copied if it fits (done()): one check per
- * field. Once something does not fit, end is pulled back to p so that
+ * formatted straight into the buffer when its longest form fits, else into a
+ * scratch buffer and copied if it fits (PUT_FIELD): one check per field. Once something does not fit, end is pulled back to p so that
  * nothing more is written, and record_format() returns 0 rather than a cut
  * line.
  */
@@ -51,67 +50,76 @@ INLINE void put_ch(struct out *o, char c)
 #define KEY_MAX	24
 
 /*
- * Where to format a field of at most `max` bytes after its key: the buffer
- * itself, or tmp (KEY_MAX + max bytes). The key is written there.
+ * A field of at most `max` bytes: `expr` formats it at q and gives its
+ * length. Straight into the buffer when the longest form fits, else into a
+ * scratch buffer, copied if it fits.
  */
-INLINE char *dst(const struct out *o, char *tmp, const char *key, size_t klen, size_t max)
-{
-	char *q = fits(o, klen + max) ? o->p : tmp;
-
-	memcpy(q, key, klen);
-	return q;
-}
-
-/* the n bytes formatted at q (from dst()) are in */
-INLINE void done(struct out *o, char *q, size_t n)
-{
-	if (q == o->p)
-		o->p += n;
-	else
-		put(o, q, n);
-}
+#define PUT_FIELD(o, max, q, expr)						\
+	do {									\
+		if (fits((o), (max))) {						\
+			char *q = (o)->p;					\
+			(o)->p += (expr);					\
+		} else {							\
+			char q##_tmp[(max)], *q = q##_tmp;			\
+			put((o), q, (expr));					\
+		}								\
+	} while (0)
 
 /* a literal and its length known at compile time (memcpy becomes a few moves) */
 #define LIT(s)		(s), sizeof(s) - 1
 /* a field's key: ,"key": */
 #define KEY(key)	LIT(",\"" key "\":")
 
+/* Each fmt_TYPE() writes a key and a value at q and returns the length. */
+
+INLINE size_t fmt_u64_key(char *q, const char *key, size_t klen, uint64_t v)
+{
+	memcpy(q, key, klen);
+	return klen + fmt_u64(q + klen, v);
+}
+
 INLINE void put_u64(struct out *o, const char *key, size_t klen, uint64_t v)
 {
-	char tmp[KEY_MAX + 20], *q = dst(o, tmp, key, klen, 20);
+	PUT_FIELD(o, KEY_MAX + 20, q, fmt_u64_key(q, key, klen, v));
+}
 
-	done(o, q, klen + fmt_u64(q + klen, v));
+INLINE size_t fmt_int_key(char *q, const char *key, size_t klen, int v)
+{
+	size_t n = klen;
+
+	memcpy(q, key, klen);
+	if (v < 0)
+		q[n++] = '-';
+	return n + fmt_u64(q + n, v < 0 ? (uint64_t)-(int64_t)v : (uint64_t)v);
 }
 
 INLINE void put_int(struct out *o, const char *key, size_t klen, int v)
 {
-	char tmp[KEY_MAX + 21], *q = dst(o, tmp, key, klen, 21);
-	size_t n = klen;
-
-	if (v < 0)
-		q[n++] = '-';
-	n += fmt_u64(q + n, v < 0 ? (uint64_t)-(int64_t)v : (uint64_t)v);
-	done(o, q, n);
+	PUT_FIELD(o, KEY_MAX + 21, q, fmt_int_key(q, key, klen, v));
 }
 
 /* v / 10^digits with exactly `digits` (3 or 6) decimals */
-INLINE void put_fixed(struct out *o, const char *key, size_t klen, uint64_t v, unsigned digits)
+INLINE size_t fmt_fixed_key(char *q, const char *key, size_t klen, uint64_t v, unsigned digits)
 {
 	static const uint32_t pow10[] = { 1, 10, 100, 1000, 10000, 100000, 1000000 };
-	char tmp[KEY_MAX + 20 + 1 + 6], *q = dst(o, tmp, key, klen, 20 + 1 + 6);
-	size_t n = klen + fmt_u64(q + klen, v / pow10[digits]);
+	size_t n = klen;
 
+	memcpy(q, key, klen);
+	n += fmt_u64(q + n, v / pow10[digits]);
 	q[n++] = '.';
 	fmt_digits(q + n, (uint32_t)(v % pow10[digits]), digits);
-	done(o, q, n + digits);
+	return n + digits;
+}
+
+INLINE void put_fixed(struct out *o, const char *key, size_t klen, uint64_t v, unsigned digits)
+{
+	PUT_FIELD(o, KEY_MAX + 20 + 1 + 6, q, fmt_fixed_key(q, key, klen, v, digits));
 }
 
 INLINE void put_true(struct out *o, const char *key, size_t klen)
 {
-	char tmp[KEY_MAX + 4], *q = dst(o, tmp, key, klen, 4);
-
-	memcpy(q + klen, "true", 4);
-	done(o, q, klen + 4);
+	put(o, key, klen);
+	put(o, LIT("true"));
 }
 
 /* what put_str() does with a byte: copy it, escape it, or look at a UTF-8 sequence */
@@ -258,14 +266,18 @@ static const struct name *policy_name(int policy)
 			     TW_CLOSE_NORMAL];
 }
 
-INLINE void put_name(struct out *o, const char *key, size_t klen, const struct name *n)
+INLINE size_t fmt_name_key(char *q, const char *key, size_t klen, const struct name *n)
 {
-	char tmp[KEY_MAX + sizeof(n->s) + 2], *q = dst(o, tmp, key, klen, sizeof(n->s) + 2);
-
+	memcpy(q, key, klen);
 	q[klen] = '"';
 	memcpy(q + klen + 1, n->s, sizeof(n->s));
 	q[klen + 1 + n->len] = '"';
-	done(o, q, klen + n->len + 2u);
+	return klen + n->len + 2u;
+}
+
+INLINE void put_name(struct out *o, const char *key, size_t klen, const struct name *n)
+{
+	PUT_FIELD(o, KEY_MAX + sizeof(n->s) + 2, q, fmt_name_key(q, key, klen, n));
 }
 
 /* a name of the library's own whose length is not known here (why) */
@@ -277,16 +289,21 @@ INLINE void put_cname(struct out *o, const char *key, size_t klen, const char *s
 	put_ch(o, '"');
 }
 
-INLINE void put_addr(struct out *o, const char *key, size_t klen, const struct tw_addr *a)
+/* addr_format() also writes a NUL, which the closing quote overwrites */
+INLINE size_t fmt_addr_key(char *q, const char *key, size_t klen, const struct tw_addr *a)
 {
-	/* addr_format() also writes a NUL, which the closing quote overwrites */
-	char tmp[KEY_MAX + TW_ADDR_STRLEN + 1], *q = dst(o, tmp, key, klen, TW_ADDR_STRLEN + 1);
 	size_t n = klen + 1;
 
+	memcpy(q, key, klen);
 	q[klen] = '"';
 	n += addr_format(q + n, a);
 	q[n++] = '"';
-	done(o, q, n);
+	return n;
+}
+
+INLINE void put_addr(struct out *o, const char *key, size_t klen, const struct tw_addr *a)
+{
+	PUT_FIELD(o, KEY_MAX + TW_ADDR_STRLEN + 1, q, fmt_addr_key(q, key, klen, a));
 }
 
 /*
