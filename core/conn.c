@@ -563,9 +563,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 /*
  * The program lets go of fd. The table entry is taken only by the process
  * the table belongs to: a child made by vfork() shares this memory, not the
- * fds (rt_foreign()). That costs a getpid(), which the common close of a
- * connection's last fd spares: conn_end() asks only before it acts beyond a
- * plain close, or when the kernel shows that the close released nothing.
+ * fds (rt_foreign(): a getpid() only while such a child may run).
  */
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {

@@ -18,6 +18,7 @@
 _Atomic uint32_t fdtab[TW_FD_MAX];
 
 struct rt rt = { .libfd_base = 3 };
+_Atomic int rt_vforks = RT_VFORKS_BASE;
 
 /*
  * Moves fd to the library's range (at or above rt.libfd_base, close-on-exec)

@@ -83,6 +83,7 @@ static void bind_all(void)
 	BIND(execvp, true);
 	BIND(execvpe, true);
 	BIND(fexecve, true);
+	BIND(clone, true);
 	BIND(close, true);
 }
 
@@ -112,6 +113,8 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	rt.pid = (int)syscall(SYS_getpid);
+	/* the children sharing memory were the parent's */
+	atomic_store(&rt_vforks, RT_VFORKS_BASE);
 	atomic_fetch_add(&rt.forkgen, 1);
 	conn_fork_child();
 	closer_fork_child();

@@ -35,6 +35,7 @@ struct real {
 	int (*execvp)(const char *, char *const[]);
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
 };
 
 extern struct real real;
