@@ -36,7 +36,6 @@
 
 #define CLOSER_EVENTS	128
 #define ABORT_POLL_MAX	6	/* abort polls SIOCOUTQ after 1, 2, 4 ... 64 ms */
-#define CLOSER_BATCH_NS	500000u	/* a busy closer's wake-ups: at most one per 0.5 ms */
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
@@ -305,42 +304,18 @@ static int timeout_ms(void)
 	return (int)((k - now + 999999) / 1000000);
 }
 
-/*
- * A busy closer wakes at most once every CLOSER_BATCH_NS: what arrives in
- * between (FINs, handed-over connections) is handled in one batch. A wake-up
- * is a sleep and a switch of threads, the largest part of the thread's CPU
- * time when it woke for each connection. Costs a FIN up to that long before
- * its close; a closer that waited longer than that looks at once. Not while
- * the program exits: it waits for the closer.
- */
-static void batch_pause(uint64_t woke)
-{
-	uint64_t now = clock_mono_ns();
-
-	if (now - woke < CLOSER_BATCH_NS) {
-		struct timespec ts = { 0, (long)(CLOSER_BATCH_NS - (now - woke)) };
-
-		nanosleep(&ts, NULL);
-	}
-}
-
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
-	uint64_t woke = 0;
 
 	(void)arg;
 	pthread_mutex_lock(&cl.lock);
 	for (;;) {
 		int tmo = timeout_ms(), n;
-		bool pause = !cl.exiting;
 		uint64_t now;
 
 		pthread_mutex_unlock(&cl.lock);
-		if (pause)
-			batch_pause(woke);
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
-		woke = clock_mono_ns();
 		pthread_mutex_lock(&cl.lock);
 		take_submissions();
 		for (int i = 0; i < n; i++) {
