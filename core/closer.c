@@ -44,6 +44,7 @@ static struct {
 	_Atomic bool running;
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
+	_Atomic uint64_t wake_ns;	/* when the thread wakes by itself; 0: it is awake */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
@@ -263,18 +264,18 @@ static void on_deadline(struct tw_conn *c, uint64_t now)
 	heap_fix(c->heap);
 }
 
-/* Takes what close handed over: into epoll and the heap. Holds cl.lock. */
+/*
+ * Takes what close handed over into the heap; close has put it into epoll
+ * already, or marked it CONN_UNWATCHED when it could not. Holds cl.lock.
+ */
 static void take_submissions(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
 
 		idx = c->next;
-		if (c->mode == TW_CLOSE_ABORT)
-			c->deadline_ns = clock_mono_ns() + 1000000u;
 		if (c->deadline_ns > final_ns(c))
 			c->deadline_ns = final_ns(c);
 		if (heap_push(c) < 0) {
@@ -286,9 +287,23 @@ static void take_submissions(void)
 			finish(c, &o, decide(&o));
 			continue;
 		}
-		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
+		if (c->flags & CONN_UNWATCHED)
 			on_deadline(c, final_ns(c));
 	}
+}
+
+/*
+ * Before the thread sleeps: it tells close when it will wake, then looks at
+ * the stack once more, so that a connection handed over meanwhile is either
+ * taken now or seen by its submitter, who then wakes the thread if it must
+ * be looked at sooner. Holds cl.lock.
+ */
+static void before_sleep(void)
+{
+	do {
+		take_submissions();
+		atomic_store(&cl.wake_ns, cl.heap_n ? key(0) : UINT64_MAX);
+	} while (atomic_load(&cl.subs));
 }
 
 static int timeout_ms(void)
@@ -310,6 +325,7 @@ static void *closer_main(void *arg)
 
 	(void)arg;
 	pthread_mutex_lock(&cl.lock);
+	before_sleep();
 	for (;;) {
 		int tmo = timeout_ms(), n;
 		uint64_t now;
@@ -317,6 +333,8 @@ static void *closer_main(void *arg)
 		pthread_mutex_unlock(&cl.lock);
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
 		pthread_mutex_lock(&cl.lock);
+		/* awake: what is handed over now is taken before it sleeps again */
+		atomic_store(&cl.wake_ns, 0);
 		take_submissions();
 		for (int i = 0; i < n; i++) {
 			uint32_t idx = ev[i].data.u32, h;
@@ -326,7 +344,9 @@ static void *closer_main(void *arg)
 				continue;
 			/*
 			 * A connection finished earlier in this batch is out of
-			 * the heap, and its slot may be anyone's by now.
+			 * the heap, and its slot may be anyone's by now. One
+			 * whose close is between its epoll_ctl and its push is
+			 * not in it yet: its event comes again (level-triggered).
 			 */
 			h = __atomic_load_n(&conn_at(idx - 1)->heap, __ATOMIC_RELAXED);
 			if (h >= cl.heap_n || cl.heap[h] != idx - 1)
@@ -338,6 +358,7 @@ static void *closer_main(void *arg)
 			on_deadline(conn_at(cl.heap[0]), now);
 		if (!atomic_load(&cl.count))
 			pthread_cond_broadcast(&cl.idle);
+		before_sleep();
 	}
 	return NULL;
 }
@@ -414,24 +435,32 @@ fail:
 	return err;
 }
 
-/* Lock-free push and maybe a wake-up: all close may do. Async-signal-safe. */
+/*
+ * Puts c into the thread's epoll set (its FIN wakes the thread, which takes
+ * c then), pushes it on a lock-free stack, and wakes the thread only when c
+ * must be looked at before the thread would wake by itself: one wake-up for
+ * many connections, and no system call of the thread's to take one.
+ * Allocation-free and async-signal-safe.
+ */
 bool closer_submit(struct tw_conn *c)
 {
 	uint32_t head, idx = conn_index(c) + 1;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
 	uint64_t one = 1;
 
 	if (!atomic_load(&cl.running))
 		return false;
+	if (c->mode == TW_CLOSE_ABORT)
+		c->deadline_ns = c->t_close_ns + 1000000u;
+	if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
+		c->flags |= CONN_UNWATCHED;
 	atomic_fetch_add(&cl.count, 1);
 	head = atomic_load(&cl.subs);
 	do {
 		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
-	/*
-	 * Only the close that finds the stack empty wakes the thread: the
-	 * others' connections are taken with its, in one batch.
-	 */
-	if (!head && write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
+	if (((c->flags & CONN_UNWATCHED) || c->deadline_ns < atomic_load(&cl.wake_ns)) &&
+	    write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is full of wake-ups already */
 	}
 	return true;

@@ -55,6 +55,7 @@ enum conn_flags {
 	CONN_SHARED	= 1 << 4,	/* sent away with SCM_RIGHTS: another process holds it */
 	CONN_INHERITED	= 1 << 5,	/* adopted across exec: the parent may hold it */
 	CONN_HELD	= 1 << 6,	/* closer: a copy, while the exiting program keeps its fd */
+	CONN_UNWATCHED	= 1 << 7,	/* closer: not in its epoll set (epoll_ctl failed) */
 };
 
 int conn_slots_init(void);
