@@ -204,7 +204,7 @@ static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
  * Looks at c (now: a peek; at a deadline also SIOCOUTQ) and acts on what
  * decide() makes of it. Returns true when c is over.
  */
-static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
+static bool look(struct tw_conn *c, enum obs_who who, uint32_t events, uint64_t now)
 {
 	struct observed o = {
 		.who = (uint8_t)who,
@@ -216,7 +216,16 @@ static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
 	};
 	struct verdict v;
 
-	o.unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
+	/*
+	 * Unrecorded, the event says enough: a FIN (with data before it or
+	 * not: the close then resets, as decide() would), data alone (reset
+	 * now), or an error. Only the record needs the peek's precision.
+	 */
+	if (who == WHO_EVENT && !conn_recorded(c))
+		o.unread = (events & (EPOLLERR | EPOLLHUP)) ? UNREAD_ERROR :
+			   (events & EPOLLRDHUP) ? UNREAD_EOF : UNREAD_DATA;
+	else
+		o.unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
 	if (who == WHO_DEADLINE && o.unread == UNREAD_NONE) {
 		o.final = now >= final_ns(c);
 		o.outq_empty = observe_outq(c->libfd) == 0;
@@ -230,7 +239,7 @@ static bool look(struct tw_conn *c, enum obs_who who, uint64_t now)
 
 static void on_event(struct tw_conn *c, uint32_t events)
 {
-	if (look(c, WHO_EVENT, 0))
+	if (look(c, WHO_EVENT, events, 0))
 		return;
 	if (events & (EPOLLERR | EPOLLHUP)) {
 		struct observed o = { .who = WHO_EVENT, .mode = c->mode, .unread = UNREAD_ERROR,
@@ -250,7 +259,7 @@ static void on_deadline(struct tw_conn *c, uint64_t now)
 {
 	uint64_t fin = final_ns(c);
 
-	if (look(c, WHO_DEADLINE, now))
+	if (look(c, WHO_DEADLINE, 0, now))
 		return;
 	if (c->mode == TW_CLOSE_ABORT) {
 		c->deadline_ns = now + (1000000ull << c->backoff);

@@ -324,6 +324,11 @@ void conn_adopt(int fd)
 	conn_track(c, fd);
 }
 
+bool conn_recorded(const struct tw_conn *c)
+{
+	return c->pol.sink != TW_SINK_NONE;
+}
+
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns)
 {
 	struct tw_record r = {
@@ -415,7 +420,11 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 	c->fd = fd;
 	c->via = o->shut_wr ? TW_VIA_SHUTDOWN : via;
 	o->at_shutdown = c->state;
-	if (!o->linger0)
+	/*
+	 * Unrecorded, no peek: the state decides, and data left unread makes
+	 * the kernel's close reset (or, deferred, the closer's, at once).
+	 */
+	if (!o->linger0 && conn_recorded(c))
 		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
 	memset(&ti, 0, sizeof(ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)

@@ -106,6 +106,8 @@ void conn_exec_all(void);
  * close makes, or given to the closer for what is left of its policy.
  */
 void conn_exit_all(enum tw_via via);
+/* Is c's end written anywhere? If not, the close path skips what only a record needs. */
+bool conn_recorded(const struct tw_conn *c);
 /*
  * Writes c's record: its end, whether a timeout chose it, and the time of
  * the real end (0: now is the program's close).
