@@ -455,20 +455,24 @@ bool closer_submit(struct tw_conn *c)
 {
 	uint32_t head, idx = conn_index(c) + 1;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
-	uint64_t one = 1;
+	uint64_t one = 1, due;
+	bool unwatched;
 
 	if (!atomic_load(&cl.running))
 		return false;
 	if (c->mode == TW_CLOSE_ABORT)
 		c->deadline_ns = c->t_close_ns + 1000000u;
-	if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
+	unwatched = epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
+	if (unwatched)
 		c->flags |= CONN_UNWATCHED;
+	/* once pushed, c is the thread's: it may be over and reused before the next line */
+	due = c->deadline_ns;
 	atomic_fetch_add(&cl.count, 1);
 	head = atomic_load(&cl.subs);
 	do {
 		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
-	if (((c->flags & CONN_UNWATCHED) || c->deadline_ns < atomic_load(&cl.wake_ns)) &&
+	if ((unwatched || due < atomic_load(&cl.wake_ns)) &&
 	    write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is full of wake-ups already */
 	}
