@@ -498,6 +498,13 @@ bench_churn() {
 \"syscalls_per_conn\":$(jval "$(sys_total $v)"),\"syscalls_per_conn_without\":$(jval \
 "$(sys_total none)"),\"syscalls_added\":$(jval "$(sys_diff $v)"),\"client_ends\":$(jval \
 "$(cat "$TMP/ends.$v" 2> /dev/null)")"
+		if [ $v = normal-log ] && [ -s "$TMP/sys.$v" ]; then
+			row "2 syscalls" "system calls per connection, client and server together: close=normal, log=FILE (strace -f -c)" \
+				"$(sys_total none)" \
+				"$(sys_total $v)" "$(calc '%+.1f' '$2 - $1' "$(sys_total none)" \
+				"$(sys_total $v)")" "<= 21" "$(verdict "$(sys_total $v)" '<=' 21)" \
+				"calls per connection"
+		fi
 		if [ $v = none2 ]; then
 			detail "2 $v: connections per CPU-second (client + server CPU time," \
 				"every thread), with/without: $cr."

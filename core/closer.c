@@ -58,6 +58,7 @@ static struct {
 	_Atomic int tid;		/* the thread's kernel id, to see it gone */
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
+	_Atomic uint64_t wake_ns;	/* when the thread wakes by itself; 0: it is awake */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
@@ -196,11 +197,25 @@ static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 		syscall(SYS_futex, &ends, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Looks at c and acts on what decide() makes of it; true when c is over. */
-static bool look(struct tw_conn *c, enum obs_who who, uint64_t now, bool err)
+/*
+ * Looks at c and acts on what decide() makes of it; true when c is over.
+ * events: what epoll said (0 at a deadline). Unrecorded, the event says
+ * enough: a FIN (with data before it or not: the close then resets, as
+ * decide() would), data alone (reset now), or an error; only a record needs
+ * the peek's precision.
+ */
+static bool look(struct tw_conn *c, enum obs_who who, uint64_t now, uint32_t events)
 {
+	bool err = events & (EPOLLERR | EPOLLHUP);
 	struct observed o;
-	struct verdict v = settle_look(c, who, now >= final_ns(c), err, &o);
+	struct verdict v;
+
+	if (who == WHO_EVENT && !conn_recorded(c))
+		v = settle_look_as(c, who, false, err,
+				   err ? UNREAD_ERROR : (events & EPOLLRDHUP) ? UNREAD_EOF :
+				   UNREAD_DATA, &o);
+	else
+		v = settle_look(c, who, now >= final_ns(c), err, &o);
 
 	if (v.act == DO_KEEP)
 		return false;
@@ -210,7 +225,7 @@ static bool look(struct tw_conn *c, enum obs_who who, uint64_t now, bool err)
 
 static void on_event(struct tw_conn *c, uint32_t events)
 {
-	look(c, WHO_EVENT, 0, events & (EPOLLERR | EPOLLHUP));
+	look(c, WHO_EVENT, 0, events);
 }
 
 /*
@@ -220,13 +235,17 @@ static void on_event(struct tw_conn *c, uint32_t events)
  */
 static void on_deadline(struct tw_conn *c, uint64_t now)
 {
-	if (look(c, WHO_DEADLINE, now, false))
+	if (look(c, WHO_DEADLINE, now, 0))
 		return;
 	c->deadline_ns = settle_next(c, now, final_ns(c));
 	heap_fix(c->heap);
 }
 
-/* Takes what close handed over: into epoll and the heap. Holds cl.lock. */
+/*
+ * Takes what close handed over into the heap; close has put it into epoll
+ * already, or marked it unwatched when it could not (the epoll was being
+ * made anew: it is tried once more here). Holds cl.lock.
+ */
 static void take_submissions(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
@@ -236,8 +255,6 @@ static void take_submissions(void)
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
 
 		idx = c->next;
-		if (c->mode == TW_CLOSE_ABORT)
-			c->deadline_ns = clock_mono_ns() + 1000000u;
 		if (c->deadline_ns > final_ns(c))
 			c->deadline_ns = final_ns(c);
 		if (heap_push(c) < 0) {
@@ -248,9 +265,27 @@ static void take_submissions(void)
 			finish(c, &o, v);
 			continue;
 		}
-		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0)
+		if (c->unwatched &&
+		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
+		    errno != EEXIST)
 			on_deadline(c, final_ns(c));
+		else
+			c->unwatched = 0;
 	}
+}
+
+/*
+ * Before the thread sleeps: it tells close when it will wake, then looks at
+ * the stack once more, so that a connection handed over meanwhile is either
+ * taken now or seen by its submitter, who then wakes the thread if it must
+ * be looked at sooner. Holds cl.lock.
+ */
+static void before_sleep(void)
+{
+	do {
+		take_submissions();
+		atomic_store(&cl.wake_ns, cl.heap_n ? key(0) : UINT64_MAX);
+	} while (atomic_load(&cl.subs));
 }
 
 static int timeout_ms(void)
@@ -346,7 +381,7 @@ static bool recover(void)
  */
 static bool renew_evfd(void)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u32 = 0 };
 	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 
 	if (efd >= 0)
@@ -368,12 +403,12 @@ static bool renew_evfd(void)
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
-	uint64_t junk;
 	bool gone;
 
 	(void)arg;
 	atomic_store(&cl.tid, (int)syscall(SYS_gettid));
 	pthread_mutex_lock(&cl.lock);
+	before_sleep();
 	while (!cl.stop) {
 		int tmo = timeout_ms(), n;
 		uint64_t now;
@@ -382,6 +417,8 @@ static void *closer_main(void *arg)
 		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
 		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		pthread_mutex_lock(&cl.lock);
+		/* awake: what is handed over now is taken before it sleeps again */
+		atomic_store(&cl.wake_ns, 0);
 		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
 			gone = true;
 		if (gone && !recover()) {
@@ -395,15 +432,14 @@ static void *closer_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			uint32_t idx = ev[i].data.u32, h;
 
-			if (!idx) {
-				if (read(atomic_load(&cl.evfd), &junk, sizeof(junk)) < 0) {
-					/* EAGAIN: another wake-up took it */
-				}
+			/* the eventfd (edge-triggered: each write is one event, nothing to read) */
+			if (!idx)
 				continue;
-			}
 			/*
 			 * A connection finished earlier in this batch is out of
-			 * the heap, and its slot may be anyone's by now.
+			 * the heap, and its slot may be anyone's by now. One
+			 * whose close is between its epoll_ctl and its push is
+			 * not in it yet: its event comes again (level-triggered).
 			 */
 			h = __atomic_load_n(&conn_at(idx - 1)->heap, __ATOMIC_RELAXED);
 			if (h >= cl.heap_n || cl.heap[h] != idx - 1)
@@ -413,6 +449,7 @@ static void *closer_main(void *arg)
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
+		before_sleep();
 	}
 	pthread_mutex_unlock(&cl.lock);
 	return NULL;
@@ -424,7 +461,7 @@ static void *closer_main(void *arg)
  */
 static int closer_fds(void)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 0 };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u32 = 0 };
 	int ep, efd, err;
 
 	if (atomic_load(&cl.epfd) >= 0)
@@ -559,7 +596,7 @@ bool closer_pause(void)
 static void abandon(void)
 {
 	take_submissions();
-	while (cl.heap_n && look(conn_at(cl.heap[0]), WHO_DEADLINE, UINT64_MAX, false))
+	while (cl.heap_n && look(conn_at(cl.heap[0]), WHO_DEADLINE, UINT64_MAX, 0))
 		;
 	atomic_store(&cl.running, false);
 }
@@ -583,21 +620,36 @@ void closer_resume(void)
 	pthread_mutex_unlock(&cl.start_lock);
 }
 
-/* Lock-free push and a wake-up: all close may do. Async-signal-safe. */
+/*
+ * Puts c into the thread's epoll set (its FIN wakes the thread, which takes
+ * c then), pushes it on a lock-free stack, and wakes the thread only when c
+ * must be looked at before the thread would wake by itself: one wake-up for
+ * many connections, and no system call of the thread's to take one.
+ * Allocation-free and async-signal-safe.
+ */
 bool closer_submit(struct tw_conn *c)
 {
 	uint32_t head, idx = conn_index(c) + 1;
-	uint64_t one = 1;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
+	uint64_t one = 1, due;
+	bool unwatched;
 
 	if (!atomic_load(&cl.running))
 		return false;
+	if (c->mode == TW_CLOSE_ABORT)
+		c->deadline_ns = c->t_close_ns + 1000000u;
+	unwatched = epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
+	c->unwatched = unwatched;
+	/* once pushed, c is the thread's: it may be over and reused before the next line */
+	due = c->deadline_ns;
 	atomic_fetch_add(&cl.count, 1);
 	head = atomic_load(&cl.subs);
 	do {
 		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
 	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
-	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
+	if ((unwatched || due < atomic_load(&cl.wake_ns)) &&
+	    write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
 		atomic_store(&cl.deaf, true);
 	return true;
 }

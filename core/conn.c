@@ -491,6 +491,11 @@ static void adopt_forked(int fd, uint32_t v)
 		link_dups(c, fd);
 }
 
+bool conn_recorded(const struct tw_conn *c)
+{
+	return c->pol.sink != TW_SINK_NONE || stats_on();
+}
+
 void conn_record(struct tw_conn *c, enum tw_end end, bool timeout, uint64_t end_ns)
 {
 	struct tw_record r = {
@@ -600,7 +605,11 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 	c->fd = fd;
 	c->via = o->shut_wr ? TW_VIA_SHUTDOWN : via;
 	o->at_shutdown = c->state;
-	if (!o->linger0)
+	/*
+	 * Unrecorded, no peek: the state decides, and data left unread makes
+	 * the kernel's close reset (or, deferred, the closer's, at once).
+	 */
+	if (!o->linger0 && conn_recorded(c))
 		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
 	memset(&ti, 0, sizeof(ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
@@ -776,9 +785,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 /*
  * The program lets go of fd. The table entry is taken only by the process
  * the table belongs to: a child made by vfork() shares this memory, not the
- * fds (rt_foreign()). That costs a getpid(), which the common close of a
- * connection's last fd spares: conn_end() asks only before it acts beyond a
- * plain close, or when the kernel shows that the close released nothing.
+ * fds (rt_foreign(): a getpid() only while such a child may run).
  */
 int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 {

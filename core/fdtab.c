@@ -22,6 +22,7 @@ _Atomic uint32_t fdtab[TW_FD_MAX];
 _Atomic int fdtab_hi;
 
 struct rt rt;
+_Atomic int rt_vforks = RT_VFORKS_BASE;
 
 /*
  * A copy of fd for the library to keep, close-on-exec, at a number the

@@ -21,6 +21,12 @@
 struct verdict settle_look(struct tw_conn *c, enum obs_who who, bool final, bool err,
 			   struct observed *o)
 {
+	return settle_look_as(c, who, final, err, -1, o);
+}
+
+struct verdict settle_look_as(struct tw_conn *c, enum obs_who who, bool final, bool err,
+			      int unread, struct observed *o)
+{
 	struct verdict v;
 
 	*o = (struct observed){
@@ -30,7 +36,7 @@ struct verdict settle_look(struct tw_conn *c, enum obs_who who, bool final, bool
 		.before = TW_ESTABLISHED,
 		.held = (c->flags & CONN_HELD) != 0,
 	};
-	o->unread = observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
+	o->unread = unread >= 0 ? (uint8_t)unread : observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
 	if (who == WHO_DEADLINE && o->unread == UNREAD_NONE) {
 		o->final = final;
 		o->outq_empty = observe_outq(c->libfd) == 0;

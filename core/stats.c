@@ -214,6 +214,11 @@ void stats_end(unsigned role, unsigned policy, unsigned arm, unsigned end, bool 
 		__atomic_fetch_sub(&f->deferred_now, 1, __ATOMIC_RELAXED);
 }
 
+bool stats_on(void)
+{
+	return __atomic_load_n(&page, __ATOMIC_ACQUIRE) != NULL;
+}
+
 void stats_defer_begin(void)
 {
 	struct tw_stats_file *f = __atomic_load_n(&page, __ATOMIC_ACQUIRE);

@@ -37,6 +37,7 @@ struct tw_conn {
 	uint8_t backoff : 4;	/* closer: abort polling step */
 	uint8_t mode : 2;	/* closer: enum tw_close_policy it is waiting under */
 	uint8_t waited : 1;	/* its connect waited for a deferred connection to end */
+	uint8_t unwatched : 1;	/* closer: not in its epoll set (epoll_ctl failed) */
 	struct tw_policy pol;
 	int32_t fd;		/* the program's fd number */
 	int32_t libfd;		/* the library's fd while deferred */
@@ -121,6 +122,11 @@ void conn_exec_all(void);
  * close makes, or given to the holder for what is left of its policy (hold.h).
  */
 void conn_exit_all(enum tw_via via);
+/*
+ * Is c's end written anywhere (a log, or the counters)? If not, the close
+ * path skips what only a record needs.
+ */
+bool conn_recorded(const struct tw_conn *c);
 /*
  * Writes c's record: its end, whether a timeout chose it, and the time of
  * the real end (0: now is the program's close).

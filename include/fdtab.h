@@ -154,14 +154,27 @@ struct rt {
 extern struct rt rt;
 
 /*
- * A child made by vfork() (or clone with CLONE_VM) runs in this process's
- * memory with an fd table of its own: what it does to its fds must leave the
- * table alone. Its pid tells it apart (the fork handlers keep rt.pid). One
- * syscall, paid only on paths that change the table for a tracked fd.
+ * Children that share this process's memory but not its fds (vfork(), clone
+ * with CLONE_VM) and may be running now: counted by the library's vfork and
+ * clone wrappers (shim/vfork.c). Where no vfork wrapper is built, it starts
+ * at 1 and stays there.
+ */
+extern _Atomic int rt_vforks;
+#if defined(__x86_64__)
+#define RT_VFORKS_BASE	0
+#else
+#define RT_VFORKS_BASE	1
+#endif
+
+/*
+ * Such a child runs in this memory with an fd table of its own: what it does
+ * to its fds must leave the table alone. Its pid tells it apart (the fork
+ * handlers keep rt.pid); the getpid() is paid only while one may exist.
  */
 static inline bool rt_foreign(void)
 {
-	return syscall(SYS_getpid) != rt.pid;
+	return atomic_load_explicit(&rt_vforks, memory_order_relaxed) &&
+	       syscall(SYS_getpid) != rt.pid;
 }
 
 /* the library's own fds, where the program cannot have them (or -errno) */

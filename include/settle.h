@@ -19,6 +19,9 @@
  */
 struct verdict settle_look(struct tw_conn *c, enum obs_who who, bool final, bool err,
 			   struct observed *o);
+/* settle_look() with what is unread already known (enum obs_unread; -1: peek) */
+struct verdict settle_look_as(struct tw_conn *c, enum obs_who who, bool final, bool err,
+			      int unread, struct observed *o);
 /*
  * Acts on a verdict other than DO_KEEP: a reset or a close of the library's
  * copy, the kernel asked who was first when the close sent the FIN; records,

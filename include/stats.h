@@ -60,11 +60,13 @@ void stats_open(void);
  */
 void stats_end(unsigned role, unsigned policy, unsigned arm, unsigned end, bool timeout,
 	       bool deferred);
+/* Does this process keep counters (its file is made)? */
+bool stats_on(void);
 /* A connection was handed to the closer. */
 void stats_defer_begin(void);
-/* A fallback applied at once because of `learn` (the defer issue calls it). */
+/* A fallback applied at once because of `learn`. */
 void stats_learned(void);
-/* A connect that waited for a deferred connection to end (the defer issue calls it). */
+/* A connect that waited for a deferred connection to end. */
 void stats_connect_wait(void);
 
 /*

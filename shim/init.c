@@ -86,6 +86,7 @@ static void bind_all(void)
 	BIND(fexecve, true);
 	BIND(unshare, true);
 	BIND(setns, true);
+	BIND(clone, true);
 	BIND(close, true);
 }
 
@@ -115,6 +116,8 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	rt.pid = (int)syscall(SYS_getpid);
+	/* the children sharing memory were the parent's */
+	atomic_store(&rt_vforks, RT_VFORKS_BASE);
 	atomic_fetch_add(&rt.forkgen, 1);
 	conn_fork_child();
 	closer_fork_child();

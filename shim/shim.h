@@ -37,6 +37,7 @@ struct real {
 	int (*fexecve)(int, char *const[], char *const[]);
 	int (*unshare)(int);
 	int (*setns)(int, int);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
 };
 
 extern struct real real;

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vfork() and clone(): the children that share this process's memory but
+ * not its fds. They are counted in rt_vforks while they may run, so that
+ * the close path asks getpid() only then (rt_foreign()), and not on every
+ * close of every process.
+ *
+ * posix_spawn(), system() and popen() make such children too, but their
+ * children call only glibc's internal functions, never these wrappers.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <asm/unistd.h>
+
+#include "runtime.h"
+#include "shim.h"
+
+#if defined(__x86_64__)
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+long shim_vfork_failed(long r);
+
+/* The parent gets -errno back: errno and -1, as libc's vfork returns them. */
+__attribute__((used)) long shim_vfork_failed(long r)
+{
+	errno = (int)-r;
+	return -1;
+}
+
+/*
+ * No C function can wrap vfork(): the child returns through the wrapper's
+ * frame and the calls it makes overwrite it before the parent resumes there.
+ * As glibc's own vfork does, the return address waits in a register, which
+ * each side has its own copy of, not on the stack they share. The count goes
+ * up before the child exists and down once the parent runs again: the
+ * child has exec'd or exited by then.
+ */
+__asm__(
+	".text\n"
+	".globl vfork\n"
+	".type vfork, @function\n"
+	"vfork:\n"
+	"	endbr64\n"
+	"	lock incl rt_vforks(%rip)\n"
+	"	popq %rdi\n"
+	"	movl $" STR(__NR_vfork) ", %eax\n"
+	"	syscall\n"
+	"	pushq %rdi\n"
+	"	testq %rax, %rax\n"
+	"	jz 1f\n"
+	"	lock decl rt_vforks(%rip)\n"
+	"	cmpq $-4095, %rax\n"
+	"	jae 2f\n"
+	"1:	ret\n"
+	"2:	movq %rax, %rdi\n"
+	"	jmp shim_vfork_failed\n"
+	".size vfork, .-vfork\n");
+#endif
+
+/*
+ * clone() with CLONE_VM and a fd table of its own: with CLONE_VFORK the
+ * caller waits until the child exec'd or exited, and the count comes down;
+ * without, the child may run as long as it likes, and the count stays up
+ * for the rest of the process. A child that shares the fds too
+ * (CLONE_FILES) is one of this process's holders: not counted.
+ */
+SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	bool counted = (flags & CLONE_VM) && !(flags & CLONE_FILES);
+	void *ptid, *tls, *ctid;
+	va_list ap;
+	int r, saved;
+
+	va_start(ap, arg);
+	ptid = va_arg(ap, void *);
+	tls = va_arg(ap, void *);
+	ctid = va_arg(ap, void *);
+	va_end(ap);
+	if (counted)
+		atomic_fetch_add(&rt_vforks, 1);
+	r = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
+	saved = errno;
+	if (counted && ((flags & CLONE_VFORK) || r < 0))
+		atomic_fetch_sub(&rt_vforks, 1);
+	errno = saved;
+	return r;
+}
