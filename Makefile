@@ -48,7 +48,7 @@ TOOL = $(B)/twshim
 UNIT = $(B)/tests/unit
 INTEG = $(B)/tests/integration
 
-.PHONY: all test unit integration install uninstall clean demo bench deps asan ubsan tsan fuzz
+.PHONY: all test unit integration install uninstall clean demo bench deps asan ubsan tsan fuzz compat
 all: $(LIB) $(if $(TOOL_SRC),$(TOOL)) $(EXAMPLES)
 
 $(B)/obj/%.o: %.c $(HDRS)
@@ -110,6 +110,11 @@ bench: all
 
 deps:
 	./scripts/deps
+
+# CPython's socket, subprocess and server tests without the library and under
+# each close policy (tests/compat/run.sh); about 3 minutes a run, 4 runs.
+compat: all
+	./tests/compat/run.sh $(B)
 
 # The whole suite under a sanitizer, in a build directory of its own.
 asan ubsan tsan:
