@@ -342,7 +342,8 @@ static void say_ending(const char *label, const struct ending *e, double t0, lon
 	double from = e->t_last > t0 ? e->t_last : t0;
 
 	if (expect >= 0)
-		snprintf(count, sizeof(count), "%s", e->bytes == expect ? "all written" : "not all");
+		snprintf(count, sizeof(count), "%s",
+			 e->bytes == expect ? "all written" : "not all");
 	else if (expect == -2)
 		snprintf(count, sizeof(count), "%s", e->bytes ? "some" : "0");
 	else
@@ -804,7 +805,8 @@ static void spawn_peer(void)
 	send_all(fd, "send request", REQ_LEN);
 	e = read_to_end(fd, 0, 0);
 	/* the child's answer is 22 bytes; its exit ends the stream */
-	say_ending("read the child's answer, to the end after program close", &e, ctl_wait("closed"), -1);
+	say_ending("read the child's answer, to the end after program close", &e,
+		   ctl_wait("closed"), -1);
 	say("close %s", RESULT(close(fd)));
 }
 
@@ -977,10 +979,14 @@ struct scenario {
 static const struct scenario scenarios[] = {
 	{ "client_closes_first", client_closes_first_program, server_reads_to_end_peer, false },
 	{ "server_closes_first", server_closes_first_program, client_reads_to_end_peer, false },
-	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer, false },
-	{ "unread_at_close_server", unread_at_close_server_program, unread_at_close_server_peer, false },
-	{ "data_after_close_client", client_closes_first_program, data_after_close_client_peer, false },
-	{ "data_after_close_server", server_closes_first_program, data_after_close_server_peer, false },
+	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer,
+	  false },
+	{ "unread_at_close_server", unread_at_close_server_program, unread_at_close_server_peer,
+	  false },
+	{ "data_after_close_client", client_closes_first_program, data_after_close_client_peer,
+	  false },
+	{ "data_after_close_server", server_closes_first_program, data_after_close_server_peer,
+	  false },
 	{ "half_close_program", half_close_program_program, half_close_program_peer, false },
 	{ "half_close_peer", half_close_peer_program, half_close_peer_peer, false },
 	{ "peer_reset", peer_reset_program, peer_reset_peer, false },
@@ -1038,7 +1044,8 @@ static pid_t start_side(const char *role, const struct scenario *s, int out, int
 	if (pid == 0) {
 		char ctlarg[16], msarg[32];
 		char *argv[] = { g.self, (char *)"--role", (char *)role, (char *)"--ctl", ctlarg,
-				 (char *)"--defer-ms", msarg, (char *)"--exit-lib", (char *)(g.exit_lib ? g.exit_lib : ""),
+				 (char *)"--defer-ms", msarg, (char *)"--exit-lib",
+				 (char *)(g.exit_lib ? g.exit_lib : ""),
 				 (char *)s->name, NULL };
 		int c = fcntl(ctl, F_DUPFD, 10);	/* without FD_CLOEXEC */
 
