@@ -400,6 +400,19 @@ static void wait_readable(int fd)
 		fail("nothing to read");
 }
 
+/*
+ * The peer's end of most scenarios: reads to the end (chunk and gap_ms as
+ * in read_to_end()), says how it ended counting from the program's close,
+ * closes. expect as in say_ending().
+ */
+static void end_of_stream(int fd, const char *label, size_t chunk, long gap_ms, long expect)
+{
+	struct ending e = read_to_end(fd, chunk, gap_ms);
+
+	say_ending(label, &e, ctl_wait("closed"), expect);
+	say("close %s", RESULT(close(fd)));
+}
+
 /* --- the scenarios --- */
 
 /* The program connects, asks, reads the answer and closes; the peer reads to the end. */
@@ -415,13 +428,10 @@ static void client_closes_first_program(void)
 static void server_reads_to_end_peer(void)
 {
 	int fd = serve_one();
-	struct ending e;
 
 	recv_exact(fd, "recv request", REQ_LEN);
 	send_all(fd, "send answer", REQ_LEN);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read to the end after program close", &e, ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read to the end after program close", 0, 0, -1);
 }
 
 /* The program serves one request and closes; the peer reads the answer to the end. */
@@ -437,12 +447,9 @@ static void server_closes_first_program(void)
 static void client_reads_to_end_peer(void)
 {
 	int fd = connect_peer();
-	struct ending e;
 
 	send_all(fd, "send request", REQ_LEN);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read to the end after program close", &e, ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read to the end after program close", 0, 0, -1);
 }
 
 /* The program asks, and closes with the answer unread. */
@@ -565,15 +572,11 @@ static void half_close_peer_program(void)
 static void half_close_peer_peer(void)
 {
 	int fd = connect_peer();
-	struct ending e;
 
 	send_all(fd, "send request", REQ_LEN);
 	say("shutdown(SHUT_WR) %s", RESULT(shutdown(fd, SHUT_WR)));
 	ctl_send("shut", now_ms());
-	e = read_to_end(fd, 0, 0);
-	say_ending("read to the end after own shutdown and program close", &e, ctl_wait("closed"),
-		   -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read to the end after own shutdown and program close", 0, 0, -1);
 }
 
 /* The peer resets the connection; the program reads, writes, closes. */
@@ -617,12 +620,9 @@ static void large_write_before_close_program(void)
 static void large_write_before_close_peer(void)
 {
 	int fd = connect_peer();
-	struct ending e;
 
 	sleep_ms(g.defer_ms * 3 / 2);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read from 1.5 x defer_ms on, to the end", &e, ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read from 1.5 x defer_ms on, to the end", 0, 0, -1);
 }
 
 /* The program writes 256 kB and closes; the peer reads 8 kB every 50 ms. */
@@ -637,11 +637,8 @@ static void slow_reader_program(void)
 static void slow_reader_peer(void)
 {
 	int fd = connect_peer();
-	struct ending e;
 
-	e = read_to_end(fd, 8192, 50);
-	say_ending("read 8 kB every 50 ms to the end", &e, ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read 8 kB every 50 ms to the end", 8192, 50, -1);
 }
 
 /* The program asks for a reset itself: SO_LINGER {1,0}, then close. */
@@ -672,13 +669,9 @@ static void linger_on_program(void)
 static void reads_late_to_end_peer(void)
 {
 	int fd = serve_one();
-	struct ending e;
 
 	sleep_ms(200);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read from 200 ms on, to the end after program close", &e,
-		   ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read from 200 ms on, to the end after program close", 0, 0, -1);
 }
 
 /* Non-blocking: queue up to 512 kB, as much as goes in, and close. */
@@ -708,13 +701,9 @@ static void nonblocking_close_queued_peer(void)
 {
 	int fd = serve_one();
 	long sent = (long)ctl_wait("sent");
-	struct ending e;
 
 	sleep_ms(300);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read from 300 ms on, to the end after program close", &e, ctl_wait("closed"),
-		   sent);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read from 300 ms on, to the end after program close", 0, 0, sent);
 }
 
 /*
@@ -934,13 +923,10 @@ static void exit_handler_in_library_program(void)
 static void exit_handler_peer(void)
 {
 	int fd = serve_one();
-	struct ending e;
 
 	recv_exact(fd, "recv request", REQ_LEN);
 	send_all(fd, "send answer", REQ_LEN);
-	e = read_to_end(fd, 0, 0);
-	say_ending("read to the end after program exit", &e, ctl_wait("closed"), -1);
-	say("close %s", RESULT(close(fd)));
+	end_of_stream(fd, "read to the end after program exit", 0, 0, -1);
 }
 
 /* A program that makes no TCP connection: which fds it holds. */
