@@ -36,6 +36,9 @@ static const struct allowed allowed[] = {
 	{ "defer", "to the end after program", ", EOF, now", ", EOF, late",
 	  "defer holds the FIN until the peer's own: a peer that reads to the end before it "
 	  "closes gets the end only after defer_ms" },
+	{ "defer", "send a byte every 10 ms after program close", ": EPIPE, ", ": ECONNRESET, ",
+	  "the program's FIN is held back, so the reset that meets the peer's data finds the "
+	  "connection open (ECONNRESET) where, after a FIN, it finds it half-closed (EPIPE)" },
 	{ "abort", "peer: ", ", EOF, ", ", ECONNRESET, ",
 	  "abort ends the connection with a reset where a close sends a FIN" },
 	{ "abort", "peer: ", ": EPIPE, ", ": ECONNRESET, ",
