@@ -17,7 +17,8 @@
 # run's records go to BUILD_DIR/compat/.
 #
 # Environment: COMPAT_TESTS (the test modules), COMPAT_POLICIES (normal
-# defer abort), COMPAT_ARGS (more regrtest arguments).
+# defer abort), COMPAT_JOBS (test modules run at once, 2), COMPAT_ARGS (more
+# regrtest arguments).
 set -eu
 cd "$(dirname "$0")/../.."
 B=${1:-build}
@@ -50,12 +51,15 @@ mkdir -p "$out"
 
 # One run of the tests: run NAME [TWSHIM_OPTIONS]. AF_VSOCK cases are left
 # out: they hang here even without the library. -u network,subprocess turns
-# on the tests that open connections and start processes.
+# on the tests that open connections and start processes. Each test module
+# runs in a worker process (-j), so that one that hangs past --timeout is
+# killed and counted as failed while the others' results are kept.
 run() {
 	name=$1
 	opts=${2:-}
 	start=$(date +%s)
-	set -- $py -m test -u network,subprocess --timeout 900 -v -i '*VSOCK*' \
+	set -- $py -m test -j "${COMPAT_JOBS:-2}" -u network,subprocess --timeout 480 -v \
+		-i '*VSOCK*' \
 		--junit-xml "$out/$name.xml" --tempdir "$out/tmp-$name" ${COMPAT_ARGS:-} $tests
 	if [ -n "$opts" ]; then
 		set -- env LD_PRELOAD="$lib" TWSHIM_OPTIONS="$opts" "$@"
