@@ -112,7 +112,7 @@ deps:
 	./scripts/deps
 
 # CPython's socket, subprocess and server tests without the library and under
-# each close policy (tests/compat/run.sh); about 3 minutes a run, 4 runs.
+# each close policy (tests/compat/run.sh); 2 to 4 minutes a run, 4 runs.
 compat: all
 	./tests/compat/run.sh $(B)
 
