@@ -52,7 +52,7 @@ TOOL = $(B)/twshim
 UNIT = $(B)/tests/unit
 INTEG = $(B)/tests/integration
 
-.PHONY: all test unit integration install uninstall clean demo bench deps asan ubsan tsan fuzz deb
+.PHONY: all test unit integration install uninstall clean demo bench deps asan ubsan tsan fuzz deb compat
 all: $(LIB) $(if $(TOOL_SRC),$(TOOL)) $(EXAMPLES)
 
 $(B)/obj/%.o: %.c $(HDRS)
@@ -111,6 +111,11 @@ bench: all
 
 deps:
 	./scripts/deps
+
+# CPython's socket, subprocess and server tests without the library and under
+# each close policy (tests/compat/run.sh); 2 to 4 minutes a run, 4 runs.
+compat: all
+	./tests/compat/run.sh $(B)
 
 # The whole suite under a sanitizer, in a build directory of its own.
 asan ubsan tsan:
