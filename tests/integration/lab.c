@@ -132,6 +132,7 @@ static void lo_up(void)
 void lab_enter(unsigned ports)
 {
 	char range[32];
+	const char *tmp;
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root: integration tests run in a network namespace of "
@@ -150,7 +151,9 @@ void lab_enter(unsigned ports)
 	snprintf(range, sizeof(range), "%u %u", LAB_PORT_FIRST, LAB_PORT_FIRST + ports - 1);
 	lab_sysctl("/proc/sys/net/ipv4/ip_local_port_range", range);
 
-	snprintf(scratch, sizeof(scratch), "/tmp/twlab-XXXXXX");
+	/* TMPDIR as mktemp(1) takes it: an absolute path, else /tmp */
+	tmp = getenv("TMPDIR");
+	snprintf(scratch, sizeof(scratch), "%s/twlab-XXXXXX", tmp && *tmp == '/' ? tmp : "/tmp");
 	cr_assert(mkdtemp(scratch), "mkdtemp: %s", strerror(errno));
 	if (!cleanup_registered) {
 		atexit(lab_cleanup);
