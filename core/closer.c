@@ -38,6 +38,7 @@
 #include "diagmsg.h"
 #include "observe.h"
 #include "settle.h"
+#include "sink.h"
 
 #define CLOSER_EVENTS	128
 /*
@@ -531,6 +532,11 @@ int closer_start(void)
 	pthread_mutex_lock(&cl.start_lock);
 	if (atomic_load(&cl.running))
 		goto out;
+	/*
+	 * The log first: where fds above the program's limit are few, the
+	 * deferred copies must not take the one its records need.
+	 */
+	sink_open_pending();
 	err = start_thread();
 	if (err < 0)
 		goto fail;

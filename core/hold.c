@@ -268,6 +268,7 @@ void hold_all(void)
 		return;
 	for (uint32_t i = head; i; i = conn_at(i - 1)->next)
 		count++;
+	sink_open_pending();
 	t_handoff = clock_mono_ns();
 	pid = clone_quiet(0);
 	if (pid == 0) {

@@ -399,6 +399,41 @@ static bool over_fsize(int fd, size_t len)
 }
 
 /*
+ * The first open of s (or the first after it was lost), at most once a
+ * second while it fails; a failure is said once. Returns the fd or -errno.
+ */
+static int sink_first_open(struct sink *s)
+{
+	int fd;
+
+	if (now_sec() < atomic_load(&s->open_retry))
+		return -EAGAIN;	/* failed less than a second ago */
+	fsize_refresh();
+	fd = sink_open(s);
+	if (fd < 0) {
+		atomic_store(&s->open_retry, now_sec() + 1);
+		warn_once(s, "cannot open", why_text(fd));
+	}
+	return fd;
+}
+
+/*
+ * Opens now the destinations not open yet, in a process about to hand its
+ * connections to the holder: the holder then has the log from the start,
+ * and a log that cannot be opened is said on this process's stderr, which
+ * the holder does not keep.
+ */
+void sink_open_pending(void)
+{
+	int saved = errno;
+
+	for (unsigned i = 0; i < nsinks; i++)
+		if (sinks[i].kind != SINK_STDERR && atomic_load(&sinks[i].fd) < 0)
+			sink_first_open(&sinks[i]);
+	errno = saved;
+}
+
+/*
  * One record, one write(): O_APPEND makes each land whole after the others.
  * Nothing is ever taken back (a truncate would cut other writers' records):
  * after a write that stopped inside a record (a full disk) the next record
@@ -419,15 +454,9 @@ void sink_write(unsigned i, const char *buf, size_t len)
 	atomic_fetch_add(&s->writers, 1);
 	fd = atomic_load(&s->fd);
 	if (fd < 0 && s->kind != SINK_STDERR) {
-		if (now_sec() < atomic_load(&s->open_retry))
-			goto out;	/* failed less than a second ago */
-		fsize_refresh();
-		fd = sink_open(s);
-		if (fd < 0) {
-			atomic_store(&s->open_retry, now_sec() + 1);
-			warn_once(s, "cannot open", why_text(fd));
+		fd = sink_first_open(s);
+		if (fd < 0)
 			goto out;
-		}
 	} else if (check_due(s)) {
 		fd = sink_check(s, fd);
 		if (fd < 0)
