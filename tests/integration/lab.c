@@ -1213,3 +1213,24 @@ json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, in
 		lab_rec_assert_all(recs, "", want);
 	return recs;
 }
+
+size_t lab_lines_with(const char *text, const char *word)
+{
+	size_t n = 0;
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		const char *e = strchr(l, '\n'), *w = strstr(l, word);
+
+		n += w && (!e || w < e);
+	}
+	return n;
+}
+
+size_t lab_shim_lines(const char *text)
+{
+	size_t n = 0;
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		n += !strncmp(l, "twshim[", 7);
+	return n;
+}

@@ -310,4 +310,9 @@ json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, in
 /* Sleeps ms milliseconds. */
 void lab_sleep_ms(int ms);
 
+/* The lines of text that hold word. */
+size_t lab_lines_with(const char *text, const char *word);
+/* The lines of text that start with "twshim[" (the library's own lines). */
+size_t lab_shim_lines(const char *text);
+
 #endif

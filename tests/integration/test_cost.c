@@ -58,6 +58,17 @@ static void need_no_sanitizer(void)
 			     "of its own");
 }
 
+/* The lab of a test that runs the pairs script under strace: its paths. */
+static void traced_pairs(const char **py, const char **st, const char **log, const char **trace)
+{
+	need_no_sanitizer();
+	lab_enter(200);
+	*py = need("/usr/bin/python3");
+	*st = need("/usr/bin/strace");
+	*log = lab_path("pairs.jsonl");
+	*trace = lab_path("strace.out");
+}
+
 static const char *script(void)
 {
 	const char *p = lab_path("pairs.py");
@@ -90,12 +101,7 @@ Test(cost, no_getpid_per_close, .timeout = 90)
 	const char *py, *st, *log, *trace;
 	struct lab_proc *p;
 
-	need_no_sanitizer();
-	lab_enter(200);
-	py = need("/usr/bin/python3");
-	st = need("/usr/bin/strace");
-	log = lab_path("pairs.jsonl");
-	trace = lab_path("strace.out");
+	traced_pairs(&py, &st, &log, &trace);
 	p = lab_run("pairs", lab_traced(log, "close=normal"), RUN_MS, st, "-f", "-e",
 		    "trace=getpid", "-o", trace, py, script(), "plain", lab_fmt("%d", PAIRS),
 		    NULL);
@@ -140,12 +146,7 @@ Test(cost, closer_wakes_for_fins_not_for_each_handover, .timeout = 90)
 	json_t *recs;
 	long waits;
 
-	need_no_sanitizer();
-	lab_enter(200);
-	py = need("/usr/bin/python3");
-	st = need("/usr/bin/strace");
-	log = lab_path("pairs.jsonl");
-	trace = lab_path("strace.out");
+	traced_pairs(&py, &st, &log, &trace);
 	p = lab_run("pairs", lab_traced(log, "close=defer,defer_ms=500"), RUN_MS,
 		    st, "-f", "-e", "trace=epoll_wait", "-o", trace, py, script(), "defer",
 		    lab_fmt("%d", PAIRS), NULL);

@@ -22,35 +22,13 @@
 
 #define RUN_MS	60000
 
-/* The lines of text that start with "twshim[". */
-static size_t shim_lines(const char *text)
-{
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-		n += !strncmp(l, "twshim[", 7);
-	return n;
-}
-
-/* The lines of text that hold word. */
-static size_t count_lines_with(const char *text, const char *word)
-{
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		const char *e = strchr(l, '\n'), *w = strstr(l, word);
-
-		n += w && (!e || w < e);
-	}
-	return n;
-}
 
 /* Exactly one line from the library on stderr, holding each of the words. */
 static void assert_one_line(const struct lab_proc *p, const char *w1, const char *w2)
 {
 	char *err = lab_stderr(p);
 
-	cr_assert_eq(shim_lines(err), 1, "expected one twshim line on stderr, got:\n%s", err);
+	cr_assert_eq(lab_shim_lines(err), 1, "expected one twshim line on stderr, got:\n%s", err);
 	cr_assert(strstr(err, w1) && (!w2 || strstr(err, w2)), "stderr lacks '%s'/'%s':\n%s",
 		  w1, w2 ? w2 : "", err);
 }
@@ -226,10 +204,10 @@ Test(faults, log_on_a_disk_that_fills_up_and_frees_again, .timeout = 60)
 		      "no record after the disk had room again: %s", lab_rec_summary(recs));
 	/* one line each time the log stops taking records, naming it */
 	text = lab_stderr(c);
-	cr_assert_geq(shim_lines(text), 1, "nothing said about the lost records: %s", text);
-	cr_assert_leq(shim_lines(text), 2, "one line per outage: %s", text);
-	cr_assert_eq(count_lines_with(text, log), shim_lines(text), "stderr: %s", text);
-	cr_assert_leq(pieces, shim_lines(text), "more pieces of records (%zu) than outages",
+	cr_assert_geq(lab_shim_lines(text), 1, "nothing said about the lost records: %s", text);
+	cr_assert_leq(lab_shim_lines(text), 2, "one line per outage: %s", text);
+	cr_assert_eq(lab_lines_with(text, log), lab_shim_lines(text), "stderr: %s", text);
+	cr_assert_leq(pieces, lab_shim_lines(text), "more pieces of records (%zu) than outages",
 		      pieces);
 	lab_stop(s, 5000);
 }
@@ -323,7 +301,7 @@ static void sweep(const char *how, bool with_log_arg)
 	cr_assert_eq(lab_value_long(out, "close_fail"), 0, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "errno_changed"), 0, "client: %s", out);
 	cr_assert_eq(lab_value_long(out, "sockets_end"), 0, "client: %s", out);
-	cr_assert_eq(shim_lines(lab_stderr(c)), 0, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 0, "stderr: %s", lab_stderr(c));
 
 	recs = lab_records_wait(log, "", 40, 5000);
 	lab_records_check(recs);

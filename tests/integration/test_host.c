@@ -29,16 +29,6 @@ static const char *host(void)
 	return lab_test_program("tw-host", RUN_MS);
 }
 
-/* The lines of text that start with "twshim[". */
-static size_t shim_lines(const char *text)
-{
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-		n += !strncmp(l, "twshim[", 7);
-	return n;
-}
-
 /* path holds one line of n 'x's */
 static void write_line(const char *path, long n)
 {
@@ -104,7 +94,7 @@ Test(host, log_larger_than_the_file_size_limit_kills_nothing, .timeout = 60)
 		     lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 3);
 	cr_assert_eq(file_size(log), 5001, "the log changed");
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
 	cr_assert(strstr(lab_stderr(c), "RLIMIT_FSIZE"), "stderr: %s", lab_stderr(c));
 }
 
@@ -155,7 +145,7 @@ Test(host, log_path_that_is_a_symlink_is_not_followed, .timeout = 60)
 	c = lab_run("client", lab_traced(log, NULL), RUN_MS, host(), "connect", "2", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(file_size(target), 0, "records were written through the symlink");
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
 	cr_assert(strstr(lab_stderr(c), "symbolic link"), "stderr: %s", lab_stderr(c));
 }
 
@@ -179,7 +169,7 @@ Test(host, log_planted_in_a_world_writable_directory_is_refused, .timeout = 60)
 	c = lab_run("client", lab_traced(log, NULL), RUN_MS, host(), "connect", "2", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(file_size(log), 0, "records went into another user's file");
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
 	cr_assert(strstr(lab_stderr(c), "others can write"), "stderr: %s", lab_stderr(c));
 
 	cr_assert_eq(unlink(log), 0);
@@ -198,7 +188,7 @@ Test(host, log_path_with_a_newline_gives_one_warning_line, .timeout = 60)
 	log = lab_path("missing/a\ntwshim[1]: forged");
 	c = lab_run("client", lab_traced(log, NULL), RUN_MS, host(), "connect", "1", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
 	cr_assert(!strstr(lab_stderr(c), "\ntwshim[1]"), "stderr: %s", lab_stderr(c));
 }
 
@@ -243,7 +233,7 @@ static void fifo_config(bool included)
 	c = lab_spawn("client", lab_configured(conf), host(), "connect", "1", NULL);
 	cr_assert_neq(lab_wait(c, 10000), -1, "start-up blocked on the FIFO");
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr: %s", lab_stderr(c));
 	cr_assert(strstr(lab_stderr(c), "not a regular file"), "stderr: %s", lab_stderr(c));
 }
 

@@ -26,28 +26,6 @@ static const char *host(void)
 	return lab_test_program("tw-runtime", RUN_MS);
 }
 
-/* The lines of text that start with "twshim[". */
-static size_t shim_lines(const char *text)
-{
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-		n += !strncmp(l, "twshim[", 7);
-	return n;
-}
-
-/* The lines of text that hold word. */
-static size_t lines_with(const char *text, const char *word)
-{
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		const char *e = strchr(l, '\n'), *w = strstr(l, word);
-
-		n += w && (!e || w < e);
-	}
-	return n;
-}
 
 static bool sanitized(void)
 {
@@ -85,8 +63,8 @@ Test(runtime, no_thread_left_says_so_once, .timeout = 60)
 		    "connect", "20", NULL);
 	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
 	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 20);
-	cr_assert_eq(shim_lines(lab_stderr(c)), 1, "stderr:\n%s", lab_stderr(c));
-	cr_assert_eq(lines_with(lab_stderr(c), "\"why\":\"no_closer\""), 20, "stderr:\n%s",
+	cr_assert_eq(lab_shim_lines(lab_stderr(c)), 1, "stderr:\n%s", lab_stderr(c));
+	cr_assert_eq(lab_lines_with(lab_stderr(c), "\"why\":\"no_closer\""), 20, "stderr:\n%s",
 		     lab_stderr(c));
 }
 
@@ -208,7 +186,7 @@ Test(runtime, exec_reads_the_parent_fds_once, .timeout = 120)
 	cr_assert_eq(lab_value_long(lab_stdout(c), "status"), 0, "%s%s", lab_stdout(c),
 		     lab_stderr(c));
 	text = lab_read_file(trace);
-	n = lines_with(text, "/fd\"");
+	n = lab_lines_with(text, "/fd\"");
 	cr_assert_leq(n, 8, "%zu opens of a /proc/PID/fd directory", n);
 }
 
