@@ -865,7 +865,12 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		o.before = 0;
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
 		o.outq_empty = observe_outq(fd) == 0;
-	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && closer_start() < 0)
+	/*
+	 * A forked child of a program with threads may not start one (only
+	 * async-signal-safe calls are allowed there): without a closer of its
+	 * own already, it closes as usual.
+	 */
+	if (o.mode != TW_CLOSE_NORMAL && !closer_running() && (rt.forked || closer_start() < 0))
 		o.closer_why = WHY_NO_CLOSER;
 	else if (closer_count() >= TW_DEFER_CAP)
 		o.closer_why = WHY_CAP;

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -22,19 +23,26 @@ struct rt rt = { .libfd_base = 3 };
 /*
  * Moves fd to the library's range (at or above rt.libfd_base, close-on-exec)
  * and marks it in the table as the library's. Returns the fd's number: the
- * new one, or fd itself when no number up there was free. The raw syscalls
- * keep the library's own wrappers out.
+ * new one, or fd itself when no number up there was free. The number given
+ * up is one the program gets next: it is closed through close(), so that
+ * what interposes on the program's calls (a sanitizer's fd bookkeeping)
+ * sees it go; the table knows nothing of it, so the library's own wrapper
+ * passes it straight through. Cancellation stays off across that close.
  */
 int libfd_move(int fd, uint32_t mark)
 {
 	long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, rt.libfd_base);
+	int cancel;
 
 	if (nfd < 0) {
 		fdtab_set(fd, mark);
 		return fd;
 	}
 	fdtab_set((int)nfd, mark);
-	syscall(SYS_close, fd);
+	fdtab_set(fd, FDT_NONE);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	close(fd);
+	pthread_setcancelstate(cancel, NULL);
 	return (int)nfd;
 }
 

@@ -138,6 +138,7 @@ struct rt {
 	int pid;
 	int libfd_base;		/* the library's fds are moved at or above this */
 	_Atomic uint32_t forkgen;	/* bumped by every fork, in parent and child */
+	bool forked;		/* a child made by fork(): its exit pass starts no thread */
 	struct conf *conf;
 	char comm[TW_COMM_MAX + 1];
 };

@@ -112,6 +112,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	rt.pid = (int)syscall(SYS_getpid);
+	rt.forked = true;
 	atomic_fetch_add(&rt.forkgen, 1);
 	conn_fork_child();
 	closer_fork_child();
