@@ -809,8 +809,9 @@ void closer_fork_child(void)
 	atomic_store(&cl.evfd, -1);
 	atomic_store(&cl.count, 0);
 	atomic_store(&cl.running, false);
-	pthread_mutex_init(&cl.lock, NULL);
-	pthread_mutex_init(&cl.start_lock, NULL);
+	/* locked by closer_fork_prepare() in this very thread: released as in the parent */
+	pthread_mutex_unlock(&cl.lock);
+	pthread_mutex_unlock(&cl.start_lock);
 	/*
 	 * The epoll instance was the parent's: the child makes its own. A
 	 * forking server's children close what the parent accepted, and their

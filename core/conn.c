@@ -548,6 +548,44 @@ static int set_linger0(int fd)
 	return (int)syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 }
 
+static bool same_tuple(const struct tw_conn *c, const struct tw_addr *l, const struct tw_addr *r)
+{
+	return !memcmp(&c->local, l, sizeof(*l)) && !memcmp(&c->remote, r, sizeof(*r));
+}
+
+/*
+ * Does another socket of this process have c's 4-tuple: a connection made
+ * since, tracked already or still on its way (FDT_TCP)? A scan, paid only
+ * when the kernel shows the 4-tuple held after an unshared close.
+ */
+static bool tuple_taken_here(const struct tw_conn *c)
+{
+	int hi = atomic_load(&fd_hi);
+
+	for (int fd = 0; fd <= hi; fd++) {
+		uint32_t v = fdtab_get(fd);
+		struct sockaddr_storage ls, ps;
+		socklen_t ll = sizeof(ls), pl = sizeof(ps);
+		struct tw_addr l, r;
+
+		if (fdt_is_conn(v)) {
+			const struct tw_conn *o = conn_at(fdt_index(v));
+
+			if (o != c && same_tuple(c, &o->local, &o->remote))
+				return true;
+			continue;
+		}
+		if (!fdt_is_tcp(v) || getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 ||
+		    getpeername(fd, (struct sockaddr *)&ps, &pl) < 0 ||
+		    addr_from_sockaddr(&l, (struct sockaddr *)&ls, ll) < 0 ||
+		    addr_from_sockaddr(&r, (struct sockaddr *)&ps, pl) < 0)
+			continue;
+		if (same_tuple(c, &l, &r))
+			return true;
+	}
+	return false;
+}
+
 /* What a verdict does before the close: the policy and why the record names, a reset. */
 static void act_before_close(struct tw_conn *c, int fd, const struct verdict *v)
 {
@@ -758,6 +796,13 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		uint64_t found;
 
 		o.after = observe_after(&c->local, &c->remote, cookie, &o.after_state, &found);
+		/*
+		 * Asked by 4-tuple alone, the kernel may show a newer
+		 * connection of this process that took it once ours was gone
+		 * (a passive end leaves the port free at once).
+		 */
+		if (o.after == AFTER_HELD && cookie == DIAG_ANY_COOKIE && tuple_taken_here(c))
+			o.after = AFTER_GONE;
 		if (o.after == AFTER_HELD && rt_foreign()) {
 			give_back(c, fd, NULL, NULL);
 			errno = saved;
@@ -996,6 +1041,25 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	conn_free(c);
 }
 
+/*
+ * A forked child is ending and holds a copy of a socket that was open at
+ * the fork and is no connection here, nor a listener: one the other process
+ * may be connecting at this moment. Left to the end of the process, the
+ * child's reference could outlive that connection's close there, which
+ * then saw it still held and recorded nothing, and nobody would record the
+ * end. Nothing here uses it: it goes now.
+ */
+static void let_go_unconnected(int fd, uint32_t v)
+{
+	int on = 1;
+	socklen_t l = sizeof(on);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &l) < 0 || on)
+		return;
+	if (fdtab_replace(fd, v, FDT_NONE))
+		syscall(SYS_close, fd);
+}
+
 void conn_exit_all(enum tw_via via)
 {
 	int hi = atomic_load(&fd_hi), cancel;
@@ -1009,8 +1073,11 @@ void conn_exit_all(enum tw_via via)
 			continue;
 		table_enter();
 		v = fdtab_get(fd);
-		if (fdt_is_forked_tcp(v))
+		if (fdt_is_forked_tcp(v)) {
 			adopt_forked(fd, v);
+			if (rt.forked && !fdt_is_conn(fdtab_get(fd)))
+				let_go_unconnected(fd, v);
+		}
 		/* out of the table: a close of it after this passes through untouched */
 		if (fdt_is_conn(fdtab_get(fd)))
 			v = fdtab_take(fd);

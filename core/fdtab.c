@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <pthread.h>
 #include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -110,14 +111,19 @@ int libfd_dup(int fd)
  */
 int libfd_move(int fd, uint32_t mark)
 {
-	int nfd = libfd_dup(fd);
+	int nfd = libfd_dup(fd), cancel;
 
 	/*
 	 * close(), not the raw call: the number is the program's to reuse at
 	 * once, and a ThreadSanitizer runtime must see it closed, or it takes
-	 * the program's next fd of that number for a race with ours.
+	 * the program's next fd of that number for a race with ours. The table
+	 * knows nothing of it, so the library's own wrapper passes it through;
+	 * cancellation stays off across it.
 	 */
+	fdtab_set(fd, FDT_NONE);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	close(fd);
+	pthread_setcancelstate(cancel, NULL);
 	if (nfd >= 0)
 		fdtab_set(nfd, mark);
 	return nfd;

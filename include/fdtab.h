@@ -147,6 +147,7 @@ struct rt {
 	bool reuseaddr;		/* SO_REUSEADDR on new TCP sockets */
 	int pid;
 	_Atomic uint32_t forkgen;	/* bumped by every fork, in parent and child */
+	bool forked;		/* a child made by fork(): its exit pass starts no thread */
 	struct conf *conf;
 	char comm[TW_COMM_MAX + 1];
 };

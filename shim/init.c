@@ -118,6 +118,7 @@ static void fork_child(void)
 	rt.pid = (int)syscall(SYS_getpid);
 	/* the children sharing memory were the parent's */
 	atomic_store(&rt_vforks, RT_VFORKS_BASE);
+	rt.forked = true;
 	atomic_fetch_add(&rt.forkgen, 1);
 	conn_fork_child();
 	closer_fork_child();

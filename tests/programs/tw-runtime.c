@@ -301,7 +301,7 @@ static int run(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(mode, "fds") && argc > 2) {
-		int n = atoi(argv[2]), opened = 0, c[n], s[n];
+		int n = atoi(argv[2]), opened = 0, c[n > 0 ? n : 1], s[n > 0 ? n : 1];
 
 		for (int i = 0; i < n; i++) {
 			c[i] = dial();
