@@ -9,6 +9,19 @@ missing under it, one per line, and exits 1 when there is any.
 import sys
 import xml.etree.ElementTree as ET
 
+# Differences the README's Limits give as the policy's design, by the label
+# of the run: listed with their reason, not counted.
+BY_DESIGN = {
+    "close=defer": {
+        "test.test_socket.TCPCloserTest.testClose":
+            "the client waits up to 1 s for the end of the stream while it holds "
+            "its end open for 1 s; defer sends the server's FIN only after the "
+            "client's, so the end comes as the wait runs out and the client's "
+            "close races the read (EBADF) (README, Limits: a peer that itself "
+            "waits for the end)",
+    },
+}
+
 
 def outcomes(path):
     """{test id: outcome} for every test case of the file."""
@@ -36,11 +49,15 @@ def module(name):
 def main():
     bare_path, run_path, label = sys.argv[1:4]
     bare, run = outcomes(bare_path), outcomes(run_path)
-    worse = []
+    worse, designed = [], []
+    allowed = BY_DESIGN.get(label, {})
     for name, outcome in sorted(bare.items()):
         got = run.get(name, "missing")
         if outcome in ("ok", "skipped") and got in ("failure", "error", "missing"):
-            worse.append((name, got))
+            if name in allowed and got in ("failure", "error"):
+                designed.append((name, got))
+            else:
+                worse.append((name, got))
     print("%s: %d test cases, %d fail under the library and not without it"
           % (label, len(run), len(worse)))
     # a module with no result at all under the library did not finish
@@ -55,6 +72,8 @@ def main():
     for name, got in worse:
         if module(name) not in unfinished:
             print("  %s: %s" % (got, name))
+    for name, got in designed:
+        print("  %s, by design: %s: %s" % (got, name, allowed[name]))
     return 1 if worse else 0
 
 
