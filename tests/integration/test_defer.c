@@ -6,6 +6,9 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #include "lab.h"
+#include "stats.h"
 
 #define RUN_MS	20000
 /* long enough that a process waiting for it could not go unnoticed */
@@ -188,6 +192,39 @@ Test(defer, failed_exec_neither_waits_nor_turns_defer_off, .timeout = 60)
 	lab_stop(closing, 5000);
 }
 
+/* The counter at off (in struct tw_stats_file) summed over the files in dir. */
+static uint64_t counter_sum(const char *dir, size_t off)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t sum = 0;
+
+	cr_assert(d, "stats directory %s", dir);
+	while ((e = readdir(d))) {
+		uint64_t v = 0;
+		int fd;
+
+		if (!strstr(e->d_name, ".twstats"))
+			continue;
+		fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		cr_assert(fd >= 0 && pread(fd, &v, sizeof(v), (off_t)off) == (ssize_t)sizeof(v),
+			  "read %s/%s", dir, e->d_name);
+		close(fd);
+		sum += v;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* A directory for the counters, in the scratch directory. */
+static const char *stats_dir(void)
+{
+	const char *dir = lab_path("stats");
+
+	cr_assert(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+	return dir;
+}
+
 /*
  * n connections, one every 300 ms, to a server that never closes first,
  * under defer_ms=200 and fallback=abort (plus more); returns the client.
@@ -209,18 +246,22 @@ static struct lab_proc *paced_client(const char *name, const char *log, int port
 Test(defer, client_stops_waiting_for_a_peer_that_never_closes, .timeout = 60)
 {
 	struct lab_proc *srv, *first, *second;
-	const char *log;
+	const char *log, *dir;
 	json_t *recs;
 	size_t learned;
 
 	lab_enter(100);
 	srv = keepalive_server();
 	log = lab_path("client.jsonl");
-	first = paced_client("first", log, srv->port, "8", "");
+	dir = stats_dir();
+	first = paced_client("first", log, srv->port, "8", lab_fmt(",stats=%s", dir));
 	lab_assert_ok(first, 8);
 	recs = lab_records_wait_expect(log, 8, "role=client,end=abort,tw=none", RUN_MS);
 	learned = lab_rec_count(recs, "why=learned,policy=abort,!timeout");
 	cr_assert_geq(learned, 5, "%zu of 8 learned: %s", learned, lab_rec_summary(recs));
+	/* the counters count them too */
+	cr_assert_eq(counter_sum(dir, offsetof(struct tw_stats_file, learned_fallbacks)),
+		     (uint64_t)learned, "learned fallbacks counted");
 	cr_assert_eq(lab_rec_count(recs, "timeout=true") + learned, 8, "%s",
 		     lab_rec_summary(recs));
 	json_decref(recs);
@@ -260,18 +301,21 @@ Test(defer, learn_off_waits_every_time, .timeout = 60)
 Test(defer, connect_never_fails_for_a_port_the_library_holds, .timeout = 60)
 {
 	struct lab_proc *srv, *p;
-	const char *log, *prog;
+	const char *log, *prog, *dir;
 	json_t *recs;
+	int blocking;
 
 	lab_enter(20);
 	srv = lab_start_server("server", NULL, lab_example("tw-server"), "--close-delay", "50",
 			       "--threads", "32", "-l", lab_addr4(lab_port()), NULL);
 	log = lab_path("client.jsonl");
+	dir = stats_dir();
 	prog = lab_test_program("tw-defer", RUN_MS);
-	p = lab_run("blocking", lab_traced(log, "close=defer"), RUN_MS, prog, "connect", "200",
-		    lab_addr4(srv->port), NULL);
+	p = lab_run("blocking", lab_traced(log, lab_fmt("close=defer,stats=%s", dir)), RUN_MS,
+		    prog, "connect", "200", lab_addr4(srv->port), NULL);
 	cr_assert_eq(lab_value_long(lab_stdout(p), "ok"), 200, "%s%s", lab_stdout(p),
 		     lab_stderr(p));
+	blocking = p->pid;
 	/* the holder of the first run lets its ports go within 50 ms */
 	lab_sleep_ms(500);
 	p = lab_run("nonblocking", lab_traced(log, "close=defer"), RUN_MS, prog, "connect", "200",
@@ -282,6 +326,10 @@ Test(defer, connect_never_fails_for_a_port_the_library_holds, .timeout = 60)
 				       RUN_MS);
 	cr_assert_gt(lab_rec_count(recs, "connect_waited=true"), 0, "no connect waited: %s",
 		     lab_rec_summary(recs));
+	/* the first run's, counted in its file (the second run keeps no counters) */
+	cr_assert_eq(counter_sum(dir, offsetof(struct tw_stats_file, connect_waits)),
+		     (uint64_t)lab_rec_count(recs, lab_fmt("pid=%d,connect_waited=true", blocking)),
+		     "waited connects counted");
 	lab_assert_tw(srv->port, 0, -1);
 	json_decref(recs);
 	lab_stop(srv, 5000);
