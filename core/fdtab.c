@@ -39,6 +39,17 @@ _Atomic int rt_vforks = RT_VFORKS_BASE;
 /* the hard limit last seen: the raise and the read of the old limit are then one call */
 static rlim_t hard_seen;
 
+/* the copy in the upper half of a soft limit of 1024 or more, else -EMFILE */
+static long dup_upper_half(int fd, rlim_t soft)
+{
+	long nfd;
+
+	if (soft < TW_LIBFD_SHARE_MIN)
+		return -EMFILE;
+	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, soft / 2);
+	return nfd < 0 ? -errno : nfd;
+}
+
 static long dup_placed(int fd)
 {
 	struct rlimit old, up;
@@ -71,36 +82,65 @@ static long dup_placed(int fd)
 		if (nfd >= 0)
 			return nfd;
 	}
-	if (old.rlim_cur < TW_LIBFD_SHARE_MIN)
-		return -EMFILE;
-	nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur / 2);
-	return nfd < 0 ? -errno : nfd;
+	return dup_upper_half(fd, old.rlim_cur);
 }
 
 /*
  * One copy at a time: another thread's raised soft limit must not be
- * taken for the program's, nor put back as if it were. Not a lock: a
- * signal handler that interrupted the copy gives up after a bounded wait
- * (-EBUSY), and what needed the fd is given up.
+ * taken for the program's, nor put back as if it were. Another thread's
+ * copy is waited for (a few system calls); a signal handler that
+ * interrupted this thread's own copy cannot wait for it and places its copy
+ * without raising the limit (its upper half), or gets -EMFILE.
  */
 static _Atomic bool dup_busy;
+static __thread bool dup_mine __attribute__((tls_model("initial-exec")));
 
-int libfd_dup(int fd)
+static void dup_take(void)
 {
-	long nfd;
-
-	for (int i = 0;; i++) {
+	for (;;) {
 		bool f = false;
 
 		if (atomic_compare_exchange_strong(&dup_busy, &f, true))
-			break;
-		if (i == 1000)
-			return -EBUSY;
+			return;
 		sched_yield();
 	}
+}
+
+int libfd_dup(int fd)
+{
+	struct rlimit cur;
+	long nfd;
+
+	if (dup_mine) {
+		if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &cur) < 0)
+			return -errno;
+		return (int)dup_upper_half(fd, cur.rlim_cur);
+	}
+	/* before taking it: a handler that interrupts the wait must not wait too */
+	dup_mine = true;
+	dup_take();
 	nfd = dup_placed(fd);
 	atomic_store(&dup_busy, false);
+	dup_mine = false;
 	return (int)nfd;
+}
+
+/* No copy is under way across a fork: the child's limit is the program's. */
+void libfd_fork_prepare(void)
+{
+	dup_mine = true;
+	dup_take();
+}
+
+void libfd_fork_parent(void)
+{
+	atomic_store(&dup_busy, false);
+	dup_mine = false;
+}
+
+void libfd_fork_child(void)
+{
+	libfd_fork_parent();
 }
 
 /*

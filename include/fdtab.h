@@ -180,6 +180,10 @@ static inline bool rt_foreign(void)
 
 /* the library's own fds, where the program cannot have them (or -errno) */
 int libfd_dup(int fd);
+/* around fork(): no copy of the library's is under way in it */
+void libfd_fork_prepare(void);
+void libfd_fork_parent(void);
+void libfd_fork_child(void);
 int libfd_move(int fd, uint32_t mark);
 void libfd_close(int fd);
 uint64_t clock_mono_ns(void);

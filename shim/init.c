@@ -103,12 +103,14 @@ static void fork_prepare(void)
 {
 	conn_fork_prepare();
 	closer_fork_prepare();
+	libfd_fork_prepare();
 }
 
 static void fork_parent(void)
 {
 	/* every connection open now may have a second holder: the child */
 	atomic_fetch_add(&rt.forkgen, 1);
+	libfd_fork_parent();
 	closer_fork_parent();
 	conn_fork_parent();
 }
@@ -120,6 +122,7 @@ static void fork_child(void)
 	atomic_store(&rt_vforks, RT_VFORKS_BASE);
 	rt.forked = true;
 	atomic_fetch_add(&rt.forkgen, 1);
+	libfd_fork_child();
 	conn_fork_child();
 	closer_fork_child();
 	sink_fork_child();
