@@ -547,18 +547,6 @@ static void sink_fds(struct sink *s, int fds[2])
 	fds[1] = r == RETIRED_NONE ? FD_NONE : retired_fd(r);
 }
 
-bool sink_owns(int fd)
-{
-	int fds[2];
-
-	for (unsigned i = 0; i < nsinks && fd >= 0; i++) {
-		sink_fds(&sinks[i], fds);
-		if (fds[0] == fd || fds[1] == fd)
-			return true;
-	}
-	return false;
-}
-
 int sink_fds_all(int *out, int max)
 {
 	int n = 0, fds[2];
