@@ -57,9 +57,10 @@ mkdir -p "$out"
 run() {
 	name=$1
 	opts=${2:-}
+	skip=${3:-}
 	start=$(date +%s)
 	set -- $py -m test -j "${COMPAT_JOBS:-2}" -u network,subprocess --timeout 480 -v \
-		-i '*VSOCK*' \
+		-i '*VSOCK*' $skip \
 		--junit-xml "$out/$name.xml" --tempdir "$out/tmp-$name" ${COMPAT_ARGS:-} $tests
 	if [ -n "$opts" ]; then
 		set -- env LD_PRELOAD="$lib" TWSHIM_OPTIONS="$opts" "$@"
@@ -79,8 +80,16 @@ run() {
 
 run bare
 status=0
+# Under abort, NetworkConnectionAttributesTest is left out: its server accepts
+# and closes at once, and abort's reset reaches the client before it reads
+# SO_ERROR after its non-blocking connect, so create_connection() raises
+# ECONNRESET (README, Limits). The test's clientTearDown then fails on the
+# missing socket and its tearDown waits for ever: test_socket would hang to
+# the --timeout and none of its other results would be kept.
 for p in $policies; do
-	run "$p" "close=$p,log=$out/$p.jsonl" || { status=1; continue; }
+	skip=
+	[ "$p" = abort ] && skip="-i *NetworkConnectionAttributesTest*"
+	run "$p" "close=$p,log=$out/$p.jsonl" "$skip" || { status=1; continue; }
 	if [ "$p" = abort ]; then
 		$py tests/compat/compare.py "$out/bare.xml" "$out/$p.xml" "close=$p" ||
 			echo "close=abort: listed, not counted (abort resets connections by design)"
