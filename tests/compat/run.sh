@@ -19,7 +19,7 @@
 # Environment: COMPAT_TESTS (the test modules), COMPAT_POLICIES (normal
 # defer abort), COMPAT_JOBS (test modules run at once, 2), COMPAT_ARGS (more
 # regrtest arguments).
-set -eu
+set -euf	# -f: the test patterns below are not file names
 cd "$(dirname "$0")/../.."
 B=${1:-build}
 py=/usr/bin/python3.11
