@@ -26,6 +26,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -55,8 +56,11 @@
  * thread sleeps in epoll again, woken by each FIN.
  */
 #define CLOSER_NAP_NS	1000000ull
-/* what a close of the program settles at most at once */
-#define REAP_EVENTS	16
+/* connections handed over without epoll that one poll looks at */
+#define TAKE_POLL	32
+/* what a close of the program looks at, at most; after one that settled none it skips up to */
+#define REAP_MAX	16
+#define REAP_SKIP_MAX	15
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
@@ -76,6 +80,7 @@ static struct {
 	_Atomic uint32_t nap;		/* futex word of the nap: bumped to end it */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
 	uint32_t gone_gen;		/* bumped when a connection leaves the heap */
+	uint32_t reap_skip, reap_backoff;	/* closes that skip reap(), and how many next */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
 } cl = {
@@ -268,26 +273,56 @@ static void push_sub(struct tw_conn *c)
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
 }
 
+/* look() reads poll's revents as epoll's events: the same bits */
+_Static_assert(POLLIN == EPOLLIN && POLLRDHUP == EPOLLRDHUP && POLLERR == EPOLLERR &&
+	       POLLHUP == EPOLLHUP, "poll and epoll events differ");
+
 /*
- * Takes what close handed over into the heap; close has put it into epoll
- * already, or marked it unwatched when it could not (the epoll was being
- * made anew: it is tried once more here). A program's close (reaper) takes
- * only what needs neither: no allocation and no deadline there; the rest
- * goes back for the thread. Holds cl.lock.
+ * Connections close handed over while the thread napped, which it did not
+ * put into epoll (c->unwatched; also when its epoll_ctl failed): one poll
+ * for all of them. What is ready is settled now, as on an epoll event;
+ * the rest goes into epoll (the thread), or back onto the stack for the
+ * thread (reaper: no epoll_ctl that could fail into a deadline there).
+ * Returns how many were settled. Holds cl.lock; the thread's are in the
+ * heap already, a reaper's are not.
  */
-static void take_submissions(bool reaper)
+static int watch(struct pollfd *pf, const uint32_t *who, int n, bool reaper)
 {
-	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	static const struct timespec now;
+	int r = (int)syscall(SYS_ppoll, pf, (nfds_t)n, &now, NULL, 8), settled = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct tw_conn *c = conn_at(who[i]);
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = who[i] + 1 };
+
+		if (r > 0 && pf[i].revents && !(pf[i].revents & POLLNVAL) &&
+		    look(c, WHO_EVENT, 0, pf[i].revents))
+			settled++;
+		else if (reaper)
+			push_sub(c);
+		else if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) == 0 ||
+			 errno == EEXIST)
+			c->unwatched = 0;
+		else
+			on_deadline(c, final_ns(c));
+	}
+	return settled;
+}
+
+/*
+ * The thread takes what close handed over: into the heap, and what is not
+ * in epoll yet through watch(). Holds cl.lock.
+ */
+static void take_submissions(void)
+{
+	struct pollfd pf[TAKE_POLL];
+	uint32_t who[TAKE_POLL], idx = atomic_exchange(&cl.subs, 0);
+	int n = 0;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
 
 		idx = c->next;
-		if (reaper && (c->unwatched || cl.heap_n == cl.heap_cap)) {
-			push_sub(c);
-			continue;
-		}
 		if (c->deadline_ns > final_ns(c))
 			c->deadline_ns = final_ns(c);
 		if (heap_push(c) < 0) {
@@ -298,13 +333,62 @@ static void take_submissions(bool reaper)
 			finish(c, &o, v);
 			continue;
 		}
-		if (c->unwatched &&
-		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
-		    errno != EEXIST)
-			on_deadline(c, final_ns(c));
-		else
-			c->unwatched = 0;
+		if (!c->unwatched)
+			continue;
+		if (n == TAKE_POLL) {
+			watch(pf, who, n, false);
+			n = 0;
+		}
+		pf[n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
+		who[n++] = conn_index(c);
 	}
+	if (n)
+		watch(pf, who, n, false);
+}
+
+/*
+ * The top of the stack, taken off it. Only the holder of cl.lock takes, so
+ * the top it read cannot go and come back (ABA) before its swap.
+ */
+static uint32_t pop_sub(void)
+{
+	uint32_t head = atomic_load(&cl.subs);
+
+	while (head && !atomic_compare_exchange_weak(&cl.subs, &head,
+			__atomic_load_n(&conn_at(head - 1)->next, __ATOMIC_RELAXED)))
+		;
+	return head;
+}
+
+/*
+ * A program's close settles what close handed over without epoll and is
+ * ready now, among the newest REAP_MAX on the stack, with the thread's code
+ * (watch()); the rest stays there for the thread: no allocation (the
+ * heap's growth), no epoll_ctl and no deadline here. Returns how many were
+ * settled. Holds cl.lock.
+ */
+static int reap_some(void)
+{
+	struct pollfd pf[REAP_MAX];
+	uint32_t who[REAP_MAX], keep[REAP_MAX], idx;
+	int n = 0, k = 0, settled;
+
+	while (n + k < REAP_MAX && (idx = pop_sub())) {
+		struct tw_conn *c = conn_at(idx - 1);
+
+		if (!c->unwatched) {
+			keep[k++] = idx - 1;
+			continue;
+		}
+		/* in no heap: finish() must not take it for the one at c->heap */
+		__atomic_store_n(&c->heap, UINT32_MAX, __ATOMIC_RELAXED);
+		pf[n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
+		who[n++] = idx - 1;
+	}
+	settled = n ? watch(pf, who, n, true) : 0;
+	while (k)
+		push_sub(conn_at(keep[--k]));
+	return settled;
 }
 
 /* Is the program handing connections over now (one within CLOSER_NAP_NS)? */
@@ -328,7 +412,7 @@ static bool before_sleep(uint32_t *seen)
 	atomic_store(&cl.napping, nap);
 	*seen = atomic_load(&cl.nap);
 	do {
-		take_submissions(false);
+		take_submissions();
 		wake = cl.heap_n ? key(0) : UINT64_MAX;
 		if (nap && wake > now + CLOSER_NAP_NS)
 			wake = now + CLOSER_NAP_NS;
@@ -371,13 +455,12 @@ static void kick(void)
 
 /*
  * What epoll reported ready, settled: first what was handed over is taken,
- * then each event goes to its connection. The closer thread and a program's
- * close (reap()) both come here. Holds cl.lock, and the events were
- * collected under it, or no connection left the heap since (gone_gen).
+ * then each event goes to its connection. Holds cl.lock, and the events
+ * were collected under it, or no connection left the heap since (gone_gen).
  */
-static void settle_events(const struct epoll_event *ev, int n, bool reaper)
+static void settle_events(const struct epoll_event *ev, int n)
 {
-	take_submissions(reaper);
+	take_submissions();
 	for (int i = 0; i < n; i++) {
 		uint32_t idx = ev[i].data.u32, h;
 
@@ -398,29 +481,36 @@ static void settle_events(const struct epoll_event *ev, int n, bool reaper)
 	}
 }
 
-/* epoll_wait() that no cancellation acts in (the program's threads call it too) */
+/* epoll_wait() that no cancellation acts in */
 static int ready(struct epoll_event *ev, int max, int tmo)
 {
 	return (int)syscall(SYS_epoll_pwait, atomic_load(&cl.epfd), ev, max, tmo, NULL, 8);
 }
 
 /*
- * A close of the program while the thread naps: what is ready now is
- * settled here, by the same code as in the thread, but only on events (a
- * peer's FIN, data or reset), never a deadline, which may need a question
- * to sock_diag. A close in a signal handler may have interrupted this very
- * thread in here: the lock is only tried. Keeps errno.
+ * A close of the program while the thread naps: what was handed over
+ * before and is ready now (the peer's FIN, data or reset) is settled here
+ * (reap_some()), only on such events, never at a deadline, which may need
+ * a question to sock_diag. One that found nothing ready makes the next
+ * closes skip it, up to REAP_SKIP_MAX (a program that closes faster than
+ * its peers answer). A close in a signal handler may have interrupted this
+ * very thread in here: the lock is only tried. Keeps errno.
  */
 static void reap(void)
 {
-	struct epoll_event ev[REAP_EVENTS];
-	int saved = errno, n;
+	int saved = errno;
 
 	if (!atomic_load(&cl.napping) || pthread_mutex_trylock(&cl.lock))
 		return;
-	n = ready(ev, REAP_EVENTS, 0);
-	if (n > 0)
-		settle_events(ev, n, true);
+	if (cl.reap_skip) {
+		cl.reap_skip--;
+	} else if (reap_some()) {
+		cl.reap_backoff = 0;
+	} else {
+		cl.reap_backoff = cl.reap_backoff * 2 + 1 < REAP_SKIP_MAX ?
+				  cl.reap_backoff * 2 + 1 : REAP_SKIP_MAX;
+		cl.reap_skip = cl.reap_backoff;
+	}
 	pthread_mutex_unlock(&cl.lock);
 	errno = saved;
 }
@@ -569,7 +659,7 @@ static void *closer_main(void *arg)
 		}
 		if (gone || n < 0)
 			n = 0;
-		settle_events(ev, n, false);
+		settle_events(ev, n);
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
@@ -728,7 +818,7 @@ bool closer_pause(void)
  */
 static void abandon(void)
 {
-	take_submissions(false);
+	take_submissions();
 	while (cl.heap_n && look(conn_at(cl.heap[0]), WHO_DEADLINE, UINT64_MAX, 0))
 		;
 	atomic_store(&cl.running, false);
@@ -771,13 +861,19 @@ bool closer_submit(struct tw_conn *c)
 		return false;
 	if (c->mode == TW_CLOSE_ABORT)
 		c->deadline_ns = c->t_close_ns + 1000000u;
-	unwatched = epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
+	/* a napping thread takes it without epoll (watch()) when it is ready by then */
+	unwatched = atomic_load(&cl.napping) ||
+		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
 	c->unwatched = unwatched;
 	/* once pushed, c is the thread's: it may be over and reused before the next line */
 	due = c->deadline_ns;
 	atomic_fetch_add(&cl.count, 1);
 	push_sub(c);
-	if (unwatched || due < atomic_load(&cl.wake_ns))
+	/*
+	 * Not in epoll: the thread takes it within CLOSER_NAP_NS if it naps
+	 * (read after the push: else it saw c before it stopped napping).
+	 */
+	if ((unwatched && !atomic_load(&cl.napping)) || due < atomic_load(&cl.wake_ns))
 		kick();
 	if (t > atomic_load(&cl.sub_ns))
 		atomic_store(&cl.sub_ns, t);
