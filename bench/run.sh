@@ -660,6 +660,9 @@ bench_defer() {
 		"$(col manual 6) / $(col manual 7); $(col manual 8)" \
 		"$(col lib 6) / $(col lib 7); $(col lib 8)" - - - "ms"
 	[ -z "$BEFORE" ] || {
+		row "4 close-before" "the same (4 close), BENCH_BEFORE's library" \
+			"$(col manual 2)" "$(col before 2)" \
+			"$(calc '%.2f' '$2 / $1' "$(col manual 2)" "$(col before 2)")" - - "us per call"
 		row "4 closer-before" "the same (4 closer), BENCH_BEFORE's library" \
 			"$(col manual 3)" "$(col before 3)" \
 			"$(calc '%.2f' '$2 / $1' "$(col manual 3)" "$(col before 3)")" - - \

@@ -3,10 +3,13 @@
  * The deferred closer: one helper thread per process that holds the
  * connections the program closed under `defer` or `abort` until they may end.
  *
- * The program's close hands a connection over through a lock-free stack and an
- * eventfd (async-signal-safe, no allocation). The thread waits with epoll on
- * every deferred socket and on the earliest deadline of a binary min-heap, so
- * each event costs O(log n). It never reads the peer's data: a peek tells
+ * The program's close hands a connection over through a lock-free stack, and
+ * an eventfd or a futex when the thread must look sooner (async-signal-safe,
+ * no allocation). The thread waits with epoll on every deferred socket and on
+ * the earliest deadline of a binary min-heap, so each event costs O(log n);
+ * while the program keeps closing it naps instead and looks once every
+ * CLOSER_NAP_NS, and the program's closes settle what is ready meanwhile
+ * (reap()). It never reads the peer's data: a peek tells
  * the peer's FIN from its data, and data is answered with a reset at once,
  * as the kernel's closed socket would answer it. Its fds and its thread come
  * at the first connection that may be deferred, not before.
@@ -56,8 +59,6 @@
  * thread sleeps in epoll again, woken by each FIN.
  */
 #define CLOSER_NAP_NS	1000000ull
-/* connections handed over without epoll that one poll looks at */
-#define TAKE_POLL	32
 /* what a close of the program looks at, at most; after one that settled none it skips up to */
 #define REAP_MAX	16
 #define REAP_SKIP_MAX	15
@@ -273,54 +274,19 @@ static void push_sub(struct tw_conn *c)
 	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
 }
 
-/* look() reads poll's revents as epoll's events: the same bits */
-_Static_assert(POLLIN == EPOLLIN && POLLRDHUP == EPOLLRDHUP && POLLERR == EPOLLERR &&
-	       POLLHUP == EPOLLHUP, "poll and epoll events differ");
-
 /*
- * Connections close handed over while the thread napped, which it did not
- * put into epoll (c->unwatched; also when its epoll_ctl failed): one poll
- * for all of them. What is ready is settled now, as on an epoll event;
- * the rest goes into epoll (the thread), or back onto the stack for the
- * thread (reaper: no epoll_ctl that could fail into a deadline there).
- * Returns how many were settled. Holds cl.lock; the thread's are in the
- * heap already, a reaper's are not.
- */
-static int watch(struct pollfd *pf, const uint32_t *who, int n, bool reaper)
-{
-	static const struct timespec now;
-	int r = (int)syscall(SYS_ppoll, pf, (nfds_t)n, &now, NULL, 8), settled = 0;
-
-	for (int i = 0; i < n; i++) {
-		struct tw_conn *c = conn_at(who[i]);
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = who[i] + 1 };
-
-		if (r > 0 && pf[i].revents && !(pf[i].revents & POLLNVAL) &&
-		    look(c, WHO_EVENT, 0, pf[i].revents))
-			settled++;
-		else if (reaper)
-			push_sub(c);
-		else if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) == 0 ||
-			 errno == EEXIST)
-			c->unwatched = 0;
-		else
-			on_deadline(c, final_ns(c));
-	}
-	return settled;
-}
-
-/*
- * The thread takes what close handed over: into the heap, and what is not
- * in epoll yet through watch(). Holds cl.lock.
+ * Takes what close handed over into the heap; close has put it into epoll
+ * already, or left it out (c->unwatched) while the thread napped or when
+ * its epoll_ctl failed: it goes in here (failing again: its fallback now).
+ * Holds cl.lock.
  */
 static void take_submissions(void)
 {
-	struct pollfd pf[TAKE_POLL];
-	uint32_t who[TAKE_POLL], idx = atomic_exchange(&cl.subs, 0);
-	int n = 0;
+	uint32_t idx = atomic_exchange(&cl.subs, 0);
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
 
 		idx = c->next;
 		if (c->deadline_ns > final_ns(c))
@@ -333,17 +299,13 @@ static void take_submissions(void)
 			finish(c, &o, v);
 			continue;
 		}
-		if (!c->unwatched)
-			continue;
-		if (n == TAKE_POLL) {
-			watch(pf, who, n, false);
-			n = 0;
-		}
-		pf[n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
-		who[n++] = conn_index(c);
+		if (c->unwatched &&
+		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
+		    errno != EEXIST)
+			on_deadline(c, final_ns(c));
+		else
+			c->unwatched = 0;
 	}
-	if (n)
-		watch(pf, who, n, false);
 }
 
 /*
@@ -360,24 +322,30 @@ static uint32_t pop_sub(void)
 	return head;
 }
 
+/* look() reads poll's revents as epoll's events: the same bits */
+_Static_assert(POLLIN == EPOLLIN && POLLRDHUP == EPOLLRDHUP && POLLERR == EPOLLERR &&
+	       POLLHUP == EPOLLHUP, "poll and epoll events differ");
+
 /*
  * A program's close settles what close handed over without epoll and is
- * ready now, among the newest REAP_MAX on the stack, with the thread's code
- * (watch()); the rest stays there for the thread: no allocation (the
- * heap's growth), no epoll_ctl and no deadline here. Returns how many were
- * settled. Holds cl.lock.
+ * ready now, among the newest REAP_MAX on the stack: one poll, and each
+ * ready one goes to look() as on an epoll event in the thread. The rest
+ * stays on the stack for the thread: no allocation (the heap's growth), no
+ * epoll_ctl and no deadline here. Returns how many were settled. Holds
+ * cl.lock.
  */
 static int reap_some(void)
 {
+	static const struct timespec now;
 	struct pollfd pf[REAP_MAX];
-	uint32_t who[REAP_MAX], keep[REAP_MAX], idx;
-	int n = 0, k = 0, settled;
+	uint32_t who[REAP_MAX], idx;
+	int n = 0, k = 0, r, settled = 0;
 
 	while (n + k < REAP_MAX && (idx = pop_sub())) {
 		struct tw_conn *c = conn_at(idx - 1);
 
 		if (!c->unwatched) {
-			keep[k++] = idx - 1;
+			who[REAP_MAX - ++k] = idx - 1;
 			continue;
 		}
 		/* in no heap: finish() must not take it for the one at c->heap */
@@ -385,9 +353,18 @@ static int reap_some(void)
 		pf[n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
 		who[n++] = idx - 1;
 	}
-	settled = n ? watch(pf, who, n, true) : 0;
+	r = n ? (int)syscall(SYS_ppoll, pf, (nfds_t)n, &now, NULL, 8) : 0;
+	for (int i = 0; i < n; i++) {
+		struct tw_conn *c = conn_at(who[i]);
+
+		if (r > 0 && pf[i].revents && !(pf[i].revents & POLLNVAL) &&
+		    look(c, WHO_EVENT, 0, pf[i].revents))
+			settled++;
+		else
+			push_sub(c);
+	}
 	while (k)
-		push_sub(conn_at(keep[--k]));
+		push_sub(conn_at(who[REAP_MAX - k--]));
 	return settled;
 }
 
@@ -645,8 +622,10 @@ static void *closer_main(void *arg)
 		 * meanwhile (their slots may be others' now): look again, under
 		 * the lock.
 		 */
-		if (nap || gen != cl.gone_gen)
+		if (nap || gen != cl.gone_gen) {
+			take_submissions();	/* into epoll first: what is ready shows now */
 			n = ready(ev, CLOSER_EVENTS, 0);
+		}
 		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
 			gone = true;
