@@ -33,15 +33,17 @@ static long mono_ms(void)
 }
 
 /*
- * How often pid's one thread besides its main one went to sleep (voluntary
- * context switches): the library's closer in a server with one thread of
- * its own.
+ * How often pid's threads besides its main one went to sleep (voluntary
+ * context switches): in a server with one thread of its own, the library's
+ * closer, and a sanitizer's background thread if there is one (it sleeps
+ * about ten times a second).
  */
 static long closer_sleeps(int pid)
 {
 	char path[64];
 	struct dirent *e;
-	long n = -1;
+	long n = 0;
+	int threads = 0;
 	DIR *d;
 
 	snprintf(path, sizeof(path), "/proc/%d/task", pid);
@@ -52,15 +54,15 @@ static long closer_sleeps(int pid)
 
 		if (e->d_name[0] == '.' || atoi(e->d_name) == pid)
 			continue;
-		cr_assert_eq(n, -1, "server %d has more than one thread besides its main one", pid);
 		st = lab_read_file(lab_fmt("/proc/%d/task/%s/status", pid, e->d_name));
 		v = strstr(st, "\nvoluntary_ctxt_switches:");
 		cr_assert(v, "no voluntary_ctxt_switches in %s", st);
-		n = atol(v + strlen("\nvoluntary_ctxt_switches:"));
+		n += atol(v + strlen("\nvoluntary_ctxt_switches:"));
+		threads++;
 		free(st);
 	}
 	closedir(d);
-	cr_assert_geq(n, 0, "server %d: no closer thread", pid);
+	cr_assert_gt(threads, 0, "server %d: no closer thread", pid);
 	return n;
 }
 

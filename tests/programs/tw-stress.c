@@ -530,13 +530,12 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-static int mode_signals(void)
+/* SIGUSR1 to handler (flags: SA_RESTART or 0), and listen_fd on the address; 0 or -1 */
+static int signals_and_listener(void (*handler)(int), int flags)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
-	pthread_t sig, cl[MAX_THREADS];
+	struct sigaction sa = { .sa_handler = handler, .sa_flags = flags };
 	int one = 1;
 
-	/* no SA_RESTART: every interrupted call returns EINTR */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 	listen_fd = socket(o.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -544,8 +543,18 @@ static int mode_signals(void)
 	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&o.addr, o.addrlen) < 0 ||
 	    listen(listen_fd, 4096) < 0) {
 		fprintf(stderr, PROG ": listen: %s\n", strerror(errno));
-		return 1;
+		return -1;
 	}
+	return 0;
+}
+
+static int mode_signals(void)
+{
+	pthread_t sig, cl[MAX_THREADS];
+
+	/* no SA_RESTART: every interrupted call returns EINTR */
+	if (signals_and_listener(on_signal, 0) < 0)
+		return 1;
 	for (int i = 0; i < o.acceptors; i++)
 		pthread_create(&workers[atomic_fetch_add(&nworkers, 1)], NULL, acceptor_thread,
 			       NULL);
@@ -610,19 +619,11 @@ static int self_pair(int *c, int *s)
 
 static int mode_handler_close(void)
 {
-	struct sigaction sa = { .sa_handler = on_signal_close, .sa_flags = SA_RESTART };
-	int one = 1, peer = -1, fd;
+	int peer = -1, fd;
 	pthread_t sig;
 
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR1, &sa, NULL);
-	listen_fd = socket(o.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&o.addr, o.addrlen) < 0 ||
-	    listen(listen_fd, 4096) < 0) {
-		fprintf(stderr, PROG ": listen: %s\n", strerror(errno));
+	if (signals_and_listener(on_signal_close, SA_RESTART) < 0)
 		return 1;
-	}
 	workers[0] = pthread_self();
 	atomic_store(&nworkers, 1);
 	pthread_create(&sig, NULL, signal_thread, NULL);
