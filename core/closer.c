@@ -278,11 +278,12 @@ static void push_sub(struct tw_conn *c)
  * Takes what close handed over into the heap; close has put it into epoll
  * already, or left it out (c->unwatched) while the thread napped or when
  * its epoll_ctl failed: it goes in here (failing again: its fallback now).
- * Holds cl.lock.
+ * Returns how many went into epoll here. Holds cl.lock.
  */
-static void take_submissions(void)
+static int take_submissions(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	int added = 0;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -299,13 +300,17 @@ static void take_submissions(void)
 			finish(c, &o, v);
 			continue;
 		}
-		if (c->unwatched &&
-		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
-		    errno != EEXIST)
+		if (!c->unwatched)
+			continue;
+		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
+		    errno != EEXIST) {
 			on_deadline(c, final_ns(c));
-		else
-			c->unwatched = 0;
+			continue;
+		}
+		c->unwatched = 0;
+		added++;
 	}
+	return added;
 }
 
 /*
@@ -432,8 +437,9 @@ static void kick(void)
 
 /*
  * What epoll reported ready, settled: first what was handed over is taken,
- * then each event goes to its connection. Holds cl.lock, and the events
- * were collected under it, or no connection left the heap since (gone_gen).
+ * then each event goes to its connection (one reported twice finds it gone
+ * the second time). Holds cl.lock, and the events were collected under it,
+ * or no connection left the heap since (gone_gen).
  */
 static void settle_events(const struct epoll_event *ev, int n)
 {
@@ -622,10 +628,8 @@ static void *closer_main(void *arg)
 		 * meanwhile (their slots may be others' now): look again, under
 		 * the lock.
 		 */
-		if (nap || gen != cl.gone_gen) {
-			take_submissions();	/* into epoll first: what is ready shows now */
+		if (nap || gen != cl.gone_gen)
 			n = ready(ev, CLOSER_EVENTS, 0);
-		}
 		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
 			gone = true;
@@ -638,6 +642,13 @@ static void *closer_main(void *arg)
 		}
 		if (gone || n < 0)
 			n = 0;
+		/* what close left out of epoll goes in now, and what of it is ready shows */
+		if (take_submissions() && n < CLOSER_EVENTS) {
+			int more = ready(ev + n, CLOSER_EVENTS - n, 0);
+
+			if (more > 0)
+				n += more;
+		}
 		settle_events(ev, n);
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
@@ -824,10 +835,11 @@ void closer_resume(void)
 
 /*
  * Puts c into the thread's epoll set (its FIN wakes the thread, which takes
- * c then), pushes it on a lock-free stack, and wakes the thread only when c
- * must be looked at before the thread would wake by itself: one wake-up for
- * many connections, and no system call of the thread's to take one.
- * Allocation-free and async-signal-safe.
+ * c then) unless the thread naps, pushes it on a lock-free stack, and wakes
+ * the thread only when c must be looked at before the thread would wake by
+ * itself: one wake-up for many connections. Then settles what is ready
+ * among those handed over before (reap()). Allocation-free and
+ * async-signal-safe.
  */
 bool closer_submit(struct tw_conn *c)
 {
@@ -840,7 +852,7 @@ bool closer_submit(struct tw_conn *c)
 		return false;
 	if (c->mode == TW_CLOSE_ABORT)
 		c->deadline_ns = c->t_close_ns + 1000000u;
-	/* a napping thread takes it without epoll (watch()) when it is ready by then */
+	/* while the thread naps: taken without epoll if ready by then (reap(), its next look) */
 	unwatched = atomic_load(&cl.napping) ||
 		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
 	c->unwatched = unwatched;

@@ -166,7 +166,8 @@ Test(closer, close_in_a_signal_handler_while_closes_settle, .timeout = 120)
 	recs = lab_records_wait_expect(log, (size_t)(2 * n), NULL, RUN_MS);
 	lab_rec_assert_count(recs, "role=server,policy=defer,end=passive,tw=peer,!timeout,!why",
 			     (size_t)n);
-	lab_rec_assert_count(recs, "role=client,policy=normal,end=active,tw=local", (size_t)n);
+	/* the clients' ends are the normal close path's (FINs may cross): not judged here */
+	lab_rec_assert_count(recs, "role=client,policy=normal", (size_t)n);
 	cr_assert_eq(lab_tcp_count(OPEN_STATES), 0, "connections still open");
 	json_decref(recs);
 }
