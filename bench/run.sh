@@ -22,7 +22,8 @@
 # repetitions, 9), BENCH_CHURN_MS (1000), BENCH_EXHAUST_REPS (2),
 # BENCH_EXHAUST_MS (10000), BENCH_DEFER_N (10000), BENCH_DEFER_REPS (3),
 # BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_PAYS_REPS (3),
-# BENCH_SEED (run orders, 1).
+# BENCH_SEED (run orders, 1), BENCH_BEFORE (another build's libtwshim.so: rows 4
+# and 6 also run it, interleaved with the others, as "before").
 set -u
 
 # ---- in a new namespace: set it up, then run the rest of the command line ----
@@ -182,12 +183,14 @@ NGINX_REPS=${BENCH_NGINX_REPS:-3}
 NGINX_S=${BENCH_NGINX_S:-2}
 NGINX_CONNS=16
 PAYS_REPS=${BENCH_PAYS_REPS:-3}
+BEFORE=${BENCH_BEFORE:-}
 
 # the settings are exactly the ones given: no /etc/twshim.conf, nothing inherited
 export TWSHIM_CONFIG=
 unset TWSHIM_OPTIONS TWSHIM_DEBUG LD_PRELOAD
 
 [ -f "$LIB" ] || { echo "run.sh: no $LIB: build it first (make all)" >&2; exit 1; }
+[ -z "$BEFORE" ] || [ -f "$BEFORE" ] || { echo "run.sh: BENCH_BEFORE: no $BEFORE" >&2; exit 1; }
 TMP=$(mktemp -d "$OUT/run.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 ROWS=()		# "id|measure|without|with|ratio|target|met": the table
@@ -578,6 +581,7 @@ defer_once() {	# VARIANT DIR
 	case $1 in
 	lib) envs+=(LD_PRELOAD="$LIB" TWSHIM_OPTIONS="close=defer,defer_ms=30000,log=$2/d.jsonl") ;;
 	lib-nolog) envs+=(LD_PRELOAD="$LIB" TWSHIM_OPTIONS="close=defer,defer_ms=30000,log=none") ;;
+	before) envs+=(LD_PRELOAD="$BEFORE" TWSHIM_OPTIONS="close=defer,defer_ms=30000,log=$2/d.jsonl") ;;
 	manual) cmd+=(--manual) ;;
 	esac
 	mkdir -p "$2"
@@ -599,7 +603,7 @@ defer_check() {	# VARIANT DIR RUN
 	# once every connection ended, only the closer's epoll and eventfd may be left
 	[ "$(kv fds_left "$2/out")" -le 2 ] 2> /dev/null ||
 		note "4: $1, run $3: $(kv fds_left "$2/out") fds left open at the end"
-	[ $1 = lib ] || return 0
+	[ -f "$2/d.jsonl" ] || return 0
 	recs=$(wc -l < "$2/d.jsonl")
 	pass=$(grep -c '"policy":"defer".*"end":"passive"' "$2/d.jsonl")
 	[ "$recs" = $((2 * DEFER_N)) ] && [ "$pass" = "$recs" ] ||
@@ -609,7 +613,7 @@ defer_check() {	# VARIANT DIR RUN
 }
 
 bench_defer() {
-	local variants=(lib lib-nolog manual) i v dir mem p99
+	local variants=(lib lib-nolog manual ${BEFORE:+before}) i v dir mem p99
 	if [ $ROOT = 0 ]; then
 		note "4: skipped: it needs root for its network namespaces (unshare -n)"
 		return
@@ -655,6 +659,22 @@ bench_defer() {
 	row "4 burst" "all $DEFER_N FINs at once: FIN to close p50 / p99; last FIN to last close" \
 		"$(col manual 6) / $(col manual 7); $(col manual 8)" \
 		"$(col lib 6) / $(col lib 7); $(col lib 8)" - - - "ms"
+	[ -z "$BEFORE" ] || {
+		row "4 close-before" "the same (4 close), BENCH_BEFORE's library" \
+			"$(col manual 2)" "$(col before 2)" \
+			"$(calc '%.2f' '$2 / $1' "$(col manual 2)" "$(col before 2)")" - - "us per call"
+		row "4 closer-before" "the same (4 closer), BENCH_BEFORE's library" \
+			"$(col manual 3)" "$(col before 3)" \
+			"$(calc '%.2f' '$2 / $1' "$(col manual 3)" "$(col before 3)")" - - \
+			"us per connection"
+		row "4 p50-before" "the same (4 p50), BENCH_BEFORE's library" \
+			"$(col manual 4)" "$(col before 4)" - - - "us"
+		row "4 p99-before" "the same (4 p99), BENCH_BEFORE's library" \
+			"$(col manual 5)" "$(col before 5)" - - - "us"
+		row "4 burst-before" "the same (4 burst), BENCH_BEFORE's library" \
+			"$(col manual 6) / $(col manual 7); $(col manual 8)" \
+			"$(col before 6) / $(col before 7); $(col before 8)" - - - "ms"
+	}
 	detail "4: without = the program defers by itself (its own epoll thread, no library)." \
 		"With log=none instead of a log file: closer thread $(col lib-nolog 3) us a" \
 		"connection, FIN to close p50 $(col lib-nolog 4) us, p99 $(col lib-nolog 5) us." \
@@ -719,12 +739,12 @@ nginx_opts() {	# VARIANT DIR
 	bare|bare2) echo - ;;
 	log-none) echo "log=none" ;;
 	log-file) echo "log=$2/n.jsonl" ;;
-	defer) echo "close=defer" ;;
+	defer|defer-before) echo "close=defer" ;;
 	esac
 }
 
 bench_nginx() {
-	local variants=(bare bare2 log-none log-file defer) i v dir out cpu rps
+	local variants=(bare bare2 log-none log-file defer ${BEFORE:+defer-before}) i v dir out cpu rps
 	local cr rr desc target met
 	if [ $ROOT = 0 ]; then
 		note "6: skipped: it needs root for its network namespaces (unshare -n)"
@@ -739,7 +759,8 @@ bench_nginx() {
 		for v in $(shuffle "${variants[@]}"); do
 			dir=$TMP/nginx-run.$v.$i
 			mkdir -p "$dir"
-			in_netns 1 1024 65535 "$SELF" --nginx "$dir" "$(nginx_opts $v "$dir")" \
+			BENCH_LIB=$([ $v = defer-before ] && echo "$BEFORE" || echo "$LIB") \
+				in_netns 1 1024 65535 "$SELF" --nginx "$dir" "$(nginx_opts $v "$dir")" \
 				"$NGINX_S" "$NGINX_CONNS" > "$dir/out" 2> "$dir/err"
 			out=$dir/out
 			[ "$(kv requests "$out")" -gt 0 ] 2> /dev/null ||
@@ -780,6 +801,7 @@ bench_nginx() {
 		log-none) target=-; desc="log=none (nothing tracked)" ;;
 		log-file) target="<= 1.05"; desc="log=FILE" ;;
 		defer) target="<= 1.10"; desc="close=defer on the server (log=none)" ;;
+		defer-before) target=-; desc="the same, BENCH_BEFORE's library" ;;
 		esac
 		met=-
 		[ "$target" = - ] || met=$(verdict "$cr" '<=' "${target#<= }")

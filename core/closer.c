@@ -3,10 +3,13 @@
  * The deferred closer: one helper thread per process that holds the
  * connections the program closed under `defer` or `abort` until they may end.
  *
- * The program's close hands a connection over through a lock-free stack and an
- * eventfd (async-signal-safe, no allocation). The thread waits with epoll on
- * every deferred socket and on the earliest deadline of a binary min-heap, so
- * each event costs O(log n). It never reads the peer's data: a peek tells
+ * The program's close hands a connection over through a lock-free stack, and
+ * an eventfd or a futex when the thread must look sooner (async-signal-safe,
+ * no allocation). The thread waits with epoll on every deferred socket and on
+ * the earliest deadline of a binary min-heap, so each event costs O(log n);
+ * while the program keeps closing it naps instead and looks once every
+ * CLOSER_NAP_NS, and the program's closes settle what is ready meanwhile
+ * (reap()). It never reads the peer's data: a peek tells
  * the peer's FIN from its data, and data is answered with a reset at once,
  * as the kernel's closed socket would answer it. Its fds and its thread come
  * at the first connection that may be deferred, not before.
@@ -26,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -46,6 +50,18 @@
  * waiting, deaf to close's wake-ups, until this runs out.
  */
 #define CLOSER_IDLE_MS	1000
+/*
+ * While the program keeps handing connections over (one within the last
+ * CLOSER_NAP_NS), the thread naps: it sleeps on a futex, deaf to the sockets,
+ * and looks at them every CLOSER_NAP_NS, many at a time; the program's own
+ * closes meanwhile settle what is ready (closer_submit()). A peer's FIN then
+ * waits at most CLOSER_NAP_NS for its close. When the program goes quiet the
+ * thread sleeps in epoll again, woken by each FIN.
+ */
+#define CLOSER_NAP_NS	1000000ull
+/* what a close of the program looks at, at most; after one that settled none it skips up to */
+#define REAP_MAX	16
+#define REAP_SKIP_MAX	15
 
 static struct {
 	pthread_mutex_t lock;		/* heap, deadlines, fds; held by the thread while it works */
@@ -60,7 +76,12 @@ static struct {
 	_Atomic int epfd, evfd;
 	_Atomic uint32_t subs;		/* handed over, not yet taken: index + 1 */
 	_Atomic uint64_t wake_ns;	/* when the thread wakes by itself; 0: it is awake */
+	_Atomic uint64_t sub_ns;	/* the close time of the latest hand-over */
+	_Atomic bool napping;		/* the thread sleeps on nap, deaf to the sockets */
+	_Atomic uint32_t nap;		/* futex word of the nap: bumped to end it */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
+	uint32_t gone_gen;		/* bumped when a connection leaves the heap */
+	uint32_t reap_skip, reap_backoff;	/* closes that skip reap(), and how many next */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
 } cl = {
@@ -191,6 +212,7 @@ static uint64_t final_ns(const struct tw_conn *c)
 static void finish(struct tw_conn *c, struct observed *o, struct verdict v)
 {
 	heap_remove(c);
+	cl.gone_gen++;
 	settle_act(c, o, v);
 	atomic_fetch_sub(&cl.count, 1);
 	atomic_fetch_add(&ends, 1);
@@ -242,14 +264,26 @@ static void on_deadline(struct tw_conn *c, uint64_t now)
 	heap_fix(c->heap);
 }
 
+/* onto the lock-free stack of what close hands over; async-signal-safe */
+static void push_sub(struct tw_conn *c)
+{
+	uint32_t head = atomic_load(&cl.subs), idx = conn_index(c) + 1;
+
+	do {
+		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
+	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
+}
+
 /*
  * Takes what close handed over into the heap; close has put it into epoll
- * already, or marked it unwatched when it could not (the epoll was being
- * made anew: it is tried once more here). Holds cl.lock.
+ * already, or left it out (c->unwatched) while the thread napped or when
+ * its epoll_ctl failed: it goes in here (failing again: its fallback now).
+ * Returns how many went into epoll here. Holds cl.lock.
  */
-static void take_submissions(void)
+static int take_submissions(void)
 {
 	uint32_t idx = atomic_exchange(&cl.subs, 0);
+	int added = 0;
 
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -266,42 +300,202 @@ static void take_submissions(void)
 			finish(c, &o, v);
 			continue;
 		}
-		if (c->unwatched &&
-		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
-		    errno != EEXIST)
+		if (!c->unwatched)
+			continue;
+		if (epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0 &&
+		    errno != EEXIST) {
 			on_deadline(c, final_ns(c));
-		else
-			c->unwatched = 0;
+			continue;
+		}
+		c->unwatched = 0;
+		added++;
 	}
+	return added;
 }
 
 /*
- * Before the thread sleeps: it tells close when it will wake, then looks at
- * the stack once more, so that a connection handed over meanwhile is either
- * taken now or seen by its submitter, who then wakes the thread if it must
- * be looked at sooner. Holds cl.lock.
+ * The top of the stack, taken off it. Only the holder of cl.lock takes, so
+ * the top it read cannot go and come back (ABA) before its swap.
  */
-static void before_sleep(void)
+static uint32_t pop_sub(void)
 {
-	do {
-		take_submissions();
-		atomic_store(&cl.wake_ns, cl.heap_n ? key(0) : UINT64_MAX);
-	} while (atomic_load(&cl.subs));
+	uint32_t head = atomic_load(&cl.subs);
+
+	while (head && !atomic_compare_exchange_weak(&cl.subs, &head,
+			__atomic_load_n(&conn_at(head - 1)->next, __ATOMIC_RELAXED)))
+		;
+	return head;
 }
 
-static int timeout_ms(void)
-{
-	uint64_t now, k;
+/* look() reads poll's revents as epoll's events: the same bits */
+_Static_assert(POLLIN == EPOLLIN && POLLRDHUP == EPOLLRDHUP && POLLERR == EPOLLERR &&
+	       POLLHUP == EPOLLHUP, "poll and epoll events differ");
 
-	if (!cl.heap_n)
-		return CLOSER_IDLE_MS;
-	now = clock_mono_ns();
-	k = key(0);
+/*
+ * A program's close settles what close handed over without epoll and is
+ * ready now, among the newest REAP_MAX on the stack: one poll, and each
+ * ready one goes to look() as on an epoll event in the thread. The rest
+ * stays on the stack for the thread: no allocation (the heap's growth), no
+ * epoll_ctl and no deadline here. Returns how many were settled. Holds
+ * cl.lock.
+ */
+static int reap_some(void)
+{
+	static const struct timespec now;
+	struct pollfd pf[REAP_MAX];
+	uint32_t who[REAP_MAX], idx;
+	int n = 0, k = 0, r, settled = 0;
+
+	while (n + k < REAP_MAX && (idx = pop_sub())) {
+		struct tw_conn *c = conn_at(idx - 1);
+
+		if (!c->unwatched) {
+			who[REAP_MAX - ++k] = idx - 1;
+			continue;
+		}
+		/* in no heap: finish() must not take it for the one at c->heap */
+		__atomic_store_n(&c->heap, UINT32_MAX, __ATOMIC_RELAXED);
+		pf[n] = (struct pollfd){ .fd = c->libfd, .events = POLLIN | POLLRDHUP };
+		who[n++] = idx - 1;
+	}
+	r = n ? (int)syscall(SYS_ppoll, pf, (nfds_t)n, &now, NULL, 8) : 0;
+	for (int i = 0; i < n; i++) {
+		struct tw_conn *c = conn_at(who[i]);
+
+		if (r > 0 && pf[i].revents && !(pf[i].revents & POLLNVAL) &&
+		    look(c, WHO_EVENT, 0, pf[i].revents))
+			settled++;
+		else
+			push_sub(c);
+	}
+	while (k)
+		push_sub(conn_at(who[REAP_MAX - k--]));
+	return settled;
+}
+
+/* Is the program handing connections over now (one within CLOSER_NAP_NS)? */
+static bool busy(uint64_t now)
+{
+	return atomic_load(&cl.sub_ns) + CLOSER_NAP_NS > now;
+}
+
+/*
+ * Before the thread sleeps: it says whether it naps (busy()) and tells close
+ * when it will wake, then looks at the stack once more, so that a connection
+ * handed over meanwhile is either taken now or seen by its submitter, who
+ * then wakes the thread if it must be looked at sooner. *seen: the nap's
+ * futex word, read before that last look. Returns true to nap. Holds cl.lock.
+ */
+static bool before_sleep(uint32_t *seen)
+{
+	uint64_t now = clock_mono_ns(), wake;
+	bool nap = busy(now);
+
+	atomic_store(&cl.napping, nap);
+	*seen = atomic_load(&cl.nap);
+	do {
+		take_submissions();
+		wake = cl.heap_n ? key(0) : UINT64_MAX;
+		if (nap && wake > now + CLOSER_NAP_NS)
+			wake = now + CLOSER_NAP_NS;
+		atomic_store(&cl.wake_ns, wake);
+	} while (atomic_load(&cl.subs));
+	return nap;
+}
+
+/* how long the thread may sleep, in ns: until wake_ns, at most CLOSER_IDLE_MS */
+static uint64_t sleep_ns(void)
+{
+	uint64_t now = clock_mono_ns(), k = atomic_load(&cl.wake_ns);
+
 	if (k <= now)
 		return 0;
 	if (k - now >= CLOSER_IDLE_MS * 1000000ull)
-		return CLOSER_IDLE_MS;
-	return (int)((k - now + 999999) / 1000000);
+		return CLOSER_IDLE_MS * 1000000ull;
+	return k - now;
+}
+
+/*
+ * Wakes the thread before wake_ns: from its nap (the futex) or from epoll
+ * (the eventfd). A submitter that reads napping false has pushed before the
+ * thread's last look at the stack, or the thread sleeps in epoll: either way
+ * the right one is woken. Async-signal-safe.
+ */
+static void kick(void)
+{
+	uint64_t one = 1;
+
+	if (atomic_load(&cl.napping)) {
+		atomic_fetch_add(&cl.nap, 1);
+		syscall(SYS_futex, &cl.nap, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		return;
+	}
+	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
+	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
+		atomic_store(&cl.deaf, true);
+}
+
+/*
+ * What epoll reported ready, settled: first what was handed over is taken,
+ * then each event goes to its connection (one reported twice finds it gone
+ * the second time). Holds cl.lock, and the events were collected under it,
+ * or no connection left the heap since (gone_gen).
+ */
+static void settle_events(const struct epoll_event *ev, int n)
+{
+	take_submissions();
+	for (int i = 0; i < n; i++) {
+		uint32_t idx = ev[i].data.u32, h;
+
+		/* the eventfd (edge-triggered: each write is one event, nothing to read) */
+		if (!idx)
+			continue;
+		/*
+		 * A connection finished earlier in this batch is out of the
+		 * heap, and its slot may be anyone's by now (not in the heap
+		 * before the next take). One whose close is between its
+		 * epoll_ctl and its push is not in it yet: its event comes
+		 * again (level-triggered).
+		 */
+		h = __atomic_load_n(&conn_at(idx - 1)->heap, __ATOMIC_RELAXED);
+		if (h >= cl.heap_n || cl.heap[h] != idx - 1)
+			continue;
+		on_event(conn_at(idx - 1), ev[i].events);
+	}
+}
+
+/* epoll_wait() that no cancellation acts in */
+static int ready(struct epoll_event *ev, int max, int tmo)
+{
+	return (int)syscall(SYS_epoll_pwait, atomic_load(&cl.epfd), ev, max, tmo, NULL, 8);
+}
+
+/*
+ * A close of the program while the thread naps: what was handed over
+ * before and is ready now (the peer's FIN, data or reset) is settled here
+ * (reap_some()), only on such events, never at a deadline, which may need
+ * a question to sock_diag. One that found nothing ready makes the next
+ * closes skip it, up to REAP_SKIP_MAX (a program that closes faster than
+ * its peers answer). A close in a signal handler may have interrupted this
+ * very thread in here: the lock is only tried. Keeps errno.
+ */
+static void reap(void)
+{
+	int saved = errno;
+
+	if (!atomic_load(&cl.napping) || pthread_mutex_trylock(&cl.lock))
+		return;
+	if (cl.reap_skip) {
+		cl.reap_skip--;
+	} else if (reap_some()) {
+		cl.reap_backoff = 0;
+	} else {
+		cl.reap_backoff = cl.reap_backoff * 2 + 1 < REAP_SKIP_MAX ?
+				  cl.reap_backoff * 2 + 1 : REAP_SKIP_MAX;
+		cl.reap_skip = cl.reap_backoff;
+	}
+	pthread_mutex_unlock(&cl.lock);
+	errno = saved;
 }
 
 /* Is fd still the socket of c (the program may have reused its number)? */
@@ -404,22 +598,39 @@ static bool renew_evfd(void)
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
-	bool gone;
+	uint32_t seen;
+	bool gone, nap;
 
 	(void)arg;
 	atomic_store(&cl.tid, (int)syscall(SYS_gettid));
 	pthread_mutex_lock(&cl.lock);
-	before_sleep();
+	nap = before_sleep(&seen);
 	while (!cl.stop) {
-		int tmo = timeout_ms(), n;
-		uint64_t now;
+		uint64_t tmo = sleep_ns(), now;
+		uint32_t gen = cl.gone_gen;
+		int n = 0;
 
 		pthread_mutex_unlock(&cl.lock);
-		n = epoll_wait(atomic_load(&cl.epfd), ev, CLOSER_EVENTS, tmo);
-		gone = n < 0 && (errno == EBADF || errno == EINVAL);
+		if (nap) {
+			struct timespec ts = { (time_t)(tmo / 1000000000u),
+					       (long)(tmo % 1000000000u) };
+
+			syscall(SYS_futex, &cl.nap, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+		} else {
+			n = ready(ev, CLOSER_EVENTS, (int)((tmo + 999999) / 1000000));
+		}
 		pthread_mutex_lock(&cl.lock);
 		/* awake: what is handed over now is taken before it sleeps again */
 		atomic_store(&cl.wake_ns, 0);
+		atomic_store(&cl.napping, false);
+		/*
+		 * After a nap, or when a program's close settled connections
+		 * meanwhile (their slots may be others' now): look again, under
+		 * the lock.
+		 */
+		if (nap || gen != cl.gone_gen)
+			n = ready(ev, CLOSER_EVENTS, 0);
+		gone = n < 0 && (errno == EBADF || errno == EINVAL);
 		if (!gone && atomic_exchange(&cl.deaf, false) && !renew_evfd())
 			gone = true;
 		if (gone && !recover()) {
@@ -429,29 +640,22 @@ static void *closer_main(void *arg)
 			nanosleep(&pause, NULL);
 			pthread_mutex_lock(&cl.lock);
 		}
-		take_submissions();
-		for (int i = 0; i < n; i++) {
-			uint32_t idx = ev[i].data.u32, h;
+		if (gone || n < 0)
+			n = 0;
+		/* what close left out of epoll goes in now, and what of it is ready shows */
+		if (take_submissions() && n < CLOSER_EVENTS) {
+			int more = ready(ev + n, CLOSER_EVENTS - n, 0);
 
-			/* the eventfd (edge-triggered: each write is one event, nothing to read) */
-			if (!idx)
-				continue;
-			/*
-			 * A connection finished earlier in this batch is out of
-			 * the heap, and its slot may be anyone's by now. One
-			 * whose close is between its epoll_ctl and its push is
-			 * not in it yet: its event comes again (level-triggered).
-			 */
-			h = __atomic_load_n(&conn_at(idx - 1)->heap, __ATOMIC_RELAXED);
-			if (h >= cl.heap_n || cl.heap[h] != idx - 1)
-				continue;
-			on_event(conn_at(idx - 1), ev[i].events);
+			if (more > 0)
+				n += more;
 		}
+		settle_events(ev, n);
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
-		before_sleep();
+		nap = before_sleep(&seen);
 	}
+	atomic_store(&cl.napping, false);
 	pthread_mutex_unlock(&cl.lock);
 	return NULL;
 }
@@ -580,9 +784,12 @@ bool closer_pause(void)
 	pthread_mutex_lock(&cl.lock);
 	cl.stop = true;
 	pthread_mutex_unlock(&cl.lock);
+	/* from epoll or from its nap, whichever it sleeps in */
 	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
 		/* already woken */
 	}
+	atomic_fetch_add(&cl.nap, 1);
+	syscall(SYS_futex, &cl.nap, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	pthread_join(cl.thread, NULL);
 	tid = atomic_load(&cl.tid);
 	for (int i = 0; i < 10000; i++) {
@@ -628,35 +835,40 @@ void closer_resume(void)
 
 /*
  * Puts c into the thread's epoll set (its FIN wakes the thread, which takes
- * c then), pushes it on a lock-free stack, and wakes the thread only when c
- * must be looked at before the thread would wake by itself: one wake-up for
- * many connections, and no system call of the thread's to take one.
- * Allocation-free and async-signal-safe.
+ * c then) unless the thread naps, pushes it on a lock-free stack, and wakes
+ * the thread only when c must be looked at before the thread would wake by
+ * itself: one wake-up for many connections. Then settles what is ready
+ * among those handed over before (reap()). Allocation-free and
+ * async-signal-safe.
  */
 bool closer_submit(struct tw_conn *c)
 {
-	uint32_t head, idx = conn_index(c) + 1;
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = idx };
-	uint64_t one = 1, due;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP,
+				  .data.u32 = conn_index(c) + 1 };
+	uint64_t due, t = c->t_close_ns;
 	bool unwatched;
 
 	if (!atomic_load(&cl.running))
 		return false;
 	if (c->mode == TW_CLOSE_ABORT)
 		c->deadline_ns = c->t_close_ns + 1000000u;
-	unwatched = epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
+	/* while the thread naps: taken without epoll if ready by then (reap(), its next look) */
+	unwatched = atomic_load(&cl.napping) ||
+		    epoll_ctl(atomic_load(&cl.epfd), EPOLL_CTL_ADD, c->libfd, &ev) < 0;
 	c->unwatched = unwatched;
 	/* once pushed, c is the thread's: it may be over and reused before the next line */
 	due = c->deadline_ns;
 	atomic_fetch_add(&cl.count, 1);
-	head = atomic_load(&cl.subs);
-	do {
-		__atomic_store_n(&c->next, head, __ATOMIC_RELAXED);
-	} while (!atomic_compare_exchange_weak(&cl.subs, &head, idx));
-	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
-	if ((unwatched || due < atomic_load(&cl.wake_ns)) &&
-	    write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0 && errno != EAGAIN)
-		atomic_store(&cl.deaf, true);
+	push_sub(c);
+	/*
+	 * Not in epoll: the thread takes it within CLOSER_NAP_NS if it naps
+	 * (read after the push: else it saw c before it stopped napping).
+	 */
+	if ((unwatched && !atomic_load(&cl.napping)) || due < atomic_load(&cl.wake_ns))
+		kick();
+	if (t > atomic_load(&cl.sub_ns))
+		atomic_store(&cl.sub_ns, t);
+	reap();
 	return true;
 }
 
@@ -729,6 +941,7 @@ void closer_take_all(void (*fn)(struct tw_conn *c))
 	if (!atomic_load(&cl.running))
 		return;
 	pthread_mutex_lock(&cl.lock);
+	cl.gone_gen++;	/* out of the heap: the thread's events of them are stale */
 	idx = atomic_exchange(&cl.subs, 0);
 	while (idx) {
 		struct tw_conn *c = conn_at(idx - 1);
@@ -809,6 +1022,8 @@ void closer_fork_child(void)
 	atomic_store(&cl.evfd, -1);
 	atomic_store(&cl.count, 0);
 	atomic_store(&cl.running, false);
+	atomic_store(&cl.napping, false);
+	atomic_store(&cl.sub_ns, 0);
 	/* locked by closer_fork_prepare() in this very thread: released as in the parent */
 	pthread_mutex_unlock(&cl.lock);
 	pthread_mutex_unlock(&cl.start_lock);

@@ -43,9 +43,9 @@ tsan)
 	san="-fsanitize=thread"
 	rt=libtsan.so
 	# the tests where threads meet the library: the stress suite, the
-	# threaded record tests and the counters; the rest is single-threaded
-	# and costs time
-	filter=${FILTER:-"@(stress|records|stats)/*"}
+	# threaded record tests, the counters and the closer under a busy
+	# program; the rest is single-threaded and costs time
+	filter=${FILTER:-"@(stress|records|stats|closer)/*"}
 	;;
 *)
 	echo "usage: $0 asan|ubsan|tsan" >&2

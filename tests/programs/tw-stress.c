@@ -21,6 +21,12 @@
  *                     loop, logfd, dup2log), then makes more
  *   spawn ADDR        makes connections and, between them, starts children
  *                     with posix_spawn, vfork + exec and system()
+ *   handler-close ADDR
+ *                     connects to itself and closes both ends, the server's
+ *                     first, one pair after the other, while a thread sends
+ *                     it a signal every --signal-us whose handler closes a
+ *                     server end left for it (a close in a signal handler,
+ *                     which may interrupt a close of the main thread)
  *   cancel ADDR       makes connections and has each closed by a thread with
  *                     a cancel pending: close() is a cancellation point, so
  *                     the thread ends there and the fd stays open (as libc
@@ -87,7 +93,7 @@ static struct opts o = {
 static _Atomic long n_ok, n_failed, n_served, n_serve_failed;
 static _Atomic long n_connect_eintr, n_accept_eintr, n_io_eintr, n_close_fail, n_errno_changed;
 static _Atomic long n_signals, n_forks, n_children_failed;
-static _Atomic long n_cancelled, n_kept_open;
+static _Atomic long n_cancelled, n_kept_open, n_handler_closes;
 static _Atomic int errno_seen;	/* the last errno a successful call left behind */
 static const char *_Atomic errno_where;	/* and which call it was */
 static _Atomic int first_error;
@@ -97,11 +103,12 @@ static void usage(void)
 {
 	fprintf(stderr,
 "Usage: " PROG " MODE [OPTIONS] ADDR:PORT\n"
-"Modes: fork-race, fork-hold, signals, sweep, spawn, cancel (see the source).\n"
+"Modes: fork-race, fork-hold, signals, handler-close, sweep, spawn, cancel (see the\n"
+"source).\n"
 "  --threads N        client threads (default 1)\n"
 "  --acceptors N      signals: accepting threads (default 2)\n"
 "  -n N               connections per client thread (default 1)\n"
-"  --signal-us US     signals: period of the signals (default 100)\n"
+"  --signal-us US     signals, handler-close: period of the signals (default 100)\n"
 "  --how HOW          sweep: close_range, closefrom, procfd, loop, logfd, dup2log\n"
 "  --log PATH         sweep logfd/dup2log: the log file the library writes\n"
 "  --child-ms MS      spawn, fork-race: how long each child lives\n"
@@ -523,13 +530,12 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-static int mode_signals(void)
+/* SIGUSR1 to handler (flags: SA_RESTART or 0), and listen_fd on the address; 0 or -1 */
+static int signals_and_listener(void (*handler)(int), int flags)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
-	pthread_t sig, cl[MAX_THREADS];
+	struct sigaction sa = { .sa_handler = handler, .sa_flags = flags };
 	int one = 1;
 
-	/* no SA_RESTART: every interrupted call returns EINTR */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
 	listen_fd = socket(o.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -537,8 +543,18 @@ static int mode_signals(void)
 	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&o.addr, o.addrlen) < 0 ||
 	    listen(listen_fd, 4096) < 0) {
 		fprintf(stderr, PROG ": listen: %s\n", strerror(errno));
-		return 1;
+		return -1;
 	}
+	return 0;
+}
+
+static int mode_signals(void)
+{
+	pthread_t sig, cl[MAX_THREADS];
+
+	/* no SA_RESTART: every interrupted call returns EINTR */
+	if (signals_and_listener(on_signal, 0) < 0)
+		return 1;
 	for (int i = 0; i < o.acceptors; i++)
 		pthread_create(&workers[atomic_fetch_add(&nworkers, 1)], NULL, acceptor_thread,
 			       NULL);
@@ -563,6 +579,78 @@ static int mode_signals(void)
 		pthread_join(cl[i], NULL);
 	for (int i = 0; i < o.acceptors; i++)
 		pthread_join(workers[i], NULL);
+	close_checked(listen_fd);
+	return 0;
+}
+
+/* -- handler-close -------------------------------------------------------- */
+
+static _Atomic int handler_fd = -1;	/* a server end left for the handler to close */
+
+static void on_signal_close(int sig)
+{
+	int fd = atomic_exchange(&handler_fd, -1), e = errno;
+
+	(void)sig;
+	n_signals++;
+	if (fd >= 0) {
+		close_checked(fd);
+		n_handler_closes++;
+	}
+	errno = e;
+}
+
+/* a connection to itself: the client end in *c, the server end in *s; 0 or -errno */
+static int self_pair(int *c, int *s)
+{
+	int err;
+
+	*c = new_socket();
+	if (*c < 0)
+		return -errno;
+	err = connect_bounded(*c);
+	*s = err ? -1 : accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (!err && *s < 0)
+		err = -errno;
+	if (err)
+		close_checked(*c);
+	return err;
+}
+
+static int mode_handler_close(void)
+{
+	int peer = -1, fd;
+	pthread_t sig;
+
+	if (signals_and_listener(on_signal_close, SA_RESTART) < 0)
+		return 1;
+	workers[0] = pthread_self();
+	atomic_store(&nworkers, 1);
+	pthread_create(&sig, NULL, signal_thread, NULL);
+	for (long i = 0; i < o.count; i++) {
+		int c, s, err = self_pair(&c, &s);
+
+		count_result(err);
+		if (err)
+			continue;
+		if (atomic_load(&handler_fd) < 0) {
+			/* the handler closed the last one left for it: its peer's FIN now */
+			if (peer >= 0)
+				close_checked(peer);
+			peer = c;
+			atomic_store(&handler_fd, s);
+			continue;
+		}
+		close_checked(s);	/* deferred: the peer's FIN follows at once */
+		close_checked(c);
+	}
+	atomic_store(&done, true);
+	pthread_join(sig, NULL);
+	fd = atomic_exchange(&handler_fd, -1);
+	if (fd >= 0)
+		close_checked(fd);
+	if (peer >= 0)
+		close_checked(peer);
 	close_checked(listen_fd);
 	return 0;
 }
@@ -845,6 +933,8 @@ int main(int argc, char **argv)
 		rc = mode_fork_hold();
 	else if (!strcmp(o.mode, "signals"))
 		rc = mode_signals();
+	else if (!strcmp(o.mode, "handler-close"))
+		rc = mode_handler_close();
 	else if (!strcmp(o.mode, "sweep"))
 		rc = mode_sweep();
 	else if (!strcmp(o.mode, "spawn"))
@@ -859,12 +949,13 @@ int main(int argc, char **argv)
 	count_fds(&fds_end, &sockets_end);
 	printf("ok=%ld failed=%ld served=%ld serve_failed=%ld connect_eintr=%ld "
 	       "accept_eintr=%ld io_eintr=%ld close_fail=%ld errno_changed=%ld signals=%ld "
-	       "forks=%ld children_failed=%ld cancelled=%ld kept_open=%ld first_error=%s "
+	       "forks=%ld children_failed=%ld cancelled=%ld kept_open=%ld handler_closes=%ld "
+	       "first_error=%s "
 	       "errno_seen=%s errno_where=%s "
 	       "fds_start=%ld fds_end=%ld sockets_start=%ld sockets_end=%ld\n",
 	       n_ok, n_failed, n_served, n_serve_failed, n_connect_eintr, n_accept_eintr,
 	       n_io_eintr, n_close_fail, n_errno_changed, n_signals, n_forks,
-	       n_children_failed, n_cancelled, n_kept_open, first_error ? strerrorname_np(first_error) : "",
+	       n_children_failed, n_cancelled, n_kept_open, n_handler_closes, first_error ? strerrorname_np(first_error) : "",
 	       errno_seen == 4242 ? "4242" : errno_seen ? strerrorname_np(errno_seen) : "",
 	       errno_where ? errno_where : "",
 	       fds_start, fds_end, sockets_start, sockets_end);
