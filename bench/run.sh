@@ -22,7 +22,9 @@
 # repetitions, 9), BENCH_CHURN_MS (1000), BENCH_EXHAUST_REPS (2),
 # BENCH_EXHAUST_MS (10000), BENCH_DEFER_N (10000), BENCH_DEFER_REPS (3),
 # BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_PAYS_REPS (3),
-# BENCH_SEED (run orders, 1).
+# BENCH_SEED (run orders, 1), BENCH_BEFORE (another libtwshim.so: section 2
+# also runs its stats-none and normal-log rows with it, interleaved with the
+# rest, as rows "stats-none-before" and "normal-log-before").
 set -u
 
 # ---- in a new namespace: set it up, then run the rest of the command line ----
@@ -375,14 +377,22 @@ bench_close() {
 # setting and the client the row's policy: a server that defers too would
 # wait for a client that waits for it, until defer_ms.
 
-churn_once() {	# DIR CLIENT_OPTS SERVER_OPTS PORT_LO PORT_HI TW_REUSE DURATION_MS
+churn_once() {	# DIR CLIENT_OPTS SERVER_OPTS PORT_LO PORT_HI TW_REUSE DURATION_MS [LIB]
 	mkdir -p "$1/stats"
-	in_netns "$6" "$4" "$5" "$SELF" --pair "$1" "$2" "$3" "$7" \
+	BENCH_LIB=${8:-$LIB} in_netns "$6" "$4" "$5" "$SELF" --pair "$1" "$2" "$3" "$7" \
 		> "$1/pair.out" 2> "$1/pair.err"
 }
 
-churn_opts() {	# VARIANT DIR: "CLIENT_OPTS SERVER_OPTS"
+# the library a variant runs: BENCH_BEFORE for the "-before" rows
+churn_lib() {	# VARIANT
 	case $1 in
+	*-before) echo "$BENCH_BEFORE" ;;
+	*) echo "$LIB" ;;
+	esac
+}
+
+churn_opts() {	# VARIANT DIR: "CLIENT_OPTS SERVER_OPTS"
+	case ${1%-before} in
 	none|none2) echo "- -" ;;
 	normal-none) echo "close=normal,log=none close=normal,log=none" ;;
 	normal-log) echo "close=normal,log=$2/c.jsonl close=normal,log=$2/s.jsonl" ;;
@@ -409,7 +419,8 @@ churn_check() {	# VARIANT DIR
 churn_syscalls() {	# VARIANT
 	local dir=$TMP/strace.$1 opts
 	opts=($(churn_opts $1 "$dir"))
-	BENCH_STRACE=1 churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 1000
+	BENCH_STRACE=1 churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 1000 \
+		"$(churn_lib $1)"
 	cat "$dir/strace.client" "$dir/strace.server" 2> /dev/null |
 		awk -v ok="$(kv ok "$dir/pair.out")" '
 			$NF != "total" && $4 ~ /^[0-9]+$/ { n[$NF] += $4 }
@@ -431,7 +442,12 @@ sys_diff() {
 bench_churn() {
 	# none2 is the run without the library once more: the A/A comparison
 	local variants=(none none2 normal-none stats-none normal-log defer abort) v i dir opts out
-	local rate cpu brate bcpu rr cr target met desc
+	local rate cpu brate bcpu rr cr target met desc traced=(none normal-none stats-none normal-log
+		defer abort)
+	if [ -n "${BENCH_BEFORE:-}" ]; then
+		variants+=(stats-none-before normal-log-before)
+		traced+=(stats-none-before normal-log-before)
+	fi
 	if [ $ROOT = 0 ]; then
 		note "2: skipped: it needs root for its network namespaces (unshare -n)"
 		return
@@ -441,7 +457,8 @@ bench_churn() {
 		for v in $(shuffle "${variants[@]}"); do
 			dir=$TMP/churn-run.$v.$i
 			opts=($(churn_opts $v "$dir"))
-			churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 "$CHURN_MS"
+			churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 "$CHURN_MS" \
+				"$(churn_lib $v)"
 			out=$dir/pair.out
 			[ "$(kv failed "$out")" = 0 ] ||
 				note "2: $v, run $i: failed=$(kv failed "$out")" \
@@ -457,7 +474,7 @@ bench_churn() {
 	done
 	if command -v strace > /dev/null; then
 		log "2: system calls per connection (strace -c)"
-		for v in none normal-none stats-none normal-log defer abort; do
+		for v in "${traced[@]}"; do
 			churn_syscalls $v
 		done
 	else
@@ -479,6 +496,7 @@ bench_churn() {
 		rr=$(calc '%.3f' '$1' "$(median "${rratios[@]}")")
 		cr=$(calc '%.3f' '$1' "$(median "${cratios[@]}")")
 		case $v in
+		*-before) target=-; desc="${v%-before}, the library of BENCH_BEFORE" ;;
 		none2) target=-; desc="A/A: no library in either run" ;;
 		normal-none) target=">= 0.97"; desc="close=normal, log=none (nothing tracked)" ;;
 		stats-none) target=">= 0.97"; desc="close=normal, stats=DIR, log=none" ;;
@@ -498,8 +516,8 @@ bench_churn() {
 \"syscalls_per_conn\":$(jval "$(sys_total $v)"),\"syscalls_per_conn_without\":$(jval \
 "$(sys_total none)"),\"syscalls_added\":$(jval "$(sys_diff $v)"),\"client_ends\":$(jval \
 "$(cat "$TMP/ends.$v" 2> /dev/null)")"
-		if [ $v = normal-log ] && [ -s "$TMP/sys.$v" ]; then
-			row "2 syscalls" "system calls per connection, client and server together: close=normal, log=FILE (strace -f -c)" \
+		if [ ${v%-before} = normal-log ] && [ -s "$TMP/sys.$v" ]; then
+			row "2 syscalls${v#normal-log}" "system calls per connection, client and server together: close=normal, log=FILE (strace -f -c)" \
 				"$(sys_total none)" \
 				"$(sys_total $v)" "$(calc '%+.1f' '$2 - $1' "$(sys_total none)" \
 				"$(sys_total $v)")" "<= 21" "$(verdict "$(sys_total $v)" '<=' 21)" \

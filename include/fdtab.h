@@ -168,6 +168,19 @@ extern _Atomic int rt_vforks;
 #endif
 
 /*
+ * clone() made a child the library does not follow: one sharing this
+ * process's fds (CLONE_FILES: a thread glibc may not know of) or holding a
+ * copy of them (no CLONE_VM). Set for good, by the clone wrapper.
+ */
+extern _Atomic bool rt_cloned;
+/*
+ * The process made a child that execs with the fds not marked close-on-exec
+ * and that no fork handler saw (vfork, posix_spawn, system, popen): a
+ * connection without FD_CLOEXEC may be held there too. Set for good.
+ */
+extern _Atomic bool rt_spawned;
+
+/*
  * Such a child runs in this memory with an fd table of its own: what it does
  * to its fds must leave the table alone. Its pid tells it apart (the fork
  * handlers keep rt.pid); the getpid() is paid only while one may exist.

@@ -43,6 +43,7 @@ __asm__(
 	".type vfork, @function\n"
 	"vfork:\n"
 	"	endbr64\n"
+	"	movb $1, rt_spawned(%rip)\n"
 	"	lock incl rt_vforks(%rip)\n"
 	"	popq %rdi\n"
 	"	movl $" STR(__NR_vfork) ", %eax\n"
@@ -64,7 +65,9 @@ __asm__(
  * caller waits until the child exec'd or exited, and the count comes down;
  * without, the child may run as long as it likes, and the count stays up
  * for the rest of the process. A child that shares the fds too
- * (CLONE_FILES) is one of this process's holders: not counted.
+ * (CLONE_FILES) is one of this process's holders: not counted. That one,
+ * and one with a copy of the fds (no CLONE_VM) that no fork handler saw,
+ * mark the process as one where another may act on its sockets (rt_cloned).
  */
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
@@ -80,6 +83,8 @@ SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (counted)
 		atomic_fetch_add(&rt_vforks, 1);
+	else if (!(flags & CLONE_VM) || (flags & CLONE_FILES))
+		atomic_store(&rt_cloned, true);
 	r = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
 	saved = errno;
 	if (counted && ((flags & CLONE_VFORK) || r < 0))
