@@ -284,7 +284,7 @@ static int conn_local(struct tw_conn *c, int fd)
 static void conn_track(struct tw_conn *c, int fd)
 {
 	c->fd = fd;
-	c->gen = atomic_load(&rt.forkgen);
+	c->gen = rt_gen();
 	atomic_store(&c->nfds, 1);
 	stats_open();
 	note_fd(fd);
@@ -766,7 +766,7 @@ static void fin_uncount(struct tw_conn *c, const struct observed *o, uint8_t end
 /* Another process may hold c: open across a fork or exec, or sent away. */
 static bool maybe_shared(const struct tw_conn *c)
 {
-	return c->gen != atomic_load(&rt.forkgen) ||
+	return c->gen != rt_gen() ||
 	       (c->flags & (CONN_SHARED | CONN_INHERITED));
 }
 
@@ -831,25 +831,17 @@ static uint8_t conn_kept(const struct tw_conn *c)
 }
 
 /*
- * Nothing but this thread can act on fd between two of its calls: one
- * thread (glibc's __libc_single_threaded turns false at the first
+ * Nothing but this thread can act on a socket between two of its calls:
+ * one thread (glibc's __libc_single_threaded turns false at the first
  * pthread_create(), the library's closer's too, and stays false), no child
  * sharing this memory that the library counts (vfork, clone with CLONE_VM)
- * or cannot follow (clone with CLONE_FILES or without CLONE_VM), and no
- * exec'd child that may have kept fd (rt_spawned: unless it is close-on-exec).
- * Forked children are maybe_shared()'s.
+ * and none sharing the fds (clone with CLONE_FILES). Children with copies
+ * of the fds are maybe_shared()'s.
  */
-static bool rt_single(int fd)
+static bool rt_single(void)
 {
-	long fl;
-
-	if (!__libc_single_threaded || atomic_load_explicit(&rt_vforks, memory_order_relaxed) ||
-	    atomic_load_explicit(&rt_cloned, memory_order_relaxed))
-		return false;
-	if (!atomic_load_explicit(&rt_spawned, memory_order_relaxed))
-		return true;
-	fl = syscall(SYS_fcntl, fd, F_GETFD);
-	return fl >= 0 && (fl & FD_CLOEXEC);
+	return __libc_single_threaded && !atomic_load_explicit(&rt_vforks, memory_order_relaxed) &&
+	       !atomic_load_explicit(&rt_cloned, memory_order_relaxed);
 }
 
 /* The program's call lets go of its fd whatever happens (fclose flushes first, dup2 may fail). */
@@ -888,9 +880,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	int libfd;
 
 	o.shared = shared;
-	/* asked only where decide() may use it: it may cost a system call */
-	o.single = o.mode == TW_CLOSE_NORMAL && o.kept != KEPT_NONE && !shared && !o.linger0 &&
-		   !o.shut_wr && rt_single(fd);
+	o.single = rt_single();
 	observe_close(c, fd, via, &o);
 	v = decide(&o);
 	if (v.act == DO_LOOK) {

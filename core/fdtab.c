@@ -25,7 +25,7 @@ _Atomic int fdtab_hi;
 struct rt rt;
 _Atomic int rt_vforks = RT_VFORKS_BASE;
 _Atomic bool rt_cloned;
-_Atomic bool rt_spawned;
+_Atomic uint32_t rt_spawns;
 
 /*
  * A copy of fd for the library to keep, close-on-exec, at a number the
