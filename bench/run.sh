@@ -24,7 +24,8 @@
 # BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_PAYS_REPS (3),
 # BENCH_SEED (run orders, 1), BENCH_BEFORE (another libtwshim.so: section 2
 # also runs its stats-none and normal-log rows with it, interleaved with the
-# rest, as rows "stats-none-before" and "normal-log-before").
+# rest, as rows "stats-none-before" and "normal-log-before"; section 6 its
+# log-file row, as "log-file-before").
 set -u
 
 # ---- in a new namespace: set it up, then run the rest of the command line ----
@@ -733,7 +734,7 @@ bench_records() {
 # worker's CPU time (utime + stime of all its threads, the library's closer
 # included) per request, and requests a second.
 nginx_opts() {	# VARIANT DIR
-	case $1 in
+	case ${1%-before} in
 	bare|bare2) echo - ;;
 	log-none) echo "log=none" ;;
 	log-file) echo "log=$2/n.jsonl" ;;
@@ -744,6 +745,7 @@ nginx_opts() {	# VARIANT DIR
 bench_nginx() {
 	local variants=(bare bare2 log-none log-file defer) i v dir out cpu rps
 	local cr rr desc target met
+	[ -n "${BENCH_BEFORE:-}" ] && variants+=(log-file-before)
 	if [ $ROOT = 0 ]; then
 		note "6: skipped: it needs root for its network namespaces (unshare -n)"
 		return
@@ -757,15 +759,16 @@ bench_nginx() {
 		for v in $(shuffle "${variants[@]}"); do
 			dir=$TMP/nginx-run.$v.$i
 			mkdir -p "$dir"
-			in_netns 1 1024 65535 "$SELF" --nginx "$dir" "$(nginx_opts $v "$dir")" \
-				"$NGINX_S" "$NGINX_CONNS" > "$dir/out" 2> "$dir/err"
+			BENCH_LIB=$(churn_lib $v) in_netns 1 1024 65535 "$SELF" --nginx "$dir" \
+				"$(nginx_opts $v "$dir")" "$NGINX_S" "$NGINX_CONNS" > "$dir/out" \
+				2> "$dir/err"
 			out=$dir/out
 			[ "$(kv requests "$out")" -gt 0 ] 2> /dev/null ||
 				{ note "6: $v, run $i: no requests: $(head -c 300 "$dir/err")"; continue; }
 			[ "$(kv bad "$out")" = 0 ] && [ "$(kv errors "$out")" = 0 ] ||
 				note "6: $v, run $i: $(kv bad "$out") bad responses," \
 					"$(kv errors "$out") socket errors"
-			if [ $v = log-file ] && [ "$(wc -l < "$dir/n.jsonl")" -lt "$(kv requests \
+			if [ ${v%-before} = log-file ] && [ "$(wc -l < "$dir/n.jsonl")" -lt "$(kv requests \
 			     "$out")" ]; then
 				note "6: run $i: $(wc -l < "$dir/n.jsonl") records for" \
 					"$(kv requests "$out") requests"
@@ -794,6 +797,7 @@ bench_nginx() {
 		cr=$(calc '%.3f' '$1' "$(median "${cratios[@]}")")
 		rr=$(calc '%.3f' '$1' "$(median "${rratios[@]}")")
 		case $v in
+		*-before) target=-; desc="${v%-before}, the library of BENCH_BEFORE" ;;
 		bare2) target=-; desc="A/A: no library in either run" ;;
 		log-none) target=-; desc="log=none (nothing tracked)" ;;
 		log-file) target="<= 1.05"; desc="log=FILE" ;;
