@@ -165,8 +165,10 @@ static struct verdict closer_rules(const struct observed *o)
  *   connect still in SYN_SENT is given up by either call without a packet
  *   (tcp_disconnect(), tcp_close_state()).
  * - Nothing else may use the socket between the two calls: one thread, no
- *   child sharing this memory (single), no other holder the library knows
- *   of (shared), and a call that lets the fd go whatever happens (plain:
+ *   child sharing this memory (single; only a signal handler that writes
+ *   to the very fd its program is closing could still tell), no other
+ *   holder the library knows of (shared: forked or spawned children, sent
+ *   away), and a call that lets the fd go whatever happens (plain:
  *   close(), close_range(), closefrom(), the close before an exec). Not
  *   fclose(), which flushes its buffer first, nor dup2()/dup3(), which may
  *   fail and leave the program its fd. No reset asked for (linger0), no
