@@ -189,10 +189,14 @@ static bool fin_by_shutdown(const struct observed *o)
 /*
  * The program's close, before TCP_INFO is read: where the peek and what is
  * known of the connection are enough, no TCP_INFO before the close. Nothing
- * kept under `normal`: the kernel's close, as it comes. Known to be up,
- * nothing unread, the end of the stream not reached: ESTABLISHED, and the
- * FIN may go by shutdown. The end of the stream, only counted: the peer's
- * FIN (CLOSE_WAIT), passive. Otherwise: look.
+ * kept under `normal`: the kernel's close, as it comes. Nothing unread and
+ * the end of the stream not reached: ESTABLISHED, or a connect still under
+ * way (SYN_SENT), which the shutdown gives up without a packet as the
+ * close would; under `normal` the FIN may go by shutdown, and the state
+ * after it tells the two apart. The end of the stream on a connection
+ * known to have come up, only counted: the peer's FIN (CLOSE_WAIT),
+ * passive (a connect that failed shows the end of the stream too).
+ * Otherwise: look.
  */
 static struct verdict first_look(const struct observed *o)
 {
@@ -200,10 +204,10 @@ static struct verdict first_look(const struct observed *o)
 
 	if (o->kept == KEPT_NONE && o->mode == TW_CLOSE_NORMAL)
 		return v_of(DO_CLOSE, 0, WHY_NONE, o->mode, false);
-	if (!o->up || o->shut_wr || o->linger0 || o->shared)
-		return v;
 	if (o->mode == TW_CLOSE_NORMAL && fin_by_shutdown(o))
 		return v_of(DO_SHUT, 0, WHY_NONE, o->mode, false);
+	if (!o->up || o->shut_wr || o->linger0 || o->shared)
+		return v;
 	if (o->unread == UNREAD_EOF && o->kept == KEPT_COUNT) {
 		v = v_of(DO_CLOSE, TW_END_PASSIVE, WHY_NONE, o->mode, true);
 		v.state = TW_CLOSE_WAIT;
