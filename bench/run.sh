@@ -22,8 +22,10 @@
 # repetitions, 9), BENCH_CHURN_MS (1000), BENCH_EXHAUST_REPS (2),
 # BENCH_EXHAUST_MS (10000), BENCH_DEFER_N (10000), BENCH_DEFER_REPS (3),
 # BENCH_RECORD_REPS (5), BENCH_RECORD_MS (500), BENCH_PAYS_REPS (3),
-# BENCH_SEED (run orders, 1), BENCH_BEFORE (another build's libtwshim.so: rows 4
-# and 6 also run it, interleaved with the others, as "before").
+# BENCH_SEED (run orders, 1), BENCH_BEFORE (another build's libtwshim.so: it
+# runs beside this one, interleaved with the rest, in rows named "-before":
+# section 2 its stats-none and normal-log rows, section 4 every row, section 6
+# its log-file and defer rows).
 set -u
 
 # ---- in a new namespace: set it up, then run the rest of the command line ----
@@ -378,14 +380,22 @@ bench_close() {
 # setting and the client the row's policy: a server that defers too would
 # wait for a client that waits for it, until defer_ms.
 
-churn_once() {	# DIR CLIENT_OPTS SERVER_OPTS PORT_LO PORT_HI TW_REUSE DURATION_MS
+churn_once() {	# DIR CLIENT_OPTS SERVER_OPTS PORT_LO PORT_HI TW_REUSE DURATION_MS [LIB]
 	mkdir -p "$1/stats"
-	in_netns "$6" "$4" "$5" "$SELF" --pair "$1" "$2" "$3" "$7" \
+	BENCH_LIB=${8:-$LIB} in_netns "$6" "$4" "$5" "$SELF" --pair "$1" "$2" "$3" "$7" \
 		> "$1/pair.out" 2> "$1/pair.err"
 }
 
-churn_opts() {	# VARIANT DIR: "CLIENT_OPTS SERVER_OPTS"
+# the library a variant runs: BENCH_BEFORE for the "-before" rows
+churn_lib() {	# VARIANT
 	case $1 in
+	*-before) echo "$BEFORE" ;;
+	*) echo "$LIB" ;;
+	esac
+}
+
+churn_opts() {	# VARIANT DIR: "CLIENT_OPTS SERVER_OPTS"
+	case ${1%-before} in
 	none|none2) echo "- -" ;;
 	normal-none) echo "close=normal,log=none close=normal,log=none" ;;
 	normal-log) echo "close=normal,log=$2/c.jsonl close=normal,log=$2/s.jsonl" ;;
@@ -412,7 +422,8 @@ churn_check() {	# VARIANT DIR
 churn_syscalls() {	# VARIANT
 	local dir=$TMP/strace.$1 opts
 	opts=($(churn_opts $1 "$dir"))
-	BENCH_STRACE=1 churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 1000
+	BENCH_STRACE=1 churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 1000 \
+		"$(churn_lib $1)"
 	cat "$dir/strace.client" "$dir/strace.server" 2> /dev/null |
 		awk -v ok="$(kv ok "$dir/pair.out")" '
 			$NF != "total" && $4 ~ /^[0-9]+$/ { n[$NF] += $4 }
@@ -434,7 +445,12 @@ sys_diff() {
 bench_churn() {
 	# none2 is the run without the library once more: the A/A comparison
 	local variants=(none none2 normal-none stats-none normal-log defer abort) v i dir opts out
-	local rate cpu brate bcpu rr cr target met desc
+	local rate cpu brate bcpu rr cr target met desc traced=(none normal-none stats-none normal-log
+		defer abort)
+	if [ -n "$BEFORE" ]; then
+		variants+=(stats-none-before normal-log-before)
+		traced+=(stats-none-before normal-log-before)
+	fi
 	if [ $ROOT = 0 ]; then
 		note "2: skipped: it needs root for its network namespaces (unshare -n)"
 		return
@@ -444,7 +460,8 @@ bench_churn() {
 		for v in $(shuffle "${variants[@]}"); do
 			dir=$TMP/churn-run.$v.$i
 			opts=($(churn_opts $v "$dir"))
-			churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 "$CHURN_MS"
+			churn_once "$dir" "${opts[0]}" "${opts[1]}" 1024 65535 1 "$CHURN_MS" \
+				"$(churn_lib $v)"
 			out=$dir/pair.out
 			[ "$(kv failed "$out")" = 0 ] ||
 				note "2: $v, run $i: failed=$(kv failed "$out")" \
@@ -460,7 +477,7 @@ bench_churn() {
 	done
 	if command -v strace > /dev/null; then
 		log "2: system calls per connection (strace -c)"
-		for v in none normal-none stats-none normal-log defer abort; do
+		for v in "${traced[@]}"; do
 			churn_syscalls $v
 		done
 	else
@@ -482,6 +499,7 @@ bench_churn() {
 		rr=$(calc '%.3f' '$1' "$(median "${rratios[@]}")")
 		cr=$(calc '%.3f' '$1' "$(median "${cratios[@]}")")
 		case $v in
+		*-before) target=-; desc="${v%-before}, the library of BENCH_BEFORE" ;;
 		none2) target=-; desc="A/A: no library in either run" ;;
 		normal-none) target=">= 0.97"; desc="close=normal, log=none (nothing tracked)" ;;
 		stats-none) target=">= 0.97"; desc="close=normal, stats=DIR, log=none" ;;
@@ -501,8 +519,8 @@ bench_churn() {
 \"syscalls_per_conn\":$(jval "$(sys_total $v)"),\"syscalls_per_conn_without\":$(jval \
 "$(sys_total none)"),\"syscalls_added\":$(jval "$(sys_diff $v)"),\"client_ends\":$(jval \
 "$(cat "$TMP/ends.$v" 2> /dev/null)")"
-		if [ $v = normal-log ] && [ -s "$TMP/sys.$v" ]; then
-			row "2 syscalls" "system calls per connection, client and server together: close=normal, log=FILE (strace -f -c)" \
+		if [ ${v%-before} = normal-log ] && [ -s "$TMP/sys.$v" ]; then
+			row "2 syscalls${v#normal-log}" "system calls per connection, client and server together: close=normal, log=FILE (strace -f -c)" \
 				"$(sys_total none)" \
 				"$(sys_total $v)" "$(calc '%+.1f' '$2 - $1' "$(sys_total none)" \
 				"$(sys_total $v)")" "<= 21" "$(verdict "$(sys_total $v)" '<=' 21)" \
@@ -735,17 +753,18 @@ bench_records() {
 # worker's CPU time (utime + stime of all its threads, the library's closer
 # included) per request, and requests a second.
 nginx_opts() {	# VARIANT DIR
-	case $1 in
+	case ${1%-before} in
 	bare|bare2) echo - ;;
 	log-none) echo "log=none" ;;
 	log-file) echo "log=$2/n.jsonl" ;;
-	defer|defer-before) echo "close=defer" ;;
+	defer) echo "close=defer" ;;
 	esac
 }
 
 bench_nginx() {
-	local variants=(bare bare2 log-none log-file defer ${BEFORE:+defer-before}) i v dir out cpu rps
+	local variants=(bare bare2 log-none log-file defer) i v dir out cpu rps
 	local cr rr desc target met
+	[ -n "$BEFORE" ] && variants+=(log-file-before defer-before)
 	if [ $ROOT = 0 ]; then
 		note "6: skipped: it needs root for its network namespaces (unshare -n)"
 		return
@@ -759,16 +778,16 @@ bench_nginx() {
 		for v in $(shuffle "${variants[@]}"); do
 			dir=$TMP/nginx-run.$v.$i
 			mkdir -p "$dir"
-			BENCH_LIB=$([ $v = defer-before ] && echo "$BEFORE" || echo "$LIB") \
-				in_netns 1 1024 65535 "$SELF" --nginx "$dir" "$(nginx_opts $v "$dir")" \
-				"$NGINX_S" "$NGINX_CONNS" > "$dir/out" 2> "$dir/err"
+			BENCH_LIB=$(churn_lib $v) in_netns 1 1024 65535 "$SELF" --nginx "$dir" \
+				"$(nginx_opts $v "$dir")" "$NGINX_S" "$NGINX_CONNS" > "$dir/out" \
+				2> "$dir/err"
 			out=$dir/out
 			[ "$(kv requests "$out")" -gt 0 ] 2> /dev/null ||
 				{ note "6: $v, run $i: no requests: $(head -c 300 "$dir/err")"; continue; }
 			[ "$(kv bad "$out")" = 0 ] && [ "$(kv errors "$out")" = 0 ] ||
 				note "6: $v, run $i: $(kv bad "$out") bad responses," \
 					"$(kv errors "$out") socket errors"
-			if [ $v = log-file ] && [ "$(wc -l < "$dir/n.jsonl")" -lt "$(kv requests \
+			if [ ${v%-before} = log-file ] && [ "$(wc -l < "$dir/n.jsonl")" -lt "$(kv requests \
 			     "$out")" ]; then
 				note "6: run $i: $(wc -l < "$dir/n.jsonl") records for" \
 					"$(kv requests "$out") requests"
@@ -797,11 +816,11 @@ bench_nginx() {
 		cr=$(calc '%.3f' '$1' "$(median "${cratios[@]}")")
 		rr=$(calc '%.3f' '$1' "$(median "${rratios[@]}")")
 		case $v in
+		*-before) target=-; desc="${v%-before}, the library of BENCH_BEFORE" ;;
 		bare2) target=-; desc="A/A: no library in either run" ;;
 		log-none) target=-; desc="log=none (nothing tracked)" ;;
 		log-file) target="<= 1.05"; desc="log=FILE" ;;
 		defer) target="<= 1.10"; desc="close=defer on the server (log=none)" ;;
-		defer-before) target=-; desc="the same, BENCH_BEFORE's library" ;;
 		esac
 		met=-
 		[ "$target" = - ] || met=$(verdict "$cr" '<=' "${target#<= }")

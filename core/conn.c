@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/single_threaded.h>
 #include <sys/syscall.h>
 
 #include "decide.h"
@@ -253,10 +254,37 @@ void conn_socket_end(int fd, bool tcp)
 	table_leave();
 }
 
+/* The local address of fd, the socket of c, or -errno. */
+static int local_of(int fd, struct tw_addr *a)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct tw_addr t;
+	int r;
+
+	if (syscall(SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	r = addr_from_sockaddr(&t, (struct sockaddr *)&ss, sl);
+	if (r == 0)
+		*a = t;
+	return r;
+}
+
+/*
+ * c's local address, read once, when something needs it (a connected
+ * socket never has port 0): 0 or -errno.
+ */
+static int conn_local(struct tw_conn *c, int fd)
+{
+	if (c->local.port)
+		return 0;
+	return local_of(fd, &c->local);
+}
+
 static void conn_track(struct tw_conn *c, int fd)
 {
 	c->fd = fd;
-	c->gen = atomic_load(&rt.forkgen);
+	c->gen = rt_gen();
 	atomic_store(&c->nfds, 1);
 	stats_open();
 	note_fd(fd);
@@ -322,13 +350,11 @@ static void link_dups(struct tw_conn *c, int fd)
  * conn_open() holds for it.
  */
 static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
-		       socklen_t len)
+		       socklen_t len, bool up)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	struct tw_conn *c;
-
 	uint32_t now = fdtab_get(fd);
+	bool server = role == TW_ROLE_SERVER;
 
 	if (fdt_is_conn(now))
 		return;
@@ -345,18 +371,31 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 		return;
 	}
 	c->t_open_ns = clock_mono_ns();
+	/* a server's policy may depend on its local port: read before it is resolved */
 	if (addr_from_sockaddr(&c->remote, remote, len) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    addr_from_sockaddr(&c->local, (struct sockaddr *)&ss, sl) < 0) {
+	    (server && conf_port_matters(rt.conf, role) && conn_local(c, fd) < 0)) {
 		conn_free(c);
 		return;
 	}
-	c->flags = (role == TW_ROLE_SERVER ? CONN_SERVER : 0) | (uint8_t)(mark & FDT_TCP_OPTS);
+	c->flags = (server ? CONN_SERVER : 0) | (uint8_t)(mark & FDT_TCP_OPTS);
 	/* a socket open across a fork before it connected: the other process holds it */
 	if (role == TW_ROLE_CLIENT && (mark & FDT_TCP_FORKED))
 		c->flags |= CONN_INHERITED;
-	conf_resolve(rt.conf, role, remote, len,
-		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
+	conf_resolve(rt.conf, role, remote, len, server ? c->local.port : c->remote.port,
+		     rnd_next(), &c->pol);
+	/*
+	 * The local address now for a log line and for the closer, which ask
+	 * for it when the program may have given its fd up; counters alone
+	 * need none, and a close that asks sock_diag reads it then (the fd is
+	 * still open).
+	 */
+	if ((c->pol.sink != TW_SINK_NONE || c->pol.close != TW_CLOSE_NORMAL) &&
+	    conn_local(c, fd) < 0) {
+		conn_free(c);
+		return;
+	}
+	/* connect() returned 0, or accept(): a peek that finds nothing means ESTABLISHED */
+	c->state = up ? TW_ESTABLISHED : 0;
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
 	if (c->pol.close == TW_CLOSE_DEFER && c->pol.learn)
@@ -368,10 +407,10 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 }
 
 void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
-	       socklen_t len)
+	       socklen_t len, bool up)
 {
 	table_enter();
-	conn_begin(fd, mark, role, remote, len);
+	conn_begin(fd, mark, role, remote, len, up);
 	table_leave();
 }
 
@@ -571,7 +610,10 @@ static bool tuple_taken_here(const struct tw_conn *c)
 		if (fdt_is_conn(v)) {
 			const struct tw_conn *o = conn_at(fdt_index(v));
 
-			if (o != c && same_tuple(c, &o->local, &o->remote))
+			l = o->local;
+			/* (its local address not read yet: counters alone need none) */
+			if (o != c && (l.port || local_of(fd, &l) == 0) &&
+			    same_tuple(c, &l, &o->remote))
 				return true;
 			continue;
 		}
@@ -603,7 +645,7 @@ static void act_before_close(struct tw_conn *c, int fd, const struct verdict *v)
  * says the connect was still SYN_SENT and the shutdown only gave it up.
  * Returns the state the FIN met, or 0 for a state no FIN leaves.
  */
-static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, socklen_t tl)
+static uint8_t met_by_fin(struct tw_conn *c, int fd, const struct tcp_info *ti, socklen_t tl)
 {
 	uint64_t found;
 	uint8_t st = 0;
@@ -619,7 +661,8 @@ static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, so
 		if (tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti->tcpi_segs_in) &&
 		    !ti->tcpi_segs_in)
 			return TW_SYN_SENT;
-		if (observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &st, &found) ==
+		if (conn_local(c, fd) == 0 &&
+		    observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &st, &found) ==
 		    AFTER_ORPHAN &&
 		    st == TW_TIME_WAIT)
 			return TW_ESTABLISHED;
@@ -630,30 +673,37 @@ static uint8_t met_by_fin(const struct tw_conn *c, const struct tcp_info *ti, so
 }
 
 /*
- * What the program's close (or the end of the process) meets: the receive
- * queue (a peek, unless the program asked for a reset), the state and the
- * counters the record keeps (TCP_INFO). Fills o and c.
+ * What the program's close (or the end of the process) meets first: the
+ * receive queue (a peek, unless the program asked for a reset or nothing
+ * keeps the end). Fills o and c.
  */
-static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct observed *o)
+static void observe_close(struct tw_conn *c, int fd, enum tw_via via, struct observed *o)
 {
-	struct tcp_info ti;
-	socklen_t tl = sizeof(ti);
-
 	c->t_close_ns = clock_mono_ns();
 	c->fd = fd;
 	c->via = o->shut_wr ? TW_VIA_SHUTDOWN : via;
 	o->at_shutdown = c->state;
 	/*
-	 * Unrecorded, no peek: the state decides, and data left unread makes
+	 * Nothing kept, no peek: the state decides, and data left unread makes
 	 * the kernel's close reset (or, deferred, the closer's, at once).
 	 */
-	if (!o->linger0 && conn_recorded(c))
+	if (!o->linger0 && o->kept != KEPT_NONE)
 		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
+}
+
+/* The state and the counters the record keeps (TCP_INFO); for `defer`, what was learned. */
+static void observe_info(struct tw_conn *c, int fd, struct observed *o)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
 	memset(&ti, 0, sizeof(ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
 		o->before = ti.tcpi_state;
 	else if (errno != EBADF && errno != ENOTSOCK)
 		o->before = TW_CLOSE;
+	else
+		o->before = 0;
 	c->bytes_acked = ti.tcpi_bytes_acked;
 	c->bytes_received = ti.tcpi_bytes_received;
 	if (!o->shut_wr)
@@ -664,10 +714,59 @@ static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct 
 		o->learned = learn_skip(&c->remote, c->t_close_ns);
 }
 
+static void observe_at_close(struct tw_conn *c, int fd, enum tw_via via, struct observed *o)
+{
+	observe_close(c, fd, via, o);
+	observe_info(c, fd, o);
+}
+
+/*
+ * DO_SHUT: the program's FIN goes now, by shutdown(SHUT_WR) (by number: the
+ * program's shutdown wrapper must not see it), and TCP_INFO right after it
+ * shows what it met (decide.c, fin_by_shutdown(), says why the peer sees
+ * what the close alone would have sent).
+ */
+static void observe_fin(struct tw_conn *c, int fd, struct observed *o)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	if (syscall(SYS_shutdown, fd, SHUT_WR) < 0) {
+		o->fin_failed = true;
+		return;
+	}
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0) {
+		o->fin = OBS_UNSEEN;	/* no state: decide() asks after the close */
+		return;
+	}
+	o->fin = ti.tcpi_state;
+	o->nothing_in = tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti.tcpi_segs_in) &&
+			!ti.tcpi_segs_in;
+	c->bytes_acked = ti.tcpi_bytes_acked;
+	c->bytes_received = ti.tcpi_bytes_received;
+}
+
+/*
+ * The record's counters are those at the program's close. Read after the
+ * library's shutdown, TCP_INFO may count more: this side's FIN once it is
+ * acknowledged (FIN_WAIT2, or CLOSE after both FINs), and, when this side's
+ * FIN was first, the peer's FIN that came after it (CLOSING, or CLOSE).
+ */
+static void fin_uncount(struct tw_conn *c, const struct observed *o, uint8_t end)
+{
+	bool over = o->fin == TW_CLOSE && !o->nothing_in;
+
+	if ((o->fin == TW_FIN_WAIT2 || over) && c->bytes_acked)
+		c->bytes_acked--;
+	if (end == TW_END_ACTIVE && (o->fin == TW_CLOSING || over) && c->bytes_received)
+		c->bytes_received--;
+}
+
 /* Another process may hold c: open across a fork or exec, or sent away. */
 static bool maybe_shared(const struct tw_conn *c)
 {
-	return c->gen != atomic_load(&rt.forkgen) ||
+	return c->gen != rt_gen() ||
 	       (c->flags & (CONN_SHARED | CONN_INHERITED));
 }
 
@@ -723,12 +822,42 @@ static int give_back(struct tw_conn *c, int fd, conn_close_fn op, void *arg)
 	return ret;
 }
 
+/* What keeps c's end: a log line, the counters alone, or nothing. */
+static uint8_t conn_kept(const struct tw_conn *c)
+{
+	if (c->pol.sink != TW_SINK_NONE)
+		return KEPT_LINE;
+	return stats_on() ? KEPT_COUNT : KEPT_NONE;
+}
+
 /*
- * The program lets go of the last fd of c in this process: observe (a peek,
- * TCP_INFO, SIOCOUTQ when a reset is at stake), decide, act; after a close
- * that sent the FIN, ask the kernel who was first and decide again. The
- * library sends nothing the program's close would not: no FIN of its own.
- * Returns op's result with its errno.
+ * Nothing but this thread can act on a socket between two of its calls:
+ * one thread (glibc's __libc_single_threaded turns false at the first
+ * pthread_create(), the library's closer's too, and stays false), no child
+ * sharing this memory that the library counts (vfork, clone with CLONE_VM)
+ * and none sharing the fds (clone with CLONE_FILES). Children with copies
+ * of the fds are maybe_shared()'s.
+ */
+static bool rt_single(void)
+{
+	return __libc_single_threaded && !atomic_load_explicit(&rt_vforks, memory_order_relaxed) &&
+	       !atomic_load_explicit(&rt_cloned, memory_order_relaxed);
+}
+
+/* The program's call lets go of its fd whatever happens (fclose flushes first, dup2 may fail). */
+static bool via_plain(enum tw_via via)
+{
+	return via == TW_VIA_CLOSE || via == TW_VIA_CLOSE_RANGE || via == TW_VIA_CLOSEFROM ||
+	       via == TW_VIA_EXEC;
+}
+
+/*
+ * The program lets go of the last fd of c in this process: observe what is
+ * needed (a peek; TCP_INFO where decide() asks for it; SIOCOUTQ when a reset
+ * is at stake), decide, act. A normal close that sends the FIN learns who
+ * was first either from its FIN sent by shutdown just before the close
+ * (DO_SHUT) or from sock_diag after it (DO_CLOSE_ASK). The library sends
+ * nothing the program's close would not. Returns op's result with its errno.
  */
 static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op, void *arg)
 {
@@ -736,8 +865,12 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		.who = WHO_CLOSE,
 		.mode = c->pol.close,
 		.fallback = c->pol.fallback,
+		.before = OBS_UNSEEN,
+		.kept = conn_kept(c),
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
+		.up = c->state == TW_ESTABLISHED,
+		.plain = via_plain(via),
 	};
 	bool shared = maybe_shared(c);
 	uint64_t cookie = DIAG_ANY_COOKIE;
@@ -746,26 +879,31 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	int ret, saved;
 	int libfd;
 
-	observe_at_close(c, fd, via, &o);
-	if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
-	    !holders_elsewhere(fd)) {
-		if (!claim_alone(fd))
-			o.before = 0;
-		shared = false;
-	}
 	o.shared = shared;
-	if (shared && getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
-		cookie = DIAG_ANY_COOKIE;
-	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && !shared && !o.shut_wr &&
-	    (o.mode == TW_CLOSE_ABORT ||
-	     (o.mode == TW_CLOSE_DEFER && o.fallback == TW_FALLBACK_ABORT))) {
-		o.outq_empty = observe_outq(fd) == 0;
-	}
-	if (!closer_running())
-		o.closer_why = WHY_NO_CLOSER;
-	else if (closer_count() >= TW_DEFER_CAP)
-		o.closer_why = WHY_CAP;
+	o.single = rt_single();
+	observe_close(c, fd, via, &o);
 	v = decide(&o);
+	if (v.act == DO_LOOK) {
+		observe_info(c, fd, &o);
+		if (shared && o.mode != TW_CLOSE_NORMAL && !(c->flags & CONN_SHARED) &&
+		    !holders_elsewhere(fd)) {
+			if (!claim_alone(fd))
+				o.before = 0;
+			shared = false;
+		}
+		o.shared = shared;
+		if (shared && getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
+			cookie = DIAG_ANY_COOKIE;
+		if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && !shared &&
+		    !o.shut_wr && (o.mode == TW_CLOSE_ABORT ||
+				   (o.mode == TW_CLOSE_DEFER && o.fallback == TW_FALLBACK_ABORT)))
+			o.outq_empty = observe_outq(fd) == 0;
+		if (!closer_running())
+			o.closer_why = WHY_NO_CLOSER;
+		else if (closer_count() >= TW_DEFER_CAP)
+			o.closer_why = WHY_CAP;
+		v = decide(&o);
+	}
 	if (v.act != DO_CLOSE_ASK && rt_foreign())
 		return give_back(c, fd, op, arg);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
@@ -788,7 +926,16 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		o.closer_why = WHY_NO_FD;
 		v = decide(&o);
 	}
+	if (v.act == DO_SHUT) {
+		observe_fin(c, fd, &o);
+		v = decide(&o);
+	}
+	if (v.state)
+		c->state = v.state;
 	act_before_close(c, fd, &v);
+	/* the question goes by 4-tuple: the local address while the fd is open */
+	if (v.act == DO_CLOSE_ASK)
+		conn_local(c, fd);
 	ret = op(fd, arg);
 	saved = errno;
 	if (v.act == DO_CLOSE_ASK) {
@@ -810,18 +957,22 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		}
 		a = decide(&o);
 		v.record = a.record;
-		if (a.end == TW_END_PASSIVE && v.end == TW_END_ACTIVE && !o.shut_wr) {
-			/* the peer's FIN crossed ours: the close met it as CLOSE_WAIT */
-			c->state = TW_CLOSE_WAIT;
-			c->bytes_received += c->bytes_received != 0;
+		if (a.state) {
+			/* the peer's FIN crossed ours: TCP_INFO before the close did not count it */
+			c->state = a.state;
+			if (!o.fin)
+				c->bytes_received += c->bytes_received != 0;
 		}
 		v.end = a.end;
 		/* another holder may be recording this end at the same instant: the first claim does */
 		if (v.record && cookie != DIAG_ANY_COOKIE && !shared_claim(cookie))
 			v.record = false;
 	}
-	if (v.record)
+	if (v.record) {
+		if (o.fin)
+			fin_uncount(c, &o, v.end);
 		conn_record(c, (enum tw_end)v.end, false, 0);
+	}
 	conn_free(c);
 	errno = saved;
 	return ret;
@@ -887,7 +1038,7 @@ void conn_note_shutdown(int fd, int how)
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
 		return;
 	/* read after the program's FIN went out: whether the peer's was there first */
-	met = met_by_fin(c, &ti, tl);
+	met = met_by_fin(c, fd, &ti, tl);
 	c->state = met ? met : ti.tcpi_state;
 	c->flags |= CONN_SHUT_WR;
 }
@@ -993,6 +1144,7 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 		.who = WHO_EXIT,
 		.mode = c->pol.close,
 		.fallback = c->pol.fallback,
+		.kept = conn_kept(c),
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
 	};

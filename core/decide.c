@@ -24,6 +24,22 @@ static bool open_state(int s)
 }
 
 /*
+ * The state as the program let go. After the library's shutdown, what that
+ * shutdown showed of it: over already when it failed, CLOSE_WAIT when it
+ * produced LAST_ACK, else ESTABLISHED (it is made for no other state);
+ * else what TCP_INFO read, or ESTABLISHED where it was not read
+ * (first_look() skips it only then).
+ */
+static uint8_t seen_before(const struct observed *o)
+{
+	if (o->fin_failed)
+		return TW_CLOSE;
+	if (o->fin)
+		return o->fin == TW_LAST_ACK ? TW_CLOSE_WAIT : TW_ESTABLISHED;
+	return o->before == OBS_UNSEEN ? TW_ESTABLISHED : o->before;
+}
+
+/*
  * After a close that sent the program's FIN (or found the connection over):
  * what the kernel shows of it. FIN_WAIT, CLOSING or TIME_WAIT: this side was
  * first. LAST_ACK: the peer's FIN came first. Still held: another process
@@ -33,14 +49,15 @@ static bool open_state(int s)
  */
 static struct verdict after_close(const struct observed *o)
 {
-	uint8_t end, after = o->after;
+	uint8_t end, after = o->after, before = seen_before(o);
+	struct verdict v;
 
 	/*
 	 * A socket over already (CLOSE) had left the kernel's tables, and
 	 * its 4-tuple was free for a new connection (another thread's
 	 * connect may take it at once): only a TIME_WAIT entry can be its own.
 	 */
-	if (o->before == TW_CLOSE && (after == AFTER_HELD ||
+	if (before == TW_CLOSE && (after == AFTER_HELD ||
 				      (after == AFTER_ORPHAN && o->after_state != TW_TIME_WAIT)))
 		after = AFTER_GONE;
 	switch (after) {
@@ -52,7 +69,7 @@ static struct verdict after_close(const struct observed *o)
 		case TW_FIN_WAIT2:
 		case TW_CLOSING:
 		case TW_TIME_WAIT:
-			end = o->before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_ACTIVE;
+			end = before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_ACTIVE;
 			break;
 		case TW_LAST_ACK:
 			end = TW_END_PASSIVE;
@@ -62,27 +79,31 @@ static struct verdict after_close(const struct observed *o)
 			/* no inode but not closed: a holder in the middle of its close */
 			return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
 		default:
-			end = o->before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_RESET;
+			end = before == TW_CLOSE_WAIT ? TW_END_PASSIVE : TW_END_RESET;
 			break;
 		}
 		break;
 	case AFTER_GONE:
 		if (o->linger0)
 			end = TW_END_ABORT;
-		else if (o->before == TW_ESTABLISHED || o->before == TW_CLOSE_WAIT ||
-			 o->before == TW_LAST_ACK)
+		else if (before == TW_ESTABLISHED || before == TW_CLOSE_WAIT ||
+			 before == TW_LAST_ACK)
 			end = TW_END_PASSIVE;
 		else
 			end = TW_END_RESET;
 		break;
 	default:	/* AFTER_FAILED: what the state before says */
-		end = o->linger0 ? TW_END_ABORT : (uint8_t)record_classify(o->before);
+		end = o->linger0 ? TW_END_ABORT : (uint8_t)record_classify(before);
 		break;
 	}
 	/* over before this close, by a FIN of this side: another holder's shutdown */
-	if (o->shared && o->before == TW_CLOSE && end == TW_END_ACTIVE)
+	if (o->shared && before == TW_CLOSE && end == TW_END_ACTIVE)
 		return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
-	return v_of(DO_NOTHING, end, WHY_NONE, o->mode, true);
+	v = v_of(DO_NOTHING, end, WHY_NONE, o->mode, true);
+	/* the peer's FIN crossed ours: the close met it as CLOSE_WAIT */
+	if (end == TW_END_PASSIVE && before == TW_ESTABLISHED && !o->shut_wr)
+		v.state = TW_CLOSE_WAIT;
+	return v;
 }
 
 /*
@@ -126,24 +147,127 @@ static struct verdict closer_rules(const struct observed *o)
 	return v;
 }
 
-struct verdict decide(const struct observed *o)
+/*
+ * May the program's FIN go by shutdown(SHUT_WR) just before its close, so
+ * that the state right after it says who was first, with no question to
+ * sock_diag after the close (DO_SHUT)? Only where the peer cannot tell:
+ *
+ * - With nothing unread, close() of an ESTABLISHED socket sends a FIN after
+ *   what is queued (tcp_close(): tcp_close_state(), tcp_send_fin()), and
+ *   shutdown(SHUT_WR) sends that very FIN (tcp_shutdown(): the same two
+ *   calls); the close right after finds it sent (FIN_WAIT1 stays FIN_WAIT1)
+ *   and sends nothing more. A peer's FIN arriving in between meets ours as
+ *   it would have met the close a moment later: a simultaneous close.
+ *   Data arriving in between is reset by the close (data unread), as the
+ *   orphan left by a plain close resets data that arrives after it
+ *   (TCPAbortOnData); the kernel may acknowledge that data first. A close
+ *   that lingers (SO_LINGER with a time) waits for the same states. A
+ *   connect still in SYN_SENT is given up by either call without a packet
+ *   (tcp_disconnect(), tcp_close_state()).
+ * - Nothing else may use the socket between the two calls: one thread, no
+ *   child sharing this memory (single; only a signal handler that writes
+ *   to the very fd its program is closing could still tell), no other
+ *   holder the library knows of (shared: forked or spawned children, sent
+ *   away), and a call that lets the fd go whatever happens (plain:
+ *   close(), close_range(), closefrom(), the close before an exec). Not
+ *   fclose(), which flushes its buffer first, nor dup2()/dup3(), which may
+ *   fail and leave the program its fd. No reset asked for (linger0), no
+ *   shutdown of the program's own (shut_wr), nothing unread (peeked: kept).
+ *
+ * A holder the library cannot see (an io_uring request in flight or a
+ * registered file, a copy taken with pidfd_getfd(), one sent with
+ * SCM_RIGHTS through a call the library does not wrap) would see the
+ * difference: the close alone leaves the connection open while that holder
+ * has it, the shutdown ends the stream at once. README, Limits.
+ */
+static bool fin_by_shutdown(const struct observed *o)
+{
+	return o->who == WHO_CLOSE && o->single && o->plain && !o->shared && !o->linger0 &&
+	       !o->shut_wr && o->unread == UNREAD_NONE && o->kept != KEPT_NONE;
+}
+
+/*
+ * The program's close, before TCP_INFO is read: where the peek and what is
+ * known of the connection are enough, no TCP_INFO before the close. Nothing
+ * kept under `normal`: the kernel's close, as it comes. Nothing unread and
+ * the end of the stream not reached: ESTABLISHED, or a connect still under
+ * way (SYN_SENT), which the shutdown gives up without a packet as the
+ * close would; under `normal` the FIN may go by shutdown, and the state
+ * after it tells the two apart. The end of the stream on a connection
+ * known to have come up, only counted: the peer's FIN (CLOSE_WAIT),
+ * passive (a connect that failed shows the end of the stream too).
+ * Otherwise: look.
+ */
+static struct verdict first_look(const struct observed *o)
+{
+	struct verdict v = v_of(DO_LOOK, 0, WHY_NONE, o->mode, false);
+
+	if (o->kept == KEPT_NONE && o->mode == TW_CLOSE_NORMAL)
+		return v_of(DO_CLOSE, 0, WHY_NONE, o->mode, false);
+	if (o->mode == TW_CLOSE_NORMAL && fin_by_shutdown(o))
+		return v_of(DO_SHUT, 0, WHY_NONE, o->mode, false);
+	if (!o->up || o->shut_wr || o->linger0 || o->shared)
+		return v;
+	if (o->unread == UNREAD_EOF && o->kept == KEPT_COUNT) {
+		v = v_of(DO_CLOSE, TW_END_PASSIVE, WHY_NONE, o->mode, true);
+		v.state = TW_CLOSE_WAIT;
+	}
+	return v;
+}
+
+/*
+ * After the library's shutdown sent the program's FIN (v: the verdict that
+ * asked for it): FIN_WAIT1, FIN_WAIT2 or CLOSING, this side's FIN was first
+ * (a simultaneous close holds TIME_WAIT on both sides); LAST_ACK, the
+ * peer's was already in. CLOSE with nothing ever received: the connect
+ * was still in SYN_SENT, and the shutdown gave it up. CLOSE otherwise
+ * (both FINs done in the instant, which loopback allows, or a reset) or
+ * anything else: close, and ask sock_diag as before. A shutdown that failed
+ * found it over already: a close that meets CLOSE.
+ */
+static struct verdict after_shut(const struct observed *o, struct verdict v)
+{
+	if (o->fin_failed) {
+		v.state = TW_CLOSE;
+		return v;
+	}
+	v.act = DO_CLOSE;
+	v.record = true;
+	switch (o->fin) {
+	case TW_FIN_WAIT1:
+	case TW_FIN_WAIT2:
+	case TW_CLOSING:
+		v.end = TW_END_ACTIVE;
+		v.state = TW_ESTABLISHED;
+		return v;
+	case TW_LAST_ACK:
+		v.end = TW_END_PASSIVE;
+		v.state = TW_CLOSE_WAIT;
+		return v;
+	case TW_CLOSE:
+		if (o->nothing_in) {
+			v.end = TW_END_RESET;
+			v.state = TW_SYN_SENT;
+			return v;
+		}
+		break;
+	default:
+		break;
+	}
+	v.act = DO_CLOSE_ASK;
+	v.end = TW_END_ACTIVE;
+	v.record = false;
+	v.state = TW_ESTABLISHED;
+	return v;
+}
+
+/* The program's close or the end of the process, with the state before known. */
+static struct verdict close_rules(const struct observed *o, uint8_t before)
 {
 	uint8_t mode = o->mode, why = WHY_NONE, end;
 	bool exiting = o->who == WHO_EXIT;
+	struct verdict v;
 
-	if (o->who == WHO_CONNECT) {
-		/* a port the library holds may come free: the program never fails for it */
-		return v_of(o->waiting ? DO_RETRY : DO_NOTHING, 0, WHY_NONE, mode, false);
-	}
-	if (o->who == WHO_EVENT || o->who == WHO_DEADLINE) {
-		if (o->after != AFTER_NOT_ASKED)
-			return after_close(o);
-		return closer_rules(o);
-	}
-	if (!o->before)
-		return v_of(DO_NOTHING, 0, WHY_NONE, mode, false);
-	if (o->after != AFTER_NOT_ASKED)
-		return after_close(o);
 	/* another holder may still use it: change nothing under its feet */
 	if (o->shared && mode != TW_CLOSE_NORMAL) {
 		mode = TW_CLOSE_NORMAL;
@@ -157,7 +281,7 @@ struct verdict decide(const struct observed *o)
 			return v_of(DO_CLOSE_ASK, TW_END_ABORT, why, TW_CLOSE_NORMAL, false);
 		return v_of(DO_CLOSE, TW_END_ABORT, why, TW_CLOSE_NORMAL, true);
 	}
-	if (o->unread == UNREAD_DATA && open_state(o->before) && !o->shared) {
+	if (o->unread == UNREAD_DATA && open_state(before) && !o->shared) {
 		/* the kernel resets at once; so does every policy (tcp_close()) */
 		if (mode != TW_CLOSE_NORMAL)
 			why = WHY_UNREAD;
@@ -171,7 +295,7 @@ struct verdict decide(const struct observed *o)
 		end = (uint8_t)record_classify(o->at_shutdown);
 		return v_of(DO_CLOSE, end, why, mode, true);
 	}
-	switch (o->before) {
+	switch (before) {
 	case TW_ESTABLISHED:
 		break;
 	case TW_CLOSE_WAIT:
@@ -186,7 +310,7 @@ struct verdict decide(const struct observed *o)
 		/* a FIN went out though this process did not shut down: another holder's */
 		if (o->shared)
 			return v_of(exiting ? DO_NOTHING : DO_CLOSE, 0, why, mode, false);
-		return v_of(DO_CLOSE, (uint8_t)record_classify(o->before), why, mode, true);
+		return v_of(DO_CLOSE, (uint8_t)record_classify(before), why, mode, true);
 	case TW_CLOSE:
 		/* over already: only the kernel's table shows whether a TIME_WAIT is ours */
 		if (exiting)
@@ -219,7 +343,35 @@ struct verdict decide(const struct observed *o)
 	/* at exit the kernel's close sends the FIN, first unless the peer's crosses it */
 	if (exiting)
 		return v_of(DO_CLOSE, TW_END_ACTIVE, why, mode, true);
-	return v_of(DO_CLOSE_ASK, TW_END_ACTIVE, why, mode, false);
+	/* a normal close sends the FIN: by shutdown first where that is invisible */
+	v = v_of(DO_CLOSE_ASK, TW_END_ACTIVE, why, mode, false);
+	if (mode == TW_CLOSE_NORMAL && fin_by_shutdown(o))
+		v.act = DO_SHUT;
+	return v;
+}
+
+struct verdict decide(const struct observed *o)
+{
+	bool shut = o->fin || o->fin_failed;
+
+	if (o->who == WHO_CONNECT) {
+		/* a port the library holds may come free: the program never fails for it */
+		return v_of(o->waiting ? DO_RETRY : DO_NOTHING, 0, WHY_NONE, o->mode, false);
+	}
+	if (o->who == WHO_EVENT || o->who == WHO_DEADLINE) {
+		if (o->after != AFTER_NOT_ASKED)
+			return after_close(o);
+		return closer_rules(o);
+	}
+	if (!o->before)
+		return v_of(DO_NOTHING, 0, WHY_NONE, o->mode, false);
+	if (o->after != AFTER_NOT_ASKED)
+		return after_close(o);
+	if (o->before == OBS_UNSEEN && !shut)
+		return first_look(o);
+	if (shut)
+		return after_shut(o, close_rules(o, seen_before(o)));
+	return close_rules(o, o->before);
 }
 
 const char *decide_why_name(uint8_t why)

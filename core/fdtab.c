@@ -24,6 +24,8 @@ _Atomic int fdtab_hi;
 
 struct rt rt;
 _Atomic int rt_vforks = RT_VFORKS_BASE;
+_Atomic bool rt_cloned;
+_Atomic uint32_t rt_spawns;
 
 /*
  * A copy of fd for the library to keep, close-on-exec, at a number the

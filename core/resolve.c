@@ -140,6 +140,20 @@ arm:
 	out->arm = (uint8_t)(1 + ab->first + i);
 }
 
+bool conf_port_matters(const struct conf *c, enum tw_role role)
+{
+	if (!c)
+		return false;
+	for (size_t k = 0; k < c->nrules; k++) {
+		const struct conf_rule *r = &c->rules[k];
+
+		if ((r->match & CONF_M_PORT) &&
+		    (!(r->match & CONF_M_ROLE) || r->role == (uint8_t)role))
+			return true;
+	}
+	return false;
+}
+
 /* A level that could give a record or a close other than normal. */
 static bool level_closes(const struct conf_level *lv)
 {

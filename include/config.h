@@ -73,6 +73,11 @@ bool conf_reuseaddr(const struct conf *c);
  */
 void conf_resolve(const struct conf *c, enum tw_role role, const struct sockaddr *remote,
 		  socklen_t remote_len, uint16_t port, uint64_t rnd, struct tw_policy *out);
+/*
+ * Can a rule choose a policy by the service port for this role? For a
+ * server that is its local port, which conf_resolve() then needs.
+ */
+bool conf_port_matters(const struct conf *c, enum tw_role role);
 /* Log destinations: "stderr", "syslog", or a path still holding %p and %n. */
 size_t conf_nsinks(const struct conf *c);
 const char *conf_sink(const struct conf *c, size_t i);

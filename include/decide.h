@@ -23,6 +23,19 @@ enum obs_who {
 /* What the receive queue held, from a one-byte MSG_PEEK. */
 enum obs_unread { UNREAD_NONE, UNREAD_EOF, UNREAD_DATA, UNREAD_ERROR };
 
+/*
+ * `before` when TCP_INFO was not read: the peek, and what the library knows
+ * of the connection (`up`), stand for the state where that is enough.
+ */
+#define OBS_UNSEEN	0xff
+
+/* What keeps the end of this connection. */
+enum obs_kept {
+	KEPT_NONE,	/* nothing: no log, no counters (and no peek was made) */
+	KEPT_COUNT,	/* the counters only: the end, not the state or the byte counts */
+	KEPT_LINE,	/* a log line: its state and byte counts too */
+};
+
 /* What sock_diag said after the close, looked up by cookie and 4-tuple. */
 enum obs_after {
 	AFTER_NOT_ASKED,	/* before the close: the first question */
@@ -48,6 +61,12 @@ struct observed {
 	uint8_t after;		/* enum obs_after */
 	uint8_t after_state;	/* with AFTER_ORPHAN: the kernel's state */
 	uint8_t closer_why;	/* WHY_NONE when the closer can take it, else why not */
+	uint8_t kept;		/* enum obs_kept */
+	/*
+	 * After DO_SHUT: the state TCP_INFO showed right after the library's
+	 * shutdown(SHUT_WR) sent the program's FIN (0: no such shutdown made).
+	 */
+	uint8_t fin;
 	bool shut_wr;		/* the program shut down writing */
 	bool linger0;		/* the program set SO_LINGER {1,0} */
 	bool shared;		/* another process may hold it */
@@ -56,6 +75,16 @@ struct observed {
 	bool held;		/* a copy held while the exiting program keeps its fd */
 	bool learned;		/* defer: the peer did not close within defer_ms lately (learn.h) */
 	bool waiting;		/* WHO_CONNECT: deferred connections that may end are held */
+	bool up;		/* known to have come up: connect() returned 0, or accept() */
+	/*
+	 * Nothing can act on the socket between two calls of this close: one
+	 * thread in the process and no child sharing its memory.
+	 */
+	bool single;
+	/* the program's call lets go of the fd whatever happens: close(), not fclose or dup2 */
+	bool plain;
+	bool fin_failed;	/* with fin: that shutdown failed (ENOTCONN: it was over already) */
+	bool nothing_in;	/* with fin: TCP_INFO counted no segment ever received */
 };
 
 enum verdict_act {
@@ -68,6 +97,13 @@ enum verdict_act {
 	DO_KEEP,	/* the closer goes on waiting */
 	DO_HOLD,	/* at exit or exec: to the holder process, the program does not wait */
 	DO_RETRY,	/* WHO_CONNECT: wait for a deferred connection to end, connect again */
+	DO_LOOK,	/* read TCP_INFO (`before`), then decide again */
+	/*
+	 * send the program's FIN now with shutdown(SHUT_WR), read TCP_INFO
+	 * (`fin`), decide again, then close: who was first is read off the
+	 * state that FIN produced, not asked of sock_diag after the close
+	 */
+	DO_SHUT,
 };
 
 struct verdict {
@@ -77,6 +113,7 @@ struct verdict {
 	uint8_t mode;		/* the policy the record names */
 	bool record;		/* write the record now */
 	bool timeout;		/* defer_ms ran out */
+	uint8_t state;		/* the state the record names, when not the one observed (0) */
 };
 
 struct verdict decide(const struct observed *o);

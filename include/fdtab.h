@@ -168,6 +168,18 @@ extern _Atomic int rt_vforks;
 #endif
 
 /*
+ * clone() made a child that shares this process's fds (CLONE_FILES: a
+ * thread glibc may not know of). Set for good, by the clone wrapper.
+ */
+extern _Atomic bool rt_cloned;
+/*
+ * Children that got a copy of this process's fds without a fork handler
+ * (vfork, posix_spawn, system, popen, clone without CLONE_FILES): counted,
+ * as fork() counts in rt.forkgen, for rt_gen().
+ */
+extern _Atomic uint32_t rt_spawns;
+
+/*
  * Such a child runs in this memory with an fd table of its own: what it does
  * to its fds must leave the table alone. Its pid tells it apart (the fork
  * handlers keep rt.pid); the getpid() is paid only while one may exist.
@@ -176,6 +188,16 @@ static inline bool rt_foreign(void)
 {
 	return atomic_load_explicit(&rt_vforks, memory_order_relaxed) &&
 	       syscall(SYS_getpid) != rt.pid;
+}
+
+/*
+ * Changes whenever a child may have got copies of the fds open now: a fork
+ * (either side), or a spawn that no fork handler sees. A child that execs
+ * may keep any of them (its own copy need not be close-on-exec).
+ */
+static inline uint32_t rt_gen(void)
+{
+	return atomic_load(&rt.forkgen) + atomic_load(&rt_spawns);
 }
 
 /* the library's own fds, where the program cannot have them (or -errno) */

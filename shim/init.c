@@ -87,6 +87,10 @@ static void bind_all(void)
 	BIND(unshare, true);
 	BIND(setns, true);
 	BIND(clone, true);
+	BIND(posix_spawn, true);
+	BIND(posix_spawnp, true);
+	BIND(system, true);
+	BIND(popen, true);
 	BIND(close, true);
 }
 

@@ -6,6 +6,7 @@
 #ifndef TWSHIM_SHIM_H
 #define TWSHIM_SHIM_H
 
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -38,6 +39,12 @@ struct real {
 	int (*unshare)(int);
 	int (*setns)(int, int);
 	int (*clone)(int (*)(void *), void *, int, void *, ...);
+	int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			   const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			    const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*system)(const char *);
+	FILE *(*popen)(const char *, const char *);
 };
 
 extern struct real real;

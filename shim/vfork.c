@@ -43,6 +43,7 @@ __asm__(
 	".type vfork, @function\n"
 	"vfork:\n"
 	"	endbr64\n"
+	"	lock incl rt_spawns(%rip)\n"
 	"	lock incl rt_vforks(%rip)\n"
 	"	popq %rdi\n"
 	"	movl $" STR(__NR_vfork) ", %eax\n"
@@ -64,7 +65,9 @@ __asm__(
  * caller waits until the child exec'd or exited, and the count comes down;
  * without, the child may run as long as it likes, and the count stays up
  * for the rest of the process. A child that shares the fds too
- * (CLONE_FILES) is one of this process's holders: not counted.
+ * (CLONE_FILES) is one of this process's holders: not counted, and the
+ * process is one where another may act on its sockets (rt_cloned). Any
+ * other child has a copy of the fds: a spawn (rt_spawns).
  */
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
@@ -80,6 +83,10 @@ SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (counted)
 		atomic_fetch_add(&rt_vforks, 1);
+	if (flags & CLONE_FILES)
+		atomic_store(&rt_cloned, true);
+	else
+		atomic_fetch_add(&rt_spawns, 1);
 	r = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
 	saved = errno;
 	if (counted && ((flags & CLONE_VFORK) || r < 0))

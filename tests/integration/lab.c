@@ -1234,3 +1234,40 @@ size_t lab_shim_lines(const char *text)
 		n += !strncmp(l, "twshim[", 7);
 	return n;
 }
+
+/* Connection pairs inside one process: each close is an active or a passive one. */
+static const char pairs_py[] =
+"import socket, subprocess, sys, time\n"
+"mode, n = sys.argv[1], int(sys.argv[2])\n"
+"l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(64)\n"
+"for i in range(n if mode != 'defer' else 0):\n"
+"    c = socket.create_connection(l.getsockname())\n"
+"    s, _ = l.accept()\n"
+"    c.sendall(b'q'); s.recv(1); s.sendall(b'a'); c.recv(1)\n"
+"    if mode == 'vfork':\n"
+"        # the child (vfork) closes every fd but 0-2 before its exec\n"
+"        subprocess.run(['/bin/true'], check=True)\n"
+"    first, last = (c, s) if mode == 'client' else (s, c)\n"
+"    first.close()\n"
+"    while last.recv(1): pass\n"
+"    last.close()\n"
+"if mode == 'defer':\n"
+"    # every server end closed (deferred until defer_ms), then each client end at its EOF\n"
+"    pairs = []\n"
+"    for i in range(n):\n"
+"        c = socket.create_connection(l.getsockname())\n"
+"        s, _ = l.accept()\n"
+"        pairs.append((c, s))\n"
+"    for c, s in pairs: s.close()\n"
+"    for c, s in pairs:\n"
+"        while c.recv(1): pass\n"
+"        c.close()\n"
+"print('done', flush=True)\n";
+
+const char *lab_pairs_script(void)
+{
+	const char *p = lab_path("pairs.py");
+
+	lab_write_file(p, pairs_py);
+	return p;
+}

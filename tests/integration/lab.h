@@ -310,6 +310,17 @@ json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, in
 /* Sleeps ms milliseconds. */
 void lab_sleep_ms(int ms);
 
+/*
+ * A Python script (lab_path("pairs.py")) that makes connection pairs inside
+ * one process: `python3 SCRIPT plain|client|vfork|defer N`. plain: N pairs,
+ * each server end closed first, then the client end at its EOF; client: the
+ * client end first (its TIME_WAIT ports stay out of new connects); vfork: the same
+ * as plain
+ * with a subprocess run before each close; defer: N pairs opened, every
+ * server end closed, then each client end at its EOF. Prints "done".
+ */
+const char *lab_pairs_script(void);
+
 /* The lines of text that hold word. */
 size_t lab_lines_with(const char *text, const char *word);
 /* The lines of text that start with "twshim[" (the library's own lines). */

@@ -13,34 +13,6 @@
 #define RUN_MS	30000
 #define PAIRS	40
 
-/* Connection pairs inside one process: each close is an active or a passive one. */
-static const char py_script[] =
-"import socket, subprocess, sys, time\n"
-"mode, n = sys.argv[1], int(sys.argv[2])\n"
-"l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(64)\n"
-"for i in range(n if mode != 'defer' else 0):\n"
-"    c = socket.create_connection(l.getsockname())\n"
-"    s, _ = l.accept()\n"
-"    c.sendall(b'q'); s.recv(1); s.sendall(b'a'); c.recv(1)\n"
-"    if mode == 'vfork':\n"
-"        # the child (vfork) closes every fd but 0-2 before its exec\n"
-"        subprocess.run(['/bin/true'], check=True)\n"
-"    s.close()\n"
-"    while c.recv(1): pass\n"
-"    c.close()\n"
-"if mode == 'defer':\n"
-"    # every server end closed (deferred until defer_ms), then each client end at its EOF\n"
-"    pairs = []\n"
-"    for i in range(n):\n"
-"        c = socket.create_connection(l.getsockname())\n"
-"        s, _ = l.accept()\n"
-"        pairs.append((c, s))\n"
-"    for c, s in pairs: s.close()\n"
-"    for c, s in pairs:\n"
-"        while c.recv(1): pass\n"
-"        c.close()\n"
-"print('done', flush=True)\n";
-
 static const char *need(const char *path)
 {
 	if (access(path, X_OK) != 0)
@@ -69,14 +41,6 @@ static void traced_pairs(const char **py, const char **st, const char **log, con
 	*trace = lab_path("strace.out");
 }
 
-static const char *script(void)
-{
-	const char *p = lab_path("pairs.py");
-
-	lab_write_file(p, py_script);
-	return p;
-}
-
 /* lines of an strace -o file that call name ("getpid(", "epoll_wait(") */
 static long calls(const char *path, const char *name)
 {
@@ -103,7 +67,7 @@ Test(cost, no_getpid_per_close, .timeout = 90)
 
 	traced_pairs(&py, &st, &log, &trace);
 	p = lab_run("pairs", lab_traced(log, "close=normal"), RUN_MS, st, "-f", "-e",
-		    "trace=getpid", "-o", trace, py, script(), "plain", lab_fmt("%d", PAIRS),
+		    "trace=getpid", "-o", trace, py, lab_pairs_script(), "plain", lab_fmt("%d", PAIRS),
 		    NULL);
 	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
 	lab_records_expect(log, 2 * PAIRS, "via=close");
@@ -124,7 +88,7 @@ Test(cost, vfork_child_closing_connections_leaves_them_to_the_parent, .timeout =
 	lab_enter(200);
 	py = need("/usr/bin/python3");
 	log = lab_path("pairs.jsonl");
-	p = lab_run("pairs", lab_traced(log, "close=normal"), RUN_MS, py, script(), "vfork", "5",
+	p = lab_run("pairs", lab_traced(log, "close=normal"), RUN_MS, py, lab_pairs_script(), "vfork", "5",
 		    NULL);
 	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
 	recs = lab_records_expect(log, 10, "via=close");
@@ -148,7 +112,7 @@ Test(cost, closer_wakes_for_fins_not_for_each_handover, .timeout = 90)
 
 	traced_pairs(&py, &st, &log, &trace);
 	p = lab_run("pairs", lab_traced(log, "close=defer,defer_ms=500"), RUN_MS,
-		    st, "-f", "-e", "trace=epoll_wait", "-o", trace, py, script(), "defer",
+		    st, "-f", "-e", "trace=epoll_wait", "-o", trace, py, lab_pairs_script(), "defer",
 		    lab_fmt("%d", PAIRS), NULL);
 	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
 	recs = lab_records_expect(log, 2 * PAIRS, NULL);
@@ -158,4 +122,85 @@ Test(cost, closer_wakes_for_fins_not_for_each_handover, .timeout = 90)
 	waits = calls(trace, "epoll_wait(");
 	cr_assert_lt(waits, PAIRS / 2, "the closer woke %ld times for %d connections", waits,
 		     PAIRS);
+}
+
+/* A tw-server on a fresh port of a fresh lab, writing its records to slog. */
+static struct lab_proc *tw_server(const char *slog, const char *addr, int n, const char *close_mode,
+				  const char *delay_ms)
+{
+	return lab_start_server("server", lab_traced(slog, NULL), lab_example("tw-server"), "-l",
+				addr, "-n", lab_fmt("%d", n), "--close", close_mode,
+				"--close-delay", delay_ms, NULL);
+}
+
+/*
+ * A single-threaded program whose end closes first: its FIN goes by the
+ * library's shutdown just before the close, and the state it leaves says
+ * who was first. Not one question to sock_diag (strace would show each as a
+ * sendto of SOCK_DIAG_BY_FAMILY), and the records still equal the TIME_WAIT
+ * sockets the kernel holds. (Both ends in one process: the peer's FIN
+ * cannot come between the shutdown and the state read after it, which
+ * would need the question.)
+ */
+Test(cost, single_threaded_active_close_asks_sock_diag_nothing, .timeout = 90)
+{
+	const char *py, *st, *log, *trace;
+	struct lab_proc *p;
+	json_t *recs;
+
+	traced_pairs(&py, &st, &log, &trace);
+	p = lab_run("pairs", lab_traced(log, "close=normal"), RUN_MS, st, "-f", "--seccomp-bpf",
+		    "-e", "trace=sendto,shutdown", "-o", trace, py, lab_pairs_script(), "client",
+		    lab_fmt("%d", PAIRS), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	recs = lab_records_expect(log, 2 * PAIRS, "via=close");
+	/* the counters as TCP_INFO had them at the close: the peer's FIN is not one */
+	lab_rec_assert_count(recs, "role=client,state=ESTABLISHED,end=active,tw=local,"
+			     "bytes_acked=2,bytes_received=1", PAIRS);
+	lab_rec_assert_count(recs, "role=server,state=CLOSE_WAIT,end=passive,tw=peer,"
+			     "bytes_acked=1,bytes_received=2", PAIRS);
+	json_decref(recs);
+	{
+		long tw = lab_tw_total();
+
+		cr_assert_eq(tw, PAIRS, "TIME_WAIT sockets, as the kernel counts them: %ld", tw);
+	}
+	cr_assert_eq(calls(trace, "SOCK_DIAG_BY_FAMILY"), 0, "questions to sock_diag");
+	cr_assert_eq(calls(trace, "shutdown("), PAIRS, "the library's shutdown calls");
+}
+
+/*
+ * The peer's FIN arrives between the library's peek and its shutdown (strace
+ * holds each shutdown back 300 ms; the server closes 50 ms after its
+ * reply): the client's FIN meets CLOSE_WAIT, and the end is passive, with
+ * the TIME_WAIT on the server's side, as the kernel counts it.
+ */
+Test(cost, fin_crossing_the_shutdown_is_recorded_passive, .timeout = 90)
+{
+	const char *st, *log, *slog, *trace, *addr;
+	struct lab_proc *s, *c;
+	const int n = 5;
+	int port;
+
+	need_no_sanitizer();
+	lab_enter(1000);
+	st = need("/usr/bin/strace");
+	log = lab_path("client.jsonl");
+	slog = lab_path("server.jsonl");
+	trace = lab_path("strace.out");
+	port = lab_port();
+	addr = lab_addr4(port);
+	s = tw_server(slog, addr, n, "first", "50");
+	c = lab_run("client", lab_traced(log, NULL), RUN_MS, st, "-f", "-e", "trace=shutdown",
+		    "-e", "inject=shutdown:delay_enter=300000", "-o", trace,
+		    lab_example("tw-client"), "-n", lab_fmt("%d", n), "--close", "first", addr,
+		    NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
+	lab_assert_ok(c, n);
+	cr_assert_neq(lab_wait(s, 10000), -1, "server did not finish");
+	cr_assert_eq(calls(trace, "shutdown("), n, "shutdown calls");
+	json_decref(lab_records_expect(log, n, "role=client,state=CLOSE_WAIT,end=passive,tw=peer,"
+					"bytes_received=65"));
+	json_decref(lab_records_expect(slog, n, "role=server,end=active,tw=local"));
+	lab_assert_tw(port, 0, n);
 }

@@ -273,3 +273,51 @@ Test(stats, planted_link_and_stale_file_are_left_alone, .timeout = 60)
 	stats_sum(dir, &s);
 	cr_expect_eq(s.total, 5);
 }
+
+/*
+ * Counters alone (stats, no log) need no local address: both ends of each
+ * connection (in one single-threaded program) are counted exactly, and
+ * strace counts as many getsockname() calls as without the library (the
+ * program's own; the library read one at every connect and accept before).
+ */
+Test(stats, counters_alone_read_no_local_address, .timeout = 60)
+{
+	const char *dir, *trace, *bare_trace, *py, *pairs;
+	struct lab_opts *o = calloc(1, sizeof(*o)), *bare = calloc(1, sizeof(*bare));
+	struct lab_proc *p;
+	const int n = 40;
+	struct sums s;
+	size_t want;
+
+	if (getenv("TWSHIM_TEST_PRELOAD") && *getenv("TWSHIM_TEST_PRELOAD"))
+		cr_skip_test("a sanitizer runtime makes system calls of its own");
+	if (access("/usr/bin/strace", X_OK) != 0)
+		cr_skip_test("/usr/bin/strace is not installed");
+	py = "/usr/bin/python3";
+	if (access(py, X_OK) != 0)
+		cr_skip_test("%s is not installed", py);
+	lab_enter(200);
+	pairs = lab_pairs_script();
+	dir = lab_path("stats");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	trace = lab_path("strace.out");
+	bare_trace = lab_path("strace-bare.out");
+	p = lab_run("bare", bare, 60000, "/usr/bin/strace", "-f", "--seccomp-bpf", "-e",
+		    "trace=getsockname", "-o", bare_trace, py, pairs, "plain", lab_fmt("%d", n),
+		    NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	want = lab_lines_with(lab_read_file(bare_trace), "getsockname(");
+	lab_settle(5000);
+	o->preload = true;
+	o->options = lab_fmt("stats=%s", dir);
+	p = lab_run("pairs", o, 60000, "/usr/bin/strace", "-f", "--seccomp-bpf", "-e",
+		    "trace=getsockname", "-o", trace, py, pairs, "plain", lab_fmt("%d", n), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	stats_sum(dir, &s);
+	cr_expect_eq(s.conns[TW_ROLE_SERVER][TW_CLOSE_NORMAL][TW_END_ACTIVE], (unsigned)n);
+	cr_expect_eq(s.conns[TW_ROLE_CLIENT][TW_CLOSE_NORMAL][TW_END_PASSIVE], (unsigned)n);
+	cr_expect_eq(s.total, 2u * n);
+	cr_assert_eq(lab_lines_with(lab_read_file(trace), "getsockname("), want,
+		     "getsockname() calls, %zu without the library: %s", want,
+		     lab_read_file(trace));
+}

@@ -25,14 +25,27 @@ struct row {
 };
 
 /* a verdict that records the end now */
-#define REC(act, end, why, mode)	{ act, end, why, mode, true, false }
+#define REC(act, end, why, mode)	{ act, end, why, mode, true, false, 0 }
+/* the same, the record naming a state other than the one observed */
+#define REC_AS(act, end, mode, st)	{ act, end, WHY_NONE, mode, true, false, st }
 /* a verdict that records nothing now */
-#define NOREC(act, why, mode)		{ act, 0, why, mode, false, false }
+#define NOREC(act, why, mode)		{ act, 0, why, mode, false, false, 0 }
 /* a verdict at the closer's last deadline */
-#define LATE(act, end, why, mode)	{ act, end, why, mode, true, true }
+#define LATE(act, end, why, mode)	{ act, end, why, mode, true, true, 0 }
 /* after the close: only the end and whether to record count */
-#define AFTER(end)			{ DO_NOTHING, end, WHY_NONE, N, true, false }
-#define SILENT				{ DO_NOTHING, 0, WHY_NONE, N, false, false }
+#define AFTER(end)			{ DO_NOTHING, end, WHY_NONE, N, true, false, 0 }
+/* the same, the peer's FIN having crossed ours: the record says CLOSE_WAIT */
+#define AFTER_CROSSED			{ DO_NOTHING, TW_END_PASSIVE, WHY_NONE, N, true, false, CW }
+#define SILENT				{ DO_NOTHING, 0, WHY_NONE, N, false, false, 0 }
+
+/*
+ * The program's close in a process where nothing else can touch the socket
+ * between two calls: one thread, a plain close(), nobody else holding it, a
+ * connection known to be up, its end counted. Rows below change one thing.
+ */
+#pragma GCC diagnostic ignored "-Woverride-init"	/* a row overrides what LEAN set */
+#define LEAN	.who = WHO_CLOSE, .mode = N, .before = OBS_UNSEEN, .kept = KEPT_COUNT, \
+		.up = true, .single = true, .plain = true
 
 static const struct row rows[] = {
 	/* the program's close, before it happens */
@@ -140,9 +153,9 @@ static const struct row rows[] = {
 					.after_state = TW_TIME_WAIT }, AFTER(TW_END_ACTIVE) },
 	{ "after: LAST_ACK, the peer's FIN crossed ours",
 	  { .who = WHO_CLOSE, .before = EST, .after = AFTER_ORPHAN, .after_state = TW_LAST_ACK },
-	  AFTER(TW_END_PASSIVE) },
+	  AFTER_CROSSED },
 	{ "after: gone, the crossing FINs done already",
-	  { .who = WHO_CLOSE, .before = EST, .after = AFTER_GONE }, AFTER(TW_END_PASSIVE) },
+	  { .who = WHO_CLOSE, .before = EST, .after = AFTER_GONE }, AFTER_CROSSED },
 	{ "after: gone, it was over before (CLOSE): reset",
 	  { .who = WHO_CLOSE, .before = TW_CLOSE, .after = AFTER_GONE }, AFTER(TW_END_RESET) },
 	{ "after: over before (CLOSE), its 4-tuple held by a new connection: reset",
@@ -160,6 +173,78 @@ static const struct row rows[] = {
 	{ "after: the program's reset, shared, released",
 	  { .who = WHO_CLOSE, .before = EST, .linger0 = true, .shared = true,
 	    .after = AFTER_GONE }, AFTER(TW_END_ABORT) },
+
+	/* before TCP_INFO: the peek and what is known of the connection */
+	{ "one thread, plain close, up, nothing unread: the FIN by shutdown first",
+	  { LEAN }, NOREC(DO_SHUT, WHY_NONE, N) },
+	{ "the same, logged: by shutdown first too",
+	  { LEAN, .kept = KEPT_LINE }, NOREC(DO_SHUT, WHY_NONE, N) },
+	{ "the same, several threads: TCP_INFO first, then a question after the close",
+	  { LEAN, .single = false }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, by fclose (it flushes first): look",
+	  { LEAN, .plain = false }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, another process may hold it: look",
+	  { LEAN, .shared = true }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, a connect that may still be under way: by shutdown too",
+	  { LEAN, .up = false }, NOREC(DO_SHUT, WHY_NONE, N) },
+	{ "the same, the program's SO_LINGER {1,0}: look (its reset)",
+	  { LEAN, .linger0 = true }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, the program shut down already: look",
+	  { LEAN, .shut_wr = true, .at_shutdown = EST }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, data unread: look (the kernel's reset)",
+	  { LEAN, .unread = UNREAD_DATA }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same under defer: look (SYN_SENT, learned peers, the closer)",
+	  { LEAN, .mode = D }, NOREC(DO_LOOK, WHY_NONE, D) },
+	{ "nothing keeps its end under normal: the kernel's close, unseen",
+	  { LEAN, .kept = KEPT_NONE, .single = false }, NOREC(DO_CLOSE, WHY_NONE, N) },
+	{ "nothing keeps its end under defer: look (the policy needs the state)",
+	  { LEAN, .kept = KEPT_NONE, .mode = D }, NOREC(DO_LOOK, WHY_NONE, D) },
+	{ "counted only, the end of the stream: the peer's FIN, passive, no TCP_INFO",
+	  { LEAN, .unread = UNREAD_EOF, .single = false },
+	  REC_AS(DO_CLOSE, TW_END_PASSIVE, N, CW) },
+	{ "logged, the end of the stream: look (the line needs the state and counts)",
+	  { LEAN, .unread = UNREAD_EOF, .kept = KEPT_LINE }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "counted only, the end of the stream, a connect maybe failed: look",
+	  { LEAN, .unread = UNREAD_EOF, .up = false }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "TCP_INFO read ESTABLISHED (several threads before): shutdown first",
+	  { LEAN, .before = EST }, NOREC(DO_SHUT, WHY_NONE, N) },
+	{ "TCP_INFO read SYN_SENT: given up, reset",
+	  { LEAN, .before = TW_SYN_SENT }, REC(DO_CLOSE, TW_END_RESET, WHY_NONE, N) },
+	{ "defer without a closer, one thread: the normal close by shutdown, why no_closer",
+	  { LEAN, .before = EST, .mode = D, .closer_why = WHY_NO_CLOSER },
+	  NOREC(DO_SHUT, WHY_NO_CLOSER, N) },
+	{ "at exit, one thread: nothing shut down, the kernel's close sends the FIN",
+	  { LEAN, .who = WHO_EXIT, .before = EST }, REC(DO_CLOSE, TW_END_ACTIVE, WHY_NONE, N) },
+
+	/* after the library's shutdown sent the program's FIN */
+	{ "fin: FIN_WAIT1, this side first", { LEAN, .fin = TW_FIN_WAIT1 },
+	  REC_AS(DO_CLOSE, TW_END_ACTIVE, N, EST) },
+	{ "fin: FIN_WAIT2, acknowledged already", { LEAN, .fin = TW_FIN_WAIT2 },
+	  REC_AS(DO_CLOSE, TW_END_ACTIVE, N, EST) },
+	{ "fin: CLOSING, the peer's FIN crossed it: both hold TIME_WAIT",
+	  { LEAN, .fin = TW_CLOSING }, REC_AS(DO_CLOSE, TW_END_ACTIVE, N, EST) },
+	{ "fin: LAST_ACK, the peer's FIN was in first: passive",
+	  { LEAN, .fin = TW_LAST_ACK }, REC_AS(DO_CLOSE, TW_END_PASSIVE, N, CW) },
+	{ "fin: CLOSE, nothing ever received: a connect given up, reset",
+	  { LEAN, .fin = TW_CLOSE, .nothing_in = true },
+	  REC_AS(DO_CLOSE, TW_END_RESET, N, TW_SYN_SENT) },
+	{ "fin: CLOSE, both FINs done in the instant: close, then ask",
+	  { LEAN, .fin = TW_CLOSE }, { DO_CLOSE_ASK, 0, WHY_NONE, N, false, false, EST } },
+	{ "fin: no state read: close, then ask",
+	  { LEAN, .fin = OBS_UNSEEN }, { DO_CLOSE_ASK, 0, WHY_NONE, N, false, false, EST } },
+	{ "fin: the shutdown failed, over already: close, then ask, as CLOSE",
+	  { LEAN, .fin_failed = true },
+	  { DO_CLOSE_ASK, 0, WHY_NONE, N, false, false, TW_CLOSE } },
+	{ "fin: why no_closer kept", { LEAN, .before = EST, .mode = D,
+				       .closer_why = WHY_NO_CLOSER, .fin = TW_FIN_WAIT2 },
+	  { DO_CLOSE, TW_END_ACTIVE, WHY_NO_CLOSER, N, true, false, EST } },
+	{ "fin CLOSE, asked after: its TIME_WAIT, this side first",
+	  { LEAN, .fin = TW_CLOSE, .after = AFTER_ORPHAN, .after_state = TW_TIME_WAIT },
+	  AFTER(TW_END_ACTIVE) },
+	{ "fin CLOSE, asked after: gone, the peer's FIN first (LAST_ACK, acknowledged)",
+	  { LEAN, .fin = TW_CLOSE, .after = AFTER_GONE }, AFTER_CROSSED },
+	{ "fin failed, asked after: gone, reset",
+	  { LEAN, .fin_failed = true, .after = AFTER_GONE }, AFTER(TW_END_RESET) },
 
 	/* the closer */
 	{ "closer: the peer's FIN", { .who = WHO_EVENT, .mode = D, .unread = UNREAD_EOF },
@@ -261,6 +346,8 @@ Test(decide, every_row_of_the_table)
 					     r->name, v.mode, r->want.mode);
 			cr_expect_eq(v.timeout, r->want.timeout, "%s: timeout", r->name);
 		}
+		cr_expect_eq(v.state, r->want.state, "%s: state %d, want %d", r->name, v.state,
+			     r->want.state);
 	}
 }
 
