@@ -193,10 +193,9 @@ static bool fin_by_shutdown(const struct observed *o)
  * the end of the stream not reached: ESTABLISHED, or a connect still under
  * way (SYN_SENT), which the shutdown gives up without a packet as the
  * close would; under `normal` the FIN may go by shutdown, and the state
- * after it tells the two apart. The end of the stream on a connection
- * known to have come up, only counted: the peer's FIN (CLOSE_WAIT),
- * passive (a connect that failed shows the end of the stream too).
- * Otherwise: look.
+ * after it tells the two apart. Otherwise: look. The end of the stream is
+ * looked at even when only counted: a reset the program has read already
+ * shows it too, as does a connect that failed.
  */
 static struct verdict first_look(const struct observed *o)
 {
@@ -206,12 +205,6 @@ static struct verdict first_look(const struct observed *o)
 		return v_of(DO_CLOSE, 0, WHY_NONE, o->mode, false);
 	if (o->mode == TW_CLOSE_NORMAL && fin_by_shutdown(o))
 		return v_of(DO_SHUT, 0, WHY_NONE, o->mode, false);
-	if (!o->up || o->shut_wr || o->linger0 || o->shared)
-		return v;
-	if (o->unread == UNREAD_EOF && o->kept == KEPT_COUNT) {
-		v = v_of(DO_CLOSE, TW_END_PASSIVE, WHY_NONE, o->mode, true);
-		v.state = TW_CLOSE_WAIT;
-	}
 	return v;
 }
 

@@ -321,3 +321,33 @@ Test(stats, counters_alone_read_no_local_address, .timeout = 60)
 		     "getsockname() calls, %zu without the library: %s", want,
 		     lab_read_file(trace));
 }
+
+/*
+ * Counters alone: a client that read its peer's reset (ECONNRESET) before
+ * it closed counts `reset`, as its record would say. Its peek finds the end
+ * of the stream, as after a FIN: only the state tells the two apart.
+ */
+Test(stats, counters_alone_tell_a_reset_read_from_the_peers_fin, .timeout = 60)
+{
+	struct lab_opts *o = calloc(1, sizeof(*o));
+	const char *dir;
+	struct lab_proc *p;
+	struct sums s;
+
+	lab_enter(100);
+	dir = lab_path("stats");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	o->preload = true;
+	o->options = lab_fmt("stats=%s", dir);
+	p = lab_run("reset", o, 30000, lab_test_program("tw-scenario", 30000), "--netns",
+		    "peer_reset", NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	cr_assert(strstr(lab_stdout(p), "recv after peer reset"), "%s", lab_stdout(p));
+	stats_sum(dir, &s);
+	cr_expect_eq(s.conns[TW_ROLE_CLIENT][TW_CLOSE_NORMAL][TW_END_RESET], 1u,
+		     "the client's reset: %llu",
+		     s.conns[TW_ROLE_CLIENT][TW_CLOSE_NORMAL][TW_END_RESET]);
+	cr_expect_eq(s.conns[TW_ROLE_CLIENT][TW_CLOSE_NORMAL][TW_END_PASSIVE], 0u);
+	/* the peer runs without the library */
+	cr_expect_eq(s.total, 1u);
+}

@@ -41,11 +41,11 @@ struct row {
 /*
  * The program's close in a process where nothing else can touch the socket
  * between two calls: one thread, a plain close(), nobody else holding it, a
- * connection known to be up, its end counted. Rows below change one thing.
+ * connection, its end counted. Rows below change one thing.
  */
 #pragma GCC diagnostic ignored "-Woverride-init"	/* a row overrides what LEAN set */
 #define LEAN	.who = WHO_CLOSE, .mode = N, .before = OBS_UNSEEN, .kept = KEPT_COUNT, \
-		.up = true, .single = true, .plain = true
+		.single = true, .plain = true
 
 static const struct row rows[] = {
 	/* the program's close, before it happens */
@@ -185,8 +185,6 @@ static const struct row rows[] = {
 	  { LEAN, .plain = false }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "the same, another process may hold it: look",
 	  { LEAN, .shared = true }, NOREC(DO_LOOK, WHY_NONE, N) },
-	{ "the same, a connect that may still be under way: by shutdown too",
-	  { LEAN, .up = false }, NOREC(DO_SHUT, WHY_NONE, N) },
 	{ "the same, the program's SO_LINGER {1,0}: look (its reset)",
 	  { LEAN, .linger0 = true }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "the same, the program shut down already: look",
@@ -199,13 +197,10 @@ static const struct row rows[] = {
 	  { LEAN, .kept = KEPT_NONE, .single = false }, NOREC(DO_CLOSE, WHY_NONE, N) },
 	{ "nothing keeps its end under defer: look (the policy needs the state)",
 	  { LEAN, .kept = KEPT_NONE, .mode = D }, NOREC(DO_LOOK, WHY_NONE, D) },
-	{ "counted only, the end of the stream: the peer's FIN, passive, no TCP_INFO",
-	  { LEAN, .unread = UNREAD_EOF, .single = false },
-	  REC_AS(DO_CLOSE, TW_END_PASSIVE, N, CW) },
+	{ "counted only, the end of the stream: look (a reset already read shows it too)",
+	  { LEAN, .unread = UNREAD_EOF, .single = false }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "logged, the end of the stream: look (the line needs the state and counts)",
 	  { LEAN, .unread = UNREAD_EOF, .kept = KEPT_LINE }, NOREC(DO_LOOK, WHY_NONE, N) },
-	{ "counted only, the end of the stream, a connect maybe failed: look",
-	  { LEAN, .unread = UNREAD_EOF, .up = false }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "TCP_INFO read ESTABLISHED (several threads before): shutdown first",
 	  { LEAN, .before = EST }, NOREC(DO_SHUT, WHY_NONE, N) },
 	{ "TCP_INFO read SYN_SENT: given up, reset",
