@@ -81,7 +81,8 @@ static struct {
 	_Atomic uint32_t nap;		/* futex word of the nap: bumped to end it */
 	_Atomic unsigned count;		/* deferred now, handed over ones included */
 	uint32_t gone_gen;		/* bumped when a connection leaves the heap */
-	uint32_t reap_skip, reap_backoff;	/* closes that skip reap(), and how many next */
+	_Atomic uint32_t reap_skip;	/* closes that skip reap() */
+	uint32_t reap_backoff;		/* how many the next one that finds nothing skips */
 	uint32_t *heap;			/* slot indexes ordered by deadline */
 	uint32_t heap_n, heap_cap;
 } cl = {
@@ -476,25 +477,38 @@ static int ready(struct epoll_event *ev, int max, int tmo)
  * (reap_some()), only on such events, never at a deadline, which may need
  * a question to sock_diag. One that found nothing ready makes the next
  * closes skip it, up to REAP_SKIP_MAX (a program that closes faster than
- * its peers answer). A close in a signal handler may have interrupted this
- * very thread in here: the lock is only tried. Keeps errno.
+ * its peers answer). Signals are blocked while the program's thread holds
+ * the closer's lock: a handler that exits, execs or forks takes that lock
+ * (closer_take_all(), closer_fork_prepare()) and would wait for ever on
+ * its own thread. A close in a handler that interrupted this thread out
+ * of that window only tries the lock. Keeps errno.
  */
 static void reap(void)
 {
 	int saved = errno;
+	uint32_t skip = atomic_load(&cl.reap_skip);
+	sigset_t all, old;
 
-	if (!atomic_load(&cl.napping) || pthread_mutex_trylock(&cl.lock))
+	if (!atomic_load(&cl.napping))
 		return;
-	if (cl.reap_skip) {
-		cl.reap_skip--;
-	} else if (reap_some()) {
-		cl.reap_backoff = 0;
-	} else {
-		cl.reap_backoff = cl.reap_backoff * 2 + 1 < REAP_SKIP_MAX ?
-				  cl.reap_backoff * 2 + 1 : REAP_SKIP_MAX;
-		cl.reap_skip = cl.reap_backoff;
+	if (skip) {
+		/* a lost decrement only skips one close fewer */
+		atomic_compare_exchange_strong(&cl.reap_skip, &skip, skip - 1);
+		return;
 	}
-	pthread_mutex_unlock(&cl.lock);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (pthread_mutex_trylock(&cl.lock) == 0) {
+		if (reap_some()) {
+			cl.reap_backoff = 0;
+		} else {
+			cl.reap_backoff = cl.reap_backoff * 2 + 1 < REAP_SKIP_MAX ?
+					  cl.reap_backoff * 2 + 1 : REAP_SKIP_MAX;
+			atomic_store(&cl.reap_skip, cl.reap_backoff);
+		}
+		pthread_mutex_unlock(&cl.lock);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = saved;
 }
 

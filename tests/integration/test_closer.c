@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,4 +171,45 @@ Test(closer, close_in_a_signal_handler_while_closes_settle, .timeout = 120)
 	lab_rec_assert_count(recs, "role=client,policy=normal", (size_t)n);
 	cr_assert_eq(lab_tcp_count(OPEN_STATES), 0, "connections still open");
 	json_decref(recs);
+}
+
+/*
+ * A signal handler that ends the process (_exit) arrives while the program's
+ * close settles deferred connections under the closer's lock: the signal
+ * waits until the lock is let go, and the process ends. A preloaded helper
+ * (tests/programs/lib/tw-signal-in-ppoll.c) raises the signal inside that
+ * very section; before, the handler's _exit waited for ever on the lock its
+ * own thread held.
+ */
+Test(closer, exit_in_a_handler_that_interrupts_a_settling_close, .timeout = 120)
+{
+	const char *src = lab_source_dir(), *shim, *conf, *lib, *first;
+	const char *env[2] = { NULL, NULL };
+	struct lab_opts *o = calloc(1, sizeof(*o));
+	char real[PATH_MAX];
+	struct lab_proc *p;
+
+	if (!src)
+		cr_skip_test("no source tree here to build tests/programs/lib/tw-signal-in-ppoll.c");
+	lab_enter(2 * 5000);
+	shim = lab_path("tw-signal-in-ppoll.so");
+	p = lab_run("cc-lib", NULL, RUN_MS, "/bin/sh", "-c",
+		    lab_fmt("exec ${CC:-cc} -shared -fPIC -O2 -o '%s' "
+			    "'%s/tests/programs/lib/tw-signal-in-ppoll.c' -ldl", shim, src), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "building tw-signal-in-ppoll.so: %s", lab_stderr(p));
+	conf = lab_path("server-defers.conf");
+	lab_write_file(conf, "defer_ms = 30000;\n"
+			     "rules = ( { role = \"server\"; close = \"defer\"; } );\n");
+	lib = lab_build_path("libtwshim.so");
+	cr_assert(realpath(lib, real), "%s", lib);
+	first = getenv("TWSHIM_TEST_PRELOAD");
+	env[0] = first && *first ? lab_fmt("LD_PRELOAD=%s:%s:%s", first, real, shim)
+				 : lab_fmt("LD_PRELOAD=%s:%s", real, shim);
+	o->config = conf;
+	o->env = env;
+	p = lab_run("self", o, 60000, lab_test_program("tw-stress", 60000), "handler-exit",
+		    "-n", "5000", lab_addr4(lab_port()), NULL);
+	cr_assert_eq(lab_exit_code(p), 0,
+		     "the handler's _exit did not end the program (exit %d; 3: no signal came): "
+		     "%s%s", lab_exit_code(p), lab_stdout(p), lab_stderr(p));
 }

@@ -27,6 +27,10 @@
  *                     it a signal every --signal-us whose handler closes a
  *                     server end left for it (a close in a signal handler,
  *                     which may interrupt a close of the main thread)
+ *   handler-exit ADDR connects to itself and closes both ends, the server's
+ *                     first, until a SIGUSR1 arrives, whose handler ends the
+ *                     process with _exit(0) (exit status 3 if none came):
+ *                     a handler that ends the process from inside a close
  *   cancel ADDR       makes connections and has each closed by a thread with
  *                     a cancel pending: close() is a cancellation point, so
  *                     the thread ends there and the fd stays open (as libc
@@ -103,8 +107,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 "Usage: " PROG " MODE [OPTIONS] ADDR:PORT\n"
-"Modes: fork-race, fork-hold, signals, handler-close, sweep, spawn, cancel (see the\n"
-"source).\n"
+"Modes: fork-race, fork-hold, signals, handler-close, handler-exit, sweep, spawn,\n"
+"cancel (see the source).\n"
 "  --threads N        client threads (default 1)\n"
 "  --acceptors N      signals: accepting threads (default 2)\n"
 "  -n N               connections per client thread (default 1)\n"
@@ -655,6 +659,31 @@ static int mode_handler_close(void)
 	return 0;
 }
 
+/* -- handler-exit --------------------------------------------------------- */
+
+static void on_signal_exit(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
+static int mode_handler_exit(void)
+{
+	if (signals_and_listener(on_signal_exit, SA_RESTART) < 0)
+		return 1;
+	for (long i = 0; i < o.count; i++) {
+		int c, s, err = self_pair(&c, &s);
+
+		count_result(err);
+		if (err)
+			continue;
+		close_checked(s);	/* deferred: the peer's FIN follows at once */
+		close_checked(c);
+	}
+	close_checked(listen_fd);
+	return 3;
+}
+
 /* -- sweep ---------------------------------------------------------------- */
 
 /* the fd whose /proc/self/fd link names path, or -1 */
@@ -935,6 +964,8 @@ int main(int argc, char **argv)
 		rc = mode_signals();
 	else if (!strcmp(o.mode, "handler-close"))
 		rc = mode_handler_close();
+	else if (!strcmp(o.mode, "handler-exit"))
+		rc = mode_handler_exit();
 	else if (!strcmp(o.mode, "sweep"))
 		rc = mode_sweep();
 	else if (!strcmp(o.mode, "spawn"))
