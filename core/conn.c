@@ -350,7 +350,7 @@ static void link_dups(struct tw_conn *c, int fd)
  * conn_open() holds for it.
  */
 static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
-		       socklen_t len)
+		       socklen_t len, bool up)
 {
 	struct tw_conn *c;
 	uint32_t now = fdtab_get(fd);
@@ -394,6 +394,8 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 		conn_free(c);
 		return;
 	}
+	/* connect() returned 0, or accept(): a peek that finds nothing means ESTABLISHED */
+	c->state = up ? TW_ESTABLISHED : 0;
 	if (c->pol.close != TW_CLOSE_NORMAL && !closer_running())
 		closer_start();
 	if (c->pol.close == TW_CLOSE_DEFER && c->pol.learn)
@@ -405,10 +407,10 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 }
 
 void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
-	       socklen_t len)
+	       socklen_t len, bool up)
 {
 	table_enter();
-	conn_begin(fd, mark, role, remote, len);
+	conn_begin(fd, mark, role, remote, len, up);
 	table_leave();
 }
 
@@ -867,6 +869,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		.kept = conn_kept(c),
 		.shut_wr = (c->flags & CONN_SHUT_WR) != 0,
 		.linger0 = (c->flags & CONN_LINGER0) != 0,
+		.up = c->state == TW_ESTABLISHED,
 		.plain = via_plain(via),
 	};
 	bool shared = maybe_shared(c);
@@ -921,6 +924,13 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 			return ret;
 		}
 		o.closer_why = WHY_NO_FD;
+		v = decide(&o);
+	}
+	/* an urgent byte unread, which the peek skips, makes the close a reset: it goes alone */
+	if (v.act == DO_SHUT && observe_urgent(fd)) {
+		o.unread = UNREAD_DATA;
+		if (o.before == OBS_UNSEEN)
+			observe_info(c, fd, &o);
 		v = decide(&o);
 	}
 	if (v.act == DO_SHUT) {

@@ -161,9 +161,14 @@ static struct verdict closer_rules(const struct observed *o)
  *   Data arriving in between is reset by the close (data unread), as the
  *   orphan left by a plain close resets data that arrives after it
  *   (TCPAbortOnData); the kernel may acknowledge that data first. A close
- *   that lingers (SO_LINGER with a time) waits for the same states. A
- *   connect still in SYN_SENT is given up by either call without a packet
- *   (tcp_disconnect(), tcp_close_state()).
+ *   that lingers (SO_LINGER with a time) waits for the same states. Only a
+ *   connection known to be ESTABLISHED (connect() returned 0, accept(), or
+ *   TCP_INFO said so): in SYN_SENT the shutdown gives the connect up through
+ *   tcp_disconnect(), which reports an error to the socket and so signals an
+ *   O_ASYNC owner (SIGIO), where the close does not.
+ * - An urgent byte left unread (SO_OOBINLINE off) is skipped by the peek
+ *   but counted by tcp_close(), which resets: the close goes alone then
+ *   (conn.c checks SIOCATMARK before the shutdown).
  * - Nothing else may use the socket between the two calls: one thread, no
  *   child sharing this memory (single; only a signal handler that writes
  *   to the very fd its program is closing could still tell), no other
@@ -183,19 +188,18 @@ static struct verdict closer_rules(const struct observed *o)
 static bool fin_by_shutdown(const struct observed *o)
 {
 	return o->who == WHO_CLOSE && o->single && o->plain && !o->shared && !o->linger0 &&
-	       !o->shut_wr && o->unread == UNREAD_NONE && o->kept != KEPT_NONE;
+	       !o->shut_wr && o->unread == UNREAD_NONE && o->kept != KEPT_NONE &&
+	       (o->before == TW_ESTABLISHED || (o->before == OBS_UNSEEN && o->up));
 }
 
 /*
  * The program's close, before TCP_INFO is read: where the peek and what is
  * known of the connection are enough, no TCP_INFO before the close. Nothing
  * kept under `normal`: the kernel's close, as it comes. Nothing unread and
- * the end of the stream not reached: ESTABLISHED, or a connect still under
- * way (SYN_SENT), which the shutdown gives up without a packet as the
- * close would; under `normal` the FIN may go by shutdown, and the state
- * after it tells the two apart. Otherwise: look. The end of the stream is
- * looked at even when only counted: a reset the program has read already
- * shows it too, as does a connect that failed.
+ * the end of the stream not reached on a connection known to have come up:
+ * ESTABLISHED, and under `normal` the FIN may go by shutdown. Otherwise:
+ * look. The end of the stream is looked at even when only counted: a reset
+ * the program has read already shows it too, as does a connect that failed.
  */
 static struct verdict first_look(const struct observed *o)
 {

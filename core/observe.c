@@ -48,6 +48,13 @@ uint8_t observe_unread(int fd, bool peek_off)
 	return errno == EAGAIN || errno == EINTR ? UNREAD_NONE : UNREAD_ERROR;
 }
 
+bool observe_urgent(int fd)
+{
+	int at = 0;
+
+	return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
+}
+
 int observe_outq(int fd)
 {
 	int q = 0;

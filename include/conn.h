@@ -31,7 +31,11 @@ struct tw_conn {
 	struct tw_addr local, remote;
 	_Atomic uint16_t nfds;	/* this process's fds that refer to it */
 	uint8_t flags;		/* CONN_* */
-	uint8_t state;		/* TCP state at the program's shutdown or close */
+	/*
+	 * TCP state at the program's shutdown or close; before that,
+	 * ESTABLISHED when it is known to have come up (conn_open()), else 0
+	 */
+	uint8_t state;
 	uint8_t via;		/* enum tw_via */
 	uint8_t why;		/* enum conn_why: why the policy was not applied */
 	uint8_t backoff : 4;	/* closer: abort polling step */
@@ -76,10 +80,11 @@ void conn_free(struct tw_conn *c);
 /*
  * Starts tracking fd as a connection (after connect or accept succeeded);
  * mark is the FDT_TCP value of the socket it came from (itself, or the
- * listener), with the options it inherits.
+ * listener), with the options it inherits; up: it is known to be
+ * established (connect() returned 0, or accept()), not still connecting.
  */
 void conn_open(int fd, uint32_t mark, enum tw_role role, const struct sockaddr *remote,
-	       socklen_t len);
+	       socklen_t len, bool up);
 /*
  * socket() is called between these, and conn_socket_end() marks the new fd
  * (tcp: it is a TCP socket), so that no fork copies it unmarked.

@@ -23,7 +23,10 @@ enum obs_who {
 /* What the receive queue held, from a one-byte MSG_PEEK. */
 enum obs_unread { UNREAD_NONE, UNREAD_EOF, UNREAD_DATA, UNREAD_ERROR };
 
-/* `before` when TCP_INFO was not read: the peek stands for the state where that is enough. */
+/*
+ * `before` when TCP_INFO was not read: the peek, and what the library knows
+ * of the connection (`up`), stand for the state where that is enough.
+ */
 #define OBS_UNSEEN	0xff
 
 /* What keeps the end of this connection. */
@@ -72,6 +75,7 @@ struct observed {
 	bool held;		/* a copy held while the exiting program keeps its fd */
 	bool learned;		/* defer: the peer did not close within defer_ms lately (learn.h) */
 	bool waiting;		/* WHO_CONNECT: deferred connections that may end are held */
+	bool up;		/* known to have come up: connect() returned 0, or accept() */
 	/*
 	 * Nothing can act on the socket between two calls of this close: one
 	 * thread in the process and no child sharing its memory.

@@ -15,6 +15,8 @@
 
 /* enum obs_unread: nothing, the end of the stream, data, or an error (a reset) */
 uint8_t observe_unread(int fd, bool peek_off);
+/* SIOCATMARK: an urgent byte is next to read (a peek skips it unless SO_OOBINLINE) */
+bool observe_urgent(int fd);
 /* SIOCOUTQ: bytes written and not yet acknowledged, or -1 */
 int observe_outq(int fd);
 /*

@@ -62,7 +62,7 @@ static int shim_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flag
 	}
 	mark = listener_mark(lfd);
 	if (fdt_is_tcp(mark))
-		conn_open(fd, mark, TW_ROLE_SERVER, (struct sockaddr *)&ss, sl);
+		conn_open(fd, mark, TW_ROLE_SERVER, (struct sockaddr *)&ss, sl, true);
 	else
 		fdtab_set(fd, FDT_NONE);
 	errno = saved;

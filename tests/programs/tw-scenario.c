@@ -955,6 +955,78 @@ static void no_tcp_fds_peer(void)
 	ctl_wait("closed");
 }
 
+/*
+ * The peer sends its request and one urgent byte (MSG_OOB); the program
+ * reads the request and the urgent byte out of band, as Telnet and FTP
+ * servers do, answers and closes. The urgent byte stays in the receive
+ * queue (a peek skips it): the kernel's close resets, after the answer.
+ */
+static void urgent_unread_program(void)
+{
+	int fd = serve_one();
+	struct pollfd p = { .fd = fd, .events = POLLPRI };
+	char c;
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	if (poll(&p, 1, wait_ms()) != 1)
+		fail("no urgent byte");
+	say("recv the urgent byte %s", RESULT(recv(fd, &c, 1, MSG_OOB)));
+	send_all(fd, "send answer", REQ_LEN);
+	closed(fd, "close");
+}
+
+static void urgent_unread_peer(void)
+{
+	int fd = connect_peer();
+
+	send_all(fd, "send request", REQ_LEN);
+	say("send an urgent byte %s", RESULT(send(fd, "!", 1, MSG_OOB | MSG_NOSIGNAL)));
+	end_of_stream(fd, "read to the end after program close", 0, 0, REQ_LEN);
+}
+
+static int sigios;
+
+static void on_sigio(int sig)
+{
+	(void)sig;
+	sigios++;
+}
+
+/*
+ * A non-blocking connect that the program gives up while its SYN is still
+ * unanswered (the listener's queue is full), on a socket that signals its
+ * owner (O_ASYNC, SIGIO): how many SIGIO the close brings. None: the close
+ * drops the socket's signalling before it gives the connect up.
+ */
+static void async_connect_given_up_program(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sigaction sa = { .sa_handler = on_sigio };
+	socklen_t len = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), filler, fd, before;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGIO, &sa, NULL);
+	/* a backlog of 0 holds one connection: the filler's; the next SYN is dropped */
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 0) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &len) < 0)
+		fail("listener");
+	filler = connect_to(ntohs(a.sin_port));
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || fcntl(fd, F_SETOWN, getpid()) < 0 ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0)
+		fail("an O_ASYNC socket");
+	say("connect %s", RESULT(connect(fd, (struct sockaddr *)&a, sizeof(a))));
+	sleep_ms(100);
+	before = sigios;
+	say("close while the SYN waits %s", RESULT(close(fd)));
+	sleep_ms(100);
+	say("SIGIO after the close: %d", sigios - before);
+	close(filler);
+	close(lfd);
+	ctl_send("closed", now_ms());
+}
+
 struct scenario {
 	const char *name;
 	void (*program)(void);
@@ -993,6 +1065,8 @@ static const struct scenario scenarios[] = {
 	{ "both_client_closes_first", client_closes_first_program, server_reads_to_end_peer, true },
 	{ "both_server_closes_first", server_closes_first_program, client_reads_to_end_peer, true },
 	{ "no_tcp_fds", no_tcp_fds_program, no_tcp_fds_peer, false },
+	{ "urgent_unread", urgent_unread_program, urgent_unread_peer, false },
+	{ "async_connect_given_up", async_connect_given_up_program, no_tcp_fds_peer, false },
 };
 
 static const struct scenario *find(const char *name)

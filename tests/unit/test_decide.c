@@ -45,7 +45,7 @@ struct row {
  */
 #pragma GCC diagnostic ignored "-Woverride-init"	/* a row overrides what LEAN set */
 #define LEAN	.who = WHO_CLOSE, .mode = N, .before = OBS_UNSEEN, .kept = KEPT_COUNT, \
-		.single = true, .plain = true
+		.up = true, .single = true, .plain = true
 
 static const struct row rows[] = {
 	/* the program's close, before it happens */
@@ -185,6 +185,12 @@ static const struct row rows[] = {
 	  { LEAN, .plain = false }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "the same, another process may hold it: look",
 	  { LEAN, .shared = true }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, a connect that may still be under way: look (no shutdown in SYN_SENT)",
+	  { LEAN, .up = false }, NOREC(DO_LOOK, WHY_NONE, N) },
+	{ "the same, TCP_INFO read ESTABLISHED: by shutdown",
+	  { LEAN, .up = false, .before = EST }, NOREC(DO_SHUT, WHY_NONE, N) },
+	{ "the same, TCP_INFO read SYN_SENT: given up by the close alone, reset",
+	  { LEAN, .up = false, .before = TW_SYN_SENT }, REC(DO_CLOSE, TW_END_RESET, WHY_NONE, N) },
 	{ "the same, the program's SO_LINGER {1,0}: look (its reset)",
 	  { LEAN, .linger0 = true }, NOREC(DO_LOOK, WHY_NONE, N) },
 	{ "the same, the program shut down already: look",
