@@ -201,27 +201,52 @@ static void table_leave(void)
 }
 
 /*
- * Every TCP socket that is no connection yet is now held by the child too,
+ * Every TCP socket that is no connection yet is now held by a child too,
  * and either process may connect it while the other's table still says it
- * is none: both copies of the table mark it (FDT_TCP_FORKED), so that the
- * process whose close ends it finds the connection (adopt_forked()). The
- * walk runs with the table's changes held off, up to the highest fd that
- * ever held a TCP socket.
+ * is none: the table marks it (FDT_TCP_FORKED), so that a connection made
+ * on it later counts as shared (CONN_INHERITED), and the process whose close
+ * ends it finds the connection (adopt_forked()). The walk goes up to the
+ * highest fd that ever held a TCP socket. It takes no lock: an entry that
+ * changes under it is read again, a bounded number of times.
  */
-void conn_fork_prepare(void)
+static void mark_held(void)
 {
-	int hi;
+	int hi = atomic_load(&fd_hi);
 
-	atomic_store(&table_forking, true);
-	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
-		sched_yield();
-	hi = atomic_load(&fd_hi);
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
 
-		if (fdt_is_tcp(v) && !(v & FDT_TCP_FORKED))
-			fdtab_replace(fd, v, v | FDT_TCP_FORKED);
+		for (int i = 0; i < 8 && fdt_is_tcp(v) && !(v & FDT_TCP_FORKED); i++) {
+			if (fdtab_replace(fd, v, v | FDT_TCP_FORKED))
+				break;
+			v = fdtab_get(fd);
+		}
 	}
+}
+
+/* fork(): both copies of the table are marked, with its changes held off. */
+void conn_fork_prepare(void)
+{
+	atomic_store(&table_forking, true);
+	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
+		sched_yield();
+	mark_held();
+}
+
+/*
+ * A spawn (posix_spawn, system, popen, vfork, clone without CLONE_FILES):
+ * no fork handler runs, and a child that shares this memory must find the
+ * marks made, so the parent marks before the child exists. A socket the
+ * child closes at its exec gets marked too: its connection then counts as
+ * shared, which costs its policy, never a wrong packet (the file actions
+ * of posix_spawn may dup2 a close-on-exec socket into the child, so
+ * FD_CLOEXEC does not tell). The connections open now count as shared
+ * (rt_spawns, rt_gen()).
+ */
+void conn_spawn_prepare(void)
+{
+	mark_held();
+	atomic_fetch_add(&rt_spawns, 1);
 }
 
 void conn_fork_parent(void)

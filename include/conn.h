@@ -119,6 +119,8 @@ void conn_note_dup(int oldfd, int newfd);
 void conn_fork_prepare(void);
 void conn_fork_parent(void);
 void conn_fork_child(void);
+/* Before a spawn: its child holds the sockets that are no connection yet, and the connections. */
+void conn_spawn_prepare(void);
 /* Before exec: the connections marked close-on-exec end now, as the exec would end them. */
 void conn_exec_all(void);
 /*

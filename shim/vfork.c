@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <asm/unistd.h>
 
+#include "conn.h"
 #include "runtime.h"
 #include "shim.h"
 
@@ -33,9 +34,12 @@ __attribute__((used)) long shim_vfork_failed(long r)
  * No C function can wrap vfork(): the child returns through the wrapper's
  * frame and the calls it makes overwrite it before the parent resumes there.
  * As glibc's own vfork does, the return address waits in a register, which
- * each side has its own copy of, not on the stack they share. The count goes
- * up before the child exists and down once the parent runs again: the
- * child has exec'd or exited by then.
+ * each side has its own copy of, not on the stack they share. The sockets
+ * are marked (conn_spawn_prepare(), a C function: the ABI wants the stack
+ * 16-byte aligned at the call, and the return address left it 8 off) and
+ * the count goes up before the child exists; the count comes down once the
+ * parent runs again: the child has exec'd or exited by then. vfork() takes
+ * no arguments, so nothing the call may overwrite needs keeping.
  */
 __asm__(
 	".text\n"
@@ -43,7 +47,9 @@ __asm__(
 	".type vfork, @function\n"
 	"vfork:\n"
 	"	endbr64\n"
-	"	lock incl rt_spawns(%rip)\n"
+	"	subq $8, %rsp\n"
+	"	call conn_spawn_prepare\n"
+	"	addq $8, %rsp\n"
 	"	lock incl rt_vforks(%rip)\n"
 	"	popq %rdi\n"
 	"	movl $" STR(__NR_vfork) ", %eax\n"
@@ -67,7 +73,7 @@ __asm__(
  * for the rest of the process. A child that shares the fds too
  * (CLONE_FILES) is one of this process's holders: not counted, and the
  * process is one where another may act on its sockets (rt_cloned). Any
- * other child has a copy of the fds: a spawn (rt_spawns).
+ * other child has a copy of the fds: a spawn (conn_spawn_prepare()).
  */
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
@@ -86,7 +92,7 @@ SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	if (flags & CLONE_FILES)
 		atomic_store(&rt_cloned, true);
 	else
-		atomic_fetch_add(&rt_spawns, 1);
+		conn_spawn_prepare();
 	r = REAL(clone)(fn, stack, flags, arg, ptid, tls, ctid);
 	saved = errno;
 	if (counted && ((flags & CLONE_VFORK) || r < 0))
