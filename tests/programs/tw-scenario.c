@@ -706,41 +706,31 @@ static void nonblocking_close_queued_peer(void)
 	end_of_stream(fd, "read from 300 ms on, to the end after program close", 0, 0, sent);
 }
 
-/*
- * inetd: the program hands the accepted socket to a child (posix_spawn,
- * vfork + exec or system()), closes its own copy and waits; the child reads
- * the request and answers (--child FD).
- */
-/*
- * inetd: the program hands the accepted socket to a child (posix_spawn,
- * vfork + exec, or system() with the child in the background), closes its
- * own copy and, when it can, waits for the child; the child reads the
- * request and answers (--child FD), saying how its write went.
- */
-static void spawn_program(const char *how)
+/* Starts argv[0] by posix_spawn or vfork + exec (how), saying how it went; the pid or -1. */
+static pid_t start_child(const char *how, char **argv)
 {
-	int fd = serve_one(), status = -1;
-	char fdarg[16], cmd[4200];
-	char *argv[] = { g.self, (char *)"--child", fdarg, NULL };
 	pid_t pid = -1;
 	int r;
 
-	snprintf(fdarg, sizeof(fdarg), "%d", fd);
 	if (!strcmp(how, "posix_spawn")) {
-		r = posix_spawn(&pid, g.self, NULL, NULL, argv, environ);
+		r = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
 		say("posix_spawn %s", result(r ? -1 : 0, r));
-	} else if (!strcmp(how, "vfork")) {
-		pid = vfork();
-		if (pid == 0) {
-			execve(g.self, argv, environ);
-			_exit(127);
-		}
-		say("vfork + exec %s", pid < 0 ? result(-1, errno) : "= child");
-	} else {
-		snprintf(cmd, sizeof(cmd), "exec '%s' --child %d &", g.self, fd);
-		say("system(\"child &\") %s", RESULT(system(cmd)));
+		return r ? -1 : pid;
 	}
-	closed(fd, "close own copy");
+	pid = vfork();
+	if (pid == 0) {
+		execve(argv[0], argv, environ);
+		_exit(127);
+	}
+	say("vfork + exec %s", pid < 0 ? result(-1, errno) : "= child");
+	return pid;
+}
+
+/* Waits for the child pid (none when pid <= 0) and says how it ended. */
+static void wait_child(pid_t pid)
+{
+	int status = -1;
+
 	if (pid <= 0)
 		return;
 	if (waitpid(pid, &status, 0) != pid)
@@ -749,6 +739,30 @@ static void spawn_program(const char *how)
 		say("child killed by SIG%s", sigabbrev_np(WTERMSIG(status)));
 	else
 		say("child exit %d", WEXITSTATUS(status));
+}
+
+/*
+ * inetd: the program hands the accepted socket to a child (posix_spawn,
+ * vfork + exec, or system() with the child in the background), closes its
+ * own copy and, when it can, waits for the child; the child reads the
+ * request and answers (--child FD), saying how its write went.
+ */
+static void spawn_program(const char *how)
+{
+	int fd = serve_one();
+	char fdarg[16], cmd[4200];
+	char *argv[] = { g.self, (char *)"--child", fdarg, NULL };
+	pid_t pid = -1;
+
+	snprintf(fdarg, sizeof(fdarg), "%d", fd);
+	if (strcmp(how, "system")) {
+		pid = start_child(how, argv);
+	} else {
+		snprintf(cmd, sizeof(cmd), "exec '%s' --child %d &", g.self, fd);
+		say("system(\"child &\") %s", RESULT(system(cmd)));
+	}
+	closed(fd, "close own copy");
+	wait_child(pid);
 }
 
 static void spawn_posix_spawn_program(void)
@@ -764,6 +778,49 @@ static void spawn_vfork_program(void)
 static void spawn_system_program(void)
 {
 	spawn_program("system");
+}
+
+/*
+ * A socket made before a spawn (not close-on-exec) and connected after it:
+ * the child (--hold MS) holds it for defer_ms without knowing, as a child
+ * that inherits every fd does. The program sends its request and closes;
+ * the peer's stream ends only when the child exits.
+ */
+static void spawn_before_connect_program(const char *how)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	char ms[16];
+	char *argv[] = { g.self, (char *)"--hold", ms, NULL };
+	pid_t pid;
+
+	if (fd < 0)
+		fail("socket");
+	a.sin_port = htons((uint16_t)ctl_wait("port"));
+	snprintf(ms, sizeof(ms), "%ld", g.defer_ms);
+	pid = start_child(how, argv);
+	say("connect %s", RESULT(connect(fd, (struct sockaddr *)&a, sizeof(a))));
+	send_all(fd, "send request", REQ_LEN);
+	closed(fd, "close while the child holds the socket");
+	wait_child(pid);
+}
+
+static void spawn_before_connect_posix_spawn_program(void)
+{
+	spawn_before_connect_program("posix_spawn");
+}
+
+static void spawn_before_connect_vfork_program(void)
+{
+	spawn_before_connect_program("vfork");
+}
+
+static void spawn_before_connect_peer(void)
+{
+	int fd = serve_one();
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	end_of_stream(fd, "read to the end after program close (the child holds it)", 0, 0, -1);
 }
 
 /* the child of the spawn scenarios: exit 0 when the answer was written whole */
@@ -1058,6 +1115,10 @@ static const struct scenario scenarios[] = {
 	{ "spawn_posix_spawn", spawn_posix_spawn_program, spawn_peer, false },
 	{ "spawn_vfork", spawn_vfork_program, spawn_peer, false },
 	{ "spawn_system", spawn_system_program, spawn_peer, false },
+	{ "spawn_before_connect_posix_spawn", spawn_before_connect_posix_spawn_program,
+	  spawn_before_connect_peer, false },
+	{ "spawn_before_connect_vfork", spawn_before_connect_vfork_program,
+	  spawn_before_connect_peer, false },
 	{ "exit_while_thread_writes", exit_while_thread_writes_program,
 	  exit_while_thread_writes_peer, false },
 	{ "atexit_writes", atexit_writes_program, exit_handler_peer, false },
@@ -1214,6 +1275,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_DFL);
 	if (argc == 3 && !strcmp(argv[1], "--child"))
 		return child_main(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "--hold")) {
+		sleep_ms(atol(argv[2]));
+		return 0;
+	}
 	if (argc == 3 && !strcmp(argv[1], "--exit-writer"))
 		return exit_writer_main(atoi(argv[2]));
 	for (i = 1; i < argc - 1; i++) {
