@@ -37,7 +37,7 @@
 #define MISS_MAX	15u
 
 static _Atomic(_Atomic uint64_t *) table;
-static uint64_t netns;
+static _Atomic uint64_t netns;	/* written before table by every thread that races to make it */
 
 /* the network namespace's cookie, or its inode on kernels without cookies */
 static uint64_t netns_id(void)
@@ -93,7 +93,7 @@ int learn_init(void)
 
 	if (atomic_load(&table))
 		return 0;
-	netns = netns_id();
+	atomic_store_explicit(&netns, netns_id(), memory_order_relaxed);
 	p = map_shared(size);
 	if (!p) {
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -109,9 +109,10 @@ int learn_init(void)
 static uint64_t hash(const struct tw_addr *a)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
+	uint64_t ns = atomic_load_explicit(&netns, memory_order_relaxed);
 	uint8_t b[26];
 
-	memcpy(b, &netns, 8);
+	memcpy(b, &ns, 8);
 	memcpy(b + 8, a->a, 16);
 	b[24] = (uint8_t)(a->port >> 8);
 	b[25] = (uint8_t)a->port;
