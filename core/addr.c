@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "fmt.h"
@@ -40,6 +42,21 @@ int addr_from_sockaddr(struct tw_addr *out, const struct sockaddr *sa, socklen_t
 		return 0;
 	}
 	return -EAFNOSUPPORT;
+}
+
+int addr_of_fd(struct tw_addr *out, int fd, bool peer)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct tw_addr t;
+	int r;
+
+	if (syscall(peer ? SYS_getpeername : SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	r = addr_from_sockaddr(&t, (struct sockaddr *)&ss, sl);
+	if (r == 0)
+		*out = t;
+	return r;
 }
 
 socklen_t addr_to_sockaddr6(const struct tw_addr *a, struct sockaddr_storage *ss)

@@ -416,6 +416,13 @@ static uint64_t sleep_ns(void)
 	return k - now;
 }
 
+/* Ends the thread's nap, if it naps. Async-signal-safe. */
+static void wake_nap(void)
+{
+	atomic_fetch_add(&cl.nap, 1);
+	syscall(SYS_futex, &cl.nap, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /*
  * Wakes the thread before wake_ns: from its nap (the futex) or from epoll
  * (the eventfd). A submitter that reads napping false has pushed before the
@@ -427,8 +434,7 @@ static void kick(void)
 	uint64_t one = 1;
 
 	if (atomic_load(&cl.napping)) {
-		atomic_fetch_add(&cl.nap, 1);
-		syscall(SYS_futex, &cl.nap, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		wake_nap();
 		return;
 	}
 	/* EAGAIN: the counter is full of wake-ups already; else it is gone */
@@ -515,19 +521,10 @@ static void reap(void)
 /* Is fd still the socket of c (the program may have reused its number)? */
 static bool still_ours(const struct tw_conn *c, int fd)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	struct tw_addr a;
 
-	if (syscall(SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0 ||
-	    memcmp(&a, &c->local, sizeof(a)))
-		return false;
-	sl = sizeof(ss);
-	if (syscall(SYS_getpeername, fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0)
-		return false;
-	return !memcmp(&a, &c->remote, sizeof(a));
+	return addr_of_fd(&a, fd, false) == 0 && !memcmp(&a, &c->local, sizeof(a)) &&
+	       addr_of_fd(&a, fd, true) == 0 && !memcmp(&a, &c->remote, sizeof(a));
 }
 
 /* fd is no longer the library's: its mark goes, unless someone re-marked it */
@@ -802,8 +799,7 @@ bool closer_pause(void)
 	if (write(atomic_load(&cl.evfd), &one, sizeof(one)) < 0) {
 		/* already woken */
 	}
-	atomic_fetch_add(&cl.nap, 1);
-	syscall(SYS_futex, &cl.nap, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	wake_nap();
 	pthread_join(cl.thread, NULL);
 	tid = atomic_load(&cl.tid);
 	for (int i = 0; i < 10000; i++) {

@@ -279,22 +279,6 @@ void conn_socket_end(int fd, bool tcp)
 	table_leave();
 }
 
-/* The local address of fd, the socket of c, or -errno. */
-static int local_of(int fd, struct tw_addr *a)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	struct tw_addr t;
-	int r;
-
-	if (syscall(SYS_getsockname, fd, (struct sockaddr *)&ss, &sl) < 0)
-		return -errno;
-	r = addr_from_sockaddr(&t, (struct sockaddr *)&ss, sl);
-	if (r == 0)
-		*a = t;
-	return r;
-}
-
 /*
  * c's local address, read once, when something needs it (a connected
  * socket never has port 0): 0 or -errno.
@@ -303,7 +287,7 @@ static int conn_local(struct tw_conn *c, int fd)
 {
 	if (c->local.port)
 		return 0;
-	return local_of(fd, &c->local);
+	return addr_of_fd(&c->local, fd, false);
 }
 
 static void conn_track(struct tw_conn *c, int fd)
@@ -628,8 +612,6 @@ static bool tuple_taken_here(const struct tw_conn *c)
 
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
-		struct sockaddr_storage ls, ps;
-		socklen_t ll = sizeof(ls), pl = sizeof(ps);
 		struct tw_addr l, r;
 
 		if (fdt_is_conn(v)) {
@@ -637,15 +619,12 @@ static bool tuple_taken_here(const struct tw_conn *c)
 
 			l = o->local;
 			/* (its local address not read yet: counters alone need none) */
-			if (o != c && (l.port || local_of(fd, &l) == 0) &&
+			if (o != c && (l.port || addr_of_fd(&l, fd, false) == 0) &&
 			    same_tuple(c, &l, &o->remote))
 				return true;
 			continue;
 		}
-		if (!fdt_is_tcp(v) || getsockname(fd, (struct sockaddr *)&ls, &ll) < 0 ||
-		    getpeername(fd, (struct sockaddr *)&ps, &pl) < 0 ||
-		    addr_from_sockaddr(&l, (struct sockaddr *)&ls, ll) < 0 ||
-		    addr_from_sockaddr(&r, (struct sockaddr *)&ps, pl) < 0)
+		if (!fdt_is_tcp(v) || addr_of_fd(&l, fd, false) < 0 || addr_of_fd(&r, fd, true) < 0)
 			continue;
 		if (same_tuple(c, &l, &r))
 			return true;

@@ -21,6 +21,11 @@ struct tw_addr {
 
 /* Fills *out from an AF_INET or AF_INET6 sockaddr; -EAFNOSUPPORT otherwise. */
 int addr_from_sockaddr(struct tw_addr *out, const struct sockaddr *sa, socklen_t len);
+/*
+ * The local (peer false) or remote (peer true) end of socket fd, by raw
+ * getsockname()/getpeername(): 0, or -errno (-EAFNOSUPPORT: not IP).
+ */
+int addr_of_fd(struct tw_addr *out, int fd, bool peer);
 /* Writes a sockaddr_in6 (AF_INET6, mapped for IPv4) for *a; returns its length. */
 socklen_t addr_to_sockaddr6(const struct tw_addr *a, struct sockaddr_storage *ss);
 bool addr_is_v4(const struct tw_addr *a);

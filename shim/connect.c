@@ -16,12 +16,9 @@
 
 static uint16_t local_port(int fd)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	struct tw_addr a;
 
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl) < 0)
+	if (addr_of_fd(&a, fd, false) < 0)
 		return 1;	/* unknown: not ours to wait for */
 	return a.port;
 }

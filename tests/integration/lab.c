@@ -1214,25 +1214,30 @@ json_t *lab_records_wait_expect(const char *path, size_t n, const char *want, in
 	return recs;
 }
 
-size_t lab_lines_with(const char *text, const char *word)
+/* The lines of text that hold word (anywhere, or at their start only). */
+static size_t lines_with(const char *text, const char *word, bool at_start)
 {
 	size_t n = 0;
 
 	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		const char *e = strchr(l, '\n'), *w = strstr(l, word);
+		const char *e = strchr(l, '\n'), *w = at_start ? NULL : strstr(l, word);
 
-		n += w && (!e || w < e);
+		if (at_start)
+			n += !strncmp(l, word, strlen(word));
+		else
+			n += w && (!e || w < e);
 	}
 	return n;
 }
 
+size_t lab_lines_with(const char *text, const char *word)
+{
+	return lines_with(text, word, false);
+}
+
 size_t lab_shim_lines(const char *text)
 {
-	size_t n = 0;
-
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-		n += !strncmp(l, "twshim[", 7);
-	return n;
+	return lines_with(text, "twshim[", true);
 }
 
 /* Connection pairs inside one process: each close is an active or a passive one. */

@@ -314,10 +314,9 @@ void lab_sleep_ms(int ms);
  * A Python script (lab_path("pairs.py")) that makes connection pairs inside
  * one process: `python3 SCRIPT plain|client|vfork|defer N`. plain: N pairs,
  * each server end closed first, then the client end at its EOF; client: the
- * client end first (its TIME_WAIT ports stay out of new connects); vfork: the same
- * as plain
- * with a subprocess run before each close; defer: N pairs opened, every
- * server end closed, then each client end at its EOF. Prints "done".
+ * client end first (its TIME_WAIT ports stay out of new connects); vfork:
+ * as plain, with a subprocess run before each close; defer: N pairs opened,
+ * every server end closed, then each client end at its EOF. Prints "done".
  */
 const char *lab_pairs_script(void);
 
