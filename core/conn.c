@@ -177,26 +177,69 @@ static void note_fd(int fd)
  * Changes of the table and fork() keep out of each other's way, so that a
  * child never inherits half of one: fds copied before a close and the table
  * after it, or a connection judged unshared just before the fork made it
- * shared. Not a lock: both sides give up waiting after a bound, so a signal
- * handler that closes a socket while its thread forks cannot deadlock.
+ * shared. A close waits while another thread forks, and a fork waits for
+ * the closes under way: both last microseconds. Not a lock: the thread
+ * that forks never waits for itself (a signal handler that closes a socket
+ * in the middle of its fork, or forks in the middle of its close), and
+ * either side gives up after TABLE_WAIT_NS, so that a close in a handler
+ * that interrupted a lock the fork needs, or a lingering close, cannot hang
+ * the program. The bound is in time, not in yields: where fork() is slow
+ * (a sanitizer, a large process), closes that went ahead in the middle of
+ * it left a child a connection its parent recorded as unshared.
  */
+#define TABLE_WAIT_NS	(2 * 1000000000ull)
+
 static _Atomic int table_busy;
 static _Atomic bool table_forking;
+/* this thread's own part of table_busy, and whether it is the one forking */
+static __thread int table_depth __attribute__((tls_model("initial-exec")));
+static __thread bool table_forker __attribute__((tls_model("initial-exec")));
+
+/* waits until done() or TABLE_WAIT_NS; false when it gave up */
+static bool table_wait(bool (*done)(void))
+{
+	uint64_t until = 0;
+
+	while (!done()) {
+		uint64_t now = clock_mono_ns();
+
+		if (!until)
+			until = now + TABLE_WAIT_NS;
+		else if (now > until)
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+static bool fork_over(void)
+{
+	return !atomic_load(&table_forking);
+}
+
+static bool closes_over(void)
+{
+	return atomic_load(&table_busy) <= table_depth;
+}
 
 static void table_enter(void)
 {
-	for (int i = 0; i < 10000; i++) {
+	for (;;) {
 		atomic_fetch_add(&table_busy, 1);
-		if (!atomic_load(&table_forking))
-			return;
+		if (table_forker || !atomic_load(&table_forking))
+			break;
 		atomic_fetch_sub(&table_busy, 1);
-		sched_yield();
+		if (!table_wait(fork_over)) {
+			atomic_fetch_add(&table_busy, 1);
+			break;
+		}
 	}
-	atomic_fetch_add(&table_busy, 1);
+	table_depth++;
 }
 
 static void table_leave(void)
 {
+	table_depth--;
 	atomic_fetch_sub(&table_busy, 1);
 }
 
@@ -227,9 +270,9 @@ static void mark_held(void)
 /* fork(): both copies of the table are marked, with its changes held off. */
 void conn_fork_prepare(void)
 {
+	table_forker = true;
 	atomic_store(&table_forking, true);
-	for (int i = 0; i < 100000 && atomic_load(&table_busy); i++)
-		sched_yield();
+	table_wait(closes_over);
 	mark_held();
 }
 
@@ -251,12 +294,14 @@ void conn_spawn_prepare(void)
 
 void conn_fork_parent(void)
 {
+	table_forker = false;
 	atomic_store(&table_forking, false);
 }
 
 void conn_fork_child(void)
 {
-	atomic_store(&table_busy, 0);
+	table_forker = false;
+	atomic_store(&table_busy, table_depth);
 	atomic_store(&table_forking, false);
 	observe_fork_child();
 }
