@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "decide.h"
@@ -138,17 +139,27 @@ static int ask(const struct tw_addr *local, const struct tw_addr *remote, uint64
 /*
  * A TIME_WAIT socket is a new kernel object with a cookie of its own: when
  * the socket of that cookie is gone, the 4-tuple alone may still find it.
+ * The 4-tuple is asked twice before the answer is "gone": the kernel's
+ * lookup gives up on a socket whose last reference is being dropped
+ * (__inet_lookup_established(): refcount_inc_not_zero() fails, and it
+ * returns nothing rather than look on), which is the instant a closed
+ * socket hands its 4-tuple to its TIME_WAIT socket: "gone" then would
+ * record a passive end beside this side's own TIME_WAIT.
  */
-uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, uint8_t *state, uint64_t *found)
+static uint8_t after_once(const struct tw_addr *local, const struct tw_addr *remote,
+			  uint64_t cookie, uint8_t *state, uint64_t *found)
 {
 	struct diag_sock ds;
 	int r = ask(local, remote, cookie, &ds);
+	int tries = cookie == DIAG_ANY_COOKIE ? 1 : 2;
 
-	if (r == 0 && cookie != DIAG_ANY_COOKIE) {
+	for (int i = 0; i < tries && r == 0; i++) {
 		r = ask(local, remote, DIAG_ANY_COOKIE, &ds);
-		if (r == 1 && ds.state != TW_TIME_WAIT)
+		/* another connection on the 4-tuple: ours is gone */
+		if (r == 1 && cookie != DIAG_ANY_COOKIE && ds.state != TW_TIME_WAIT) {
 			r = 0;
+			break;
+		}
 	}
 	if (r < 0)
 		return AFTER_FAILED;
@@ -158,6 +169,34 @@ uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
 	*found = ds.cookie;
 	/* a TIME_WAIT socket has no inode, and an orphan none either */
 	return ds.inode ? AFTER_HELD : AFTER_ORPHAN;
+}
+
+/*
+ * Held, or orphaned but not closed: a close under way. For a socket this
+ * process was the last to hold, a reference taken for an instant elsewhere
+ * (a reader of /proc/PID/fd: ss -p, or a forked child of this program
+ * looking for its holders) made the program's close not the last; the
+ * release, and the FIN, come when that reader lets go, microseconds later.
+ * Asked again for up to about a millisecond before the answer stands.
+ */
+static bool mid_close(uint8_t after, uint8_t state)
+{
+	return after == AFTER_HELD ||
+	       (after == AFTER_ORPHAN && (state == TW_ESTABLISHED || state == TW_CLOSE_WAIT));
+}
+
+uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
+		      uint64_t cookie, bool alone, uint8_t *state, uint64_t *found)
+{
+	uint8_t after = after_once(local, remote, cookie, state, found);
+
+	for (long ns = 16000; alone && mid_close(after, *state) && ns <= 512000; ns *= 2) {
+		struct timespec ts = { 0, ns };
+
+		syscall(SYS_nanosleep, &ts, NULL);
+		after = after_once(local, remote, cookie, state, found);
+	}
+	return after;
 }
 
 void observe_fork_child(void)

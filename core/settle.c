@@ -61,8 +61,9 @@ void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
 		struct verdict a;
 		uint64_t found;
 
-		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, &o->after_state,
-					 &found);
+		/* the library's copy was the last: held by no one else */
+		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, true,
+					 &o->after_state, &found);
 		a = decide(o);
 		v.end = a.end;
 	}

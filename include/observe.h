@@ -22,10 +22,12 @@ int observe_outq(int fd);
 /*
  * After a close: enum obs_after for the socket with this 4-tuple (and
  * cookie, DIAG_ANY_COOKIE for any), with its state in *state and its cookie
- * in *found when it is there (a TIME_WAIT socket keeps the cookie).
+ * in *found when it is there (a TIME_WAIT socket keeps the cookie). alone:
+ * the caller's close was its last reference this process knows of, so a
+ * close seen under way is asked about again for up to a millisecond.
  */
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, uint8_t *state, uint64_t *found);
+		      uint64_t cookie, bool alone, uint8_t *state, uint64_t *found);
 /* the fork child must not share the parent's netlink socket */
 void observe_fork_child(void);
 /* the program dup2s onto fd: if it is the netlink socket, move it; false if it is not */

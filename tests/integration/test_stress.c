@@ -8,6 +8,10 @@
  * never fails, errno is never changed by a call that succeeded, and
  * nothing hangs (every test is bounded by its timeout).
  */
+#include <dirent.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include <criterion/criterion.h>
 
 #include "lab.h"
@@ -170,7 +174,10 @@ static json_t *records_one_each(const char *log, size_t total, int port)
  * without pause; children exit at once (_exit, exit with the library's
  * destructor, exec of /bin/true). Children hold copies of whatever was open
  * when they were forked: a connection may end in the parent or in a child,
- * but it is recorded once, by the process whose close ended it.
+ * but it is recorded once, by the process whose close ended it. A child
+ * that ends reads its parent's fd links to find who else holds its
+ * connections, which makes the parent's close not the last for an instant
+ * (fd_links_read_from_outside_lose_no_record).
  */
 Test(stress, closes_racing_fork_in_another_thread_one_record_per_connection, .timeout = 180)
 {
@@ -345,5 +352,70 @@ Test(stress, close_with_a_cancel_pending_changes_nothing, .timeout = 60)
 	recs = lab_records_checked(log);
 	lab_rec_assert_count(recs, "", (size_t)n);
 	lab_rec_assert_all(recs, "", lab_fmt("pid=%d,role=client,via=close,tw!=none", c->pid));
+	lab_stop(s, 5000);
+}
+
+/*
+ * Reads the links of every fd of pid once, as ss -p does: each readlink
+ * holds a reference to the file for an instant. Returns how many it read.
+ */
+static int read_fd_links(pid_t pid)
+{
+	char path[64], link[128];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.' &&
+		    readlinkat(dirfd(d), e->d_name, link, sizeof(link)) > 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/*
+ * 4 threads × 500 connections closed first while another process reads the
+ * client's fd links without pause (ss -p, lsof, or a child of a forking
+ * program looking for other holders). A close that meets such a read is
+ * not the last reference: the socket is released, and its FIN sent, when
+ * the read lets go. The record waits for that; none is lost, and each says
+ * what the kernel's table shows.
+ */
+Test(stress, fd_links_read_from_outside_lose_no_record, .timeout = 120)
+{
+	const long total = 4 * 500;
+	const char *log = NULL;
+	struct lab_proc *s, *c;
+	struct lab_tw_diff diff;
+	json_t *recs;
+	long reads = 0;
+	int rounds = 0;
+	char *out;
+	int port;
+
+	lab_enter(4000);
+	log = lab_path("client.jsonl");
+	port = lab_port();
+	s = quick_server(port);
+	c = lab_spawn("client", lab_traced(log, NULL), lab_example("tw-client"), "--threads", "4",
+		      "-n", "500", "--close", "first", lab_addr4(port), NULL);
+	/* bounded: 2,000,000 rounds of a few microseconds each, far beyond the client's run */
+	while (lab_running(c) && rounds++ < 2000000)
+		reads += read_fd_links(c->pid);
+	cr_assert_eq(lab_wait(c, 5000), 0, "client: %s%s", lab_stdout(c), lab_stderr(c));
+	out = lab_stdout(c);
+	cr_assert_eq(lab_value_long(out, "ok"), total, "client: %s%s", out, lab_stderr(c));
+	cr_assert_gt(reads, 0, "no fd link read while the client ran");
+
+	recs = lab_records_checked(log);
+	lab_rec_assert_count(recs, "", (size_t)total);
+	lab_rec_assert_all(recs, "", "role=client,policy=normal,state!=UNKNOWN");
+	lab_tw_match(&diff, recs, LAB_TW_CLIENT, port, NULL);
+	cr_assert_eq(diff.extra + diff.orphans, 0, "%s\n(%s)", diff.text, lab_rec_summary(recs));
 	lab_stop(s, 5000);
 }
