@@ -226,7 +226,8 @@ static void table_enter(void)
 {
 	for (;;) {
 		atomic_fetch_add(&table_busy, 1);
-		if (table_forker || !atomic_load(&table_forking))
+		/* already inside (a nested change): the fork waits for this thread anyway */
+		if (table_forker || table_depth || !atomic_load(&table_forking))
 			break;
 		atomic_fetch_sub(&table_busy, 1);
 		if (!table_wait(fork_over)) {
