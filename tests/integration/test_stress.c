@@ -102,6 +102,15 @@ static struct lab_proc *quick_server(int port)
 				"--close", "first", "--close-delay", "1", "--threads", "16", NULL);
 }
 
+/* A namespace with `ports` ephemeral ports, a quick server on a new port, and the client's log path. */
+static struct lab_proc *quick_lab(unsigned ports, const char **log, int *port)
+{
+	lab_enter(ports);
+	*log = lab_path("client.jsonl");
+	*port = lab_port();
+	return quick_server(*port);
+}
+
 Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_each,
      .timeout = 180)
 {
@@ -114,10 +123,7 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
 	int port;
 
 	/* the 10 % of 80,000 that close first hold a port each for 60 s */
-	lab_enter(25000);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = quick_server(port);
+	s = quick_lab(25000, &log, &port);
 	c = lab_run("client", mixed(log, 2000, 10), RUN_MS, lab_example("tw-client"), "--threads",
 		    "16", "-n", "5000", "--close", "first", "--report-fds", "--sleep-end", "2500",
 		    lab_addr4(port), NULL);
@@ -147,13 +153,10 @@ Test(stress, sixteen_threads_5000_connections_each_mixed_policies_one_record_eac
  * A namespace for a client that forks: a quick server on a new port, the
  * path of the client's log, and no leak check at exit in its children.
  */
-static struct lab_proc *forking_lab(int max_tw, const char **log, int *port)
+static struct lab_proc *forking_lab(unsigned ports, const char **log, int *port)
 {
-	lab_enter(max_tw);
-	*log = lab_path("client.jsonl");
-	*port = lab_port();
 	no_exit_leak_check();
-	return quick_server(*port);
+	return quick_lab(ports, log, port);
 }
 
 /* The client's records: `total`, each with a state, and each tw as the kernel shows. */
@@ -389,7 +392,7 @@ static int read_fd_links(pid_t pid)
 Test(stress, fd_links_read_from_outside_lose_no_record, .timeout = 120)
 {
 	const long total = 4 * 500;
-	const char *log = NULL;
+	const char *log;
 	struct lab_proc *s, *c;
 	struct lab_tw_diff diff;
 	json_t *recs;
@@ -398,10 +401,7 @@ Test(stress, fd_links_read_from_outside_lose_no_record, .timeout = 120)
 	char *out;
 	int port;
 
-	lab_enter(4000);
-	log = lab_path("client.jsonl");
-	port = lab_port();
-	s = quick_server(port);
+	s = quick_lab(4000, &log, &port);
 	c = lab_spawn("client", lab_traced(log, NULL), lab_example("tw-client"), "--threads", "4",
 		      "-n", "500", "--close", "first", lab_addr4(port), NULL);
 	/* bounded: 2,000,000 rounds of a few microseconds each, far beyond the client's run */
