@@ -678,6 +678,11 @@ static bool tuple_taken_here(const struct tw_conn *c)
 	return false;
 }
 
+bool conn_tuple_free_here(const void *c)
+{
+	return !tuple_taken_here(c);
+}
+
 /* What a verdict does before the close: the policy and why the record names, a reset. */
 static void act_before_close(struct tw_conn *c, int fd, const struct verdict *v)
 {
@@ -712,7 +717,7 @@ static uint8_t met_by_fin(struct tw_conn *c, int fd, const struct tcp_info *ti, 
 		    !ti->tcpi_segs_in)
 			return TW_SYN_SENT;
 		if (conn_local(c, fd) == 0 &&
-		    observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, false, &st, &found) ==
+		    observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, NULL, NULL, &st, &found) ==
 		    AFTER_ORPHAN &&
 		    st == TW_TIME_WAIT)
 			return TW_ESTABLISHED;
@@ -999,7 +1004,8 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		struct verdict a;
 		uint64_t found;
 
-		o.after = observe_after(&c->local, &c->remote, cookie, !shared, &o.after_state, &found);
+		o.after = observe_after(&c->local, &c->remote, cookie, shared ? NULL : conn_tuple_free_here,
+					c, &o.after_state, &found);
 		/*
 		 * Asked by 4-tuple alone, the kernel may show a newer
 		 * connection of this process that took it once ours was gone

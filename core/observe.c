@@ -177,7 +177,9 @@ static uint8_t after_once(const struct tw_addr *local, const struct tw_addr *rem
  * (a reader of /proc/PID/fd: ss -p, or a forked child of this program
  * looking for its holders) made the program's close not the last; the
  * release, and the FIN, come when that reader lets go, microseconds later.
- * Asked again for up to about a millisecond before the answer stands.
+ * Asked again for up to about a millisecond before the answer stands,
+ * while ours() says the socket found may be the one closed (not a new
+ * connection of this process on the same 4-tuple).
  */
 static bool mid_close(uint8_t after, uint8_t state)
 {
@@ -186,11 +188,13 @@ static bool mid_close(uint8_t after, uint8_t state)
 }
 
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, bool alone, uint8_t *state, uint64_t *found)
+		      uint64_t cookie, obs_ours_fn ours, const void *arg, uint8_t *state,
+		      uint64_t *found)
 {
 	uint8_t after = after_once(local, remote, cookie, state, found);
 
-	for (long ns = 16000; alone && mid_close(after, *state) && ns <= 512000; ns *= 2) {
+	for (long ns = 16000; ours && mid_close(after, *state) && ns <= 512000 && ours(arg);
+	     ns *= 2) {
 		struct timespec ts = { 0, ns };
 
 		syscall(SYS_nanosleep, &ts, NULL);

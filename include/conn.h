@@ -135,6 +135,12 @@ void conn_exit_all(enum tw_via via);
  */
 bool conn_recorded(const struct tw_conn *c);
 /*
+ * No other socket of this process has c's 4-tuple (a struct tw_conn *): a
+ * socket the kernel shows with it after c's close may be c's
+ * (observe_after()'s ours()).
+ */
+bool conn_tuple_free_here(const void *c);
+/*
  * Writes c's record: its end, whether a timeout chose it, and the time of
  * the real end (0: now is the program's close).
  */
