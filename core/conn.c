@@ -182,10 +182,11 @@ static void note_fd(int fd)
  * that forks never waits for itself (a signal handler that closes a socket
  * in the middle of its fork, or forks in the middle of its close), and
  * either side gives up after TABLE_WAIT_NS, so that a close in a handler
- * that interrupted a lock the fork needs, or a lingering close, cannot hang
- * the program. The bound is in time, not in yields: where fork() is slow
- * (a sanitizer, a large process), closes that went ahead in the middle of
- * it left a child a connection its parent recorded as unshared.
+ * that interrupted a lock the fork needs cannot hang the program, and a
+ * close that blocks (SO_LINGER with a time) holds a fork up for that long
+ * at most. The bound is in time, not in yields: where fork() is slow (a
+ * sanitizer, a large process), closes that went ahead in the middle of it
+ * left a child a connection its parent recorded as unshared.
  */
 #define TABLE_WAIT_NS	(2 * 1000000000ull)
 
@@ -195,11 +196,34 @@ static _Atomic bool table_forking;
 static __thread int table_depth __attribute__((tls_model("initial-exec")));
 static __thread bool table_forker __attribute__((tls_model("initial-exec")));
 
+/* the process whose threads table_busy counts (0: the first, rt.pid) */
+static _Atomic int table_pid;
+
+/*
+ * A child made without fork handlers (a raw fork(), _Fork(), clone without
+ * CLONE_VM) inherits counts of threads it does not have, and perhaps a fork
+ * under way in one of them: they are dropped in its first wait. Not in a
+ * vfork child, which shares this memory with its parent.
+ */
+static void table_adopt(void)
+{
+	int me = (int)syscall(SYS_getpid), owner = atomic_load(&table_pid);
+
+	if ((owner ? owner : rt.pid) == me ||
+	    atomic_load_explicit(&rt_vforks, memory_order_relaxed))
+		return;
+	atomic_store(&table_pid, me);
+	atomic_store(&table_busy, table_depth);
+	if (!table_forker)
+		atomic_store(&table_forking, false);
+}
+
 /* waits until done() or TABLE_WAIT_NS; false when it gave up */
 static bool table_wait(bool (*done)(void))
 {
 	uint64_t until = 0;
 
+	table_adopt();
 	while (!done()) {
 		uint64_t now = clock_mono_ns();
 
@@ -302,6 +326,7 @@ void conn_fork_parent(void)
 void conn_fork_child(void)
 {
 	table_forker = false;
+	atomic_store(&table_pid, rt.pid);
 	atomic_store(&table_busy, table_depth);
 	atomic_store(&table_forking, false);
 	observe_fork_child();
