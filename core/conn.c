@@ -823,6 +823,16 @@ static void observe_fin(struct tw_conn *c, int fd, struct observed *o)
 	o->fin = ti.tcpi_state;
 	o->nothing_in = tl >= offsetof(struct tcp_info, tcpi_segs_in) + sizeof(ti.tcpi_segs_in) &&
 			!ti.tcpi_segs_in;
+	/*
+	 * The kernel reads the state before it locks the socket for the
+	 * counters (tcp_get_info()): an acknowledgement of the FIN in between
+	 * is in bytes_acked with the state still FIN_WAIT1 or LAST_ACK. What
+	 * is in flight, read with the counters, says whether it is.
+	 */
+	if (tl >= offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof(ti.tcpi_notsent_bytes))
+		o->fin_acked = !ti.tcpi_unacked && !ti.tcpi_notsent_bytes;
+	else
+		o->fin_acked = o->fin == TW_FIN_WAIT2;
 	c->bytes_acked = ti.tcpi_bytes_acked;
 	c->bytes_received = ti.tcpi_bytes_received;
 }
@@ -830,14 +840,15 @@ static void observe_fin(struct tw_conn *c, int fd, struct observed *o)
 /*
  * The record's counters are those at the program's close. Read after the
  * library's shutdown, TCP_INFO may count more: this side's FIN once it is
- * acknowledged (FIN_WAIT2, or CLOSE after both FINs), and, when this side's
+ * acknowledged (fin_acked, or CLOSE after both FINs), and, when this side's
  * FIN was first, the peer's FIN that came after it (CLOSING, or CLOSE).
  */
 static void fin_uncount(struct tw_conn *c, const struct observed *o, uint8_t end)
 {
 	bool over = o->fin == TW_CLOSE && !o->nothing_in;
+	bool acked = o->fin == TW_CLOSE ? over : o->fin_acked;
 
-	if ((o->fin == TW_FIN_WAIT2 || over) && c->bytes_acked)
+	if (acked && c->bytes_acked)
 		c->bytes_acked--;
 	if (end == TW_END_ACTIVE && (o->fin == TW_CLOSING || over) && c->bytes_received)
 		c->bytes_received--;

@@ -85,6 +85,11 @@ struct observed {
 	bool plain;
 	bool fin_failed;	/* with fin: that shutdown failed (ENOTCONN: it was over already) */
 	bool nothing_in;	/* with fin: TCP_INFO counted no segment ever received */
+	/*
+	 * with fin: TCP_INFO's counters include the acknowledgement of this
+	 * side's FIN (nothing in flight or unsent after it)
+	 */
+	bool fin_acked;
 };
 
 enum verdict_act {
