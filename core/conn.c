@@ -742,8 +742,8 @@ static uint8_t met_by_fin(struct tw_conn *c, int fd, const struct tcp_info *ti, 
 		    !ti->tcpi_segs_in)
 			return TW_SYN_SENT;
 		if (conn_local(c, fd) == 0 &&
-		    observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, NULL, NULL, &st, &found) ==
-		    AFTER_ORPHAN &&
+		    observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, NULL, NULL, &st,
+				  &found) == AFTER_ORPHAN &&
 		    st == TW_TIME_WAIT)
 			return TW_ESTABLISHED;
 		return TW_CLOSE_WAIT;
@@ -1040,8 +1040,9 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		struct verdict a;
 		uint64_t found;
 
-		o.after = observe_after(&c->local, &c->remote, cookie, shared ? NULL : conn_tuple_free_here,
-					c, &o.after_state, &found);
+		o.after = observe_after(&c->local, &c->remote, cookie,
+					shared ? NULL : conn_tuple_free_here, c, &o.after_state,
+					&found);
 		/*
 		 * Asked by 4-tuple alone, the kernel may show a newer
 		 * connection of this process that took it once ours was gone

@@ -62,8 +62,8 @@ void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
 		uint64_t found;
 
 		/* the library's copy was the last: held by no one else */
-		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE, conn_tuple_free_here, c,
-					 &o->after_state, &found);
+		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE,
+					 conn_tuple_free_here, c, &o->after_state, &found);
 		a = decide(o);
 		v.end = a.end;
 	}

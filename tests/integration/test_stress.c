@@ -102,7 +102,7 @@ static struct lab_proc *quick_server(int port)
 				"--close", "first", "--close-delay", "1", "--threads", "16", NULL);
 }
 
-/* A namespace with `ports` ephemeral ports, a quick server on a new port, and the client's log path. */
+/* A namespace with `ports` ephemeral ports, a quick server on a new port, the client's log path. */
 static struct lab_proc *quick_lab(unsigned ports, const char **log, int *port)
 {
 	lab_enter(ports);
