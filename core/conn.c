@@ -675,7 +675,9 @@ static bool same_tuple(const struct tw_conn *c, const struct tw_addr *l, const s
 /*
  * Does another socket of this process have c's 4-tuple: a connection made
  * since, tracked already or still on its way (FDT_TCP)? A scan, paid only
- * when the kernel shows the 4-tuple held after an unshared close.
+ * when the kernel shows the 4-tuple held after an unshared close. The
+ * addresses are the kernel's: the table's entry of another thread's
+ * connection may be filled in, or taken for a new one, at this moment.
  */
 static bool tuple_taken_here(const struct tw_conn *c)
 {
@@ -685,19 +687,10 @@ static bool tuple_taken_here(const struct tw_conn *c)
 		uint32_t v = fdtab_get(fd);
 		struct tw_addr l, r;
 
-		if (fdt_is_conn(v)) {
-			const struct tw_conn *o = conn_at(fdt_index(v));
-
-			l = o->local;
-			/* (its local address not read yet: counters alone need none) */
-			if (o != c && (l.port || addr_of_fd(&l, fd, false) == 0) &&
-			    same_tuple(c, &l, &o->remote))
-				return true;
+		if (!fdt_is_conn(v) && !fdt_is_tcp(v))
 			continue;
-		}
-		if (!fdt_is_tcp(v) || addr_of_fd(&l, fd, false) < 0 || addr_of_fd(&r, fd, true) < 0)
-			continue;
-		if (same_tuple(c, &l, &r))
+		if (addr_of_fd(&l, fd, false) == 0 && addr_of_fd(&r, fd, true) == 0 &&
+		    same_tuple(c, &l, &r))
 			return true;
 	}
 	return false;

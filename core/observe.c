@@ -178,7 +178,7 @@ static uint8_t after_once(const struct tw_addr *local, const struct tw_addr *rem
  * looking for its holders) made the program's close not the last; the
  * release, and the FIN, come when that reader lets go, microseconds later.
  * Asked again for up to about a millisecond before the answer stands,
- * while ours() says the socket found may be the one closed (not a new
+ * when ours() says the socket found may be the one closed (not a new
  * connection of this process on the same 4-tuple).
  */
 static bool mid_close(uint8_t after, uint8_t state)
@@ -193,8 +193,9 @@ uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
 {
 	uint8_t after = after_once(local, remote, cookie, state, found);
 
-	for (long ns = 16000; ours && mid_close(after, *state) && ns <= 512000 && ours(arg);
-	     ns *= 2) {
+	if (!ours || !mid_close(after, *state) || !ours(arg))
+		return after;
+	for (long ns = 16000; mid_close(after, *state) && ns <= 512000; ns *= 2) {
 		struct timespec ts = { 0, ns };
 
 		syscall(SYS_nanosleep, &ts, NULL);
