@@ -696,9 +696,12 @@ static bool tuple_taken_here(const struct tw_conn *c)
 	return false;
 }
 
-bool conn_tuple_free_here(const void *c)
+bool conn_tuple_free_here(void *look)
 {
-	return !tuple_taken_here(c);
+	struct conn_tuple_look *t = look;
+
+	t->taken = tuple_taken_here(t->c);
+	return !t->taken;
 }
 
 /* What a verdict does before the close: the policy and why the record names, a reset. */
@@ -1030,18 +1033,21 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 	ret = op(fd, arg);
 	saved = errno;
 	if (v.act == DO_CLOSE_ASK) {
+		struct conn_tuple_look look = { .c = c };
 		struct verdict a;
 		uint64_t found;
 
 		o.after = observe_after(&c->local, &c->remote, cookie,
-					shared ? NULL : conn_tuple_free_here, c, &o.after_state,
+					shared ? NULL : conn_tuple_free_here, &look, &o.after_state,
 					&found);
 		/*
 		 * Asked by 4-tuple alone, the kernel may show a newer
 		 * connection of this process that took it once ours was gone
-		 * (a passive end leaves the port free at once).
+		 * (a passive end leaves the port free at once): found before
+		 * the retries, or looked for now.
 		 */
-		if (o.after == AFTER_HELD && cookie == DIAG_ANY_COOKIE && tuple_taken_here(c))
+		if (o.after == AFTER_HELD && cookie == DIAG_ANY_COOKIE &&
+		    (look.taken || tuple_taken_here(c)))
 			o.after = AFTER_GONE;
 		if (o.after == AFTER_HELD && rt_foreign()) {
 			give_back(c, fd, NULL, NULL);

@@ -188,7 +188,7 @@ static bool mid_close(uint8_t after, uint8_t state)
 }
 
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, obs_ours_fn ours, const void *arg, uint8_t *state,
+		      uint64_t cookie, obs_ours_fn ours, void *arg, uint8_t *state,
 		      uint64_t *found)
 {
 	uint8_t after = after_once(local, remote, cookie, state, found);

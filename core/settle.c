@@ -58,12 +58,13 @@ void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
 	}
 	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
 	if (v.act == DO_CLOSE_ASK) {
+		struct conn_tuple_look look = { .c = c };
 		struct verdict a;
 		uint64_t found;
 
 		/* the library's copy was the last: held by no one else */
 		o->after = observe_after(&c->local, &c->remote, DIAG_ANY_COOKIE,
-					 conn_tuple_free_here, c, &o->after_state, &found);
+					 conn_tuple_free_here, &look, &o->after_state, &found);
 		a = decide(o);
 		v.end = a.end;
 	}

@@ -135,11 +135,15 @@ void conn_exit_all(enum tw_via via);
  */
 bool conn_recorded(const struct tw_conn *c);
 /*
- * No other socket of this process has c's 4-tuple (a struct tw_conn *): a
- * socket the kernel shows with it after c's close may be c's
- * (observe_after()'s ours()).
+ * observe_after()'s ours() after the close of look->c: no other socket of
+ * this process has its 4-tuple, so a socket the kernel shows with it may be
+ * c's. Sets look->taken to what it found.
  */
-bool conn_tuple_free_here(const void *c);
+struct conn_tuple_look {
+	const struct tw_conn *c;
+	bool taken;
+};
+bool conn_tuple_free_here(void *look);
 /*
  * Writes c's record: its end, whether a timeout chose it, and the time of
  * the real end (0: now is the program's close).

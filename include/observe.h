@@ -23,18 +23,18 @@ int observe_outq(int fd);
  * May the socket the kernel shows with this 4-tuple after a close be the
  * one closed? (arg: the caller's)
  */
-typedef bool (*obs_ours_fn)(const void *arg);
+typedef bool (*obs_ours_fn)(void *arg);
 /*
  * After a close: enum obs_after for the socket with this 4-tuple (and
  * cookie, DIAG_ANY_COOKIE for any), with its state in *state and its cookie
  * in *found when it is there (a TIME_WAIT socket keeps the cookie). ours:
  * NULL when another holder may have the socket; else the caller's close was
  * its last reference this process knows of, and a close seen under way is
- * asked about again for up to a millisecond, as long as ours(arg) says the
- * socket found may be the one closed.
+ * asked about again for up to a millisecond when ours(arg), asked once,
+ * says the socket found may be the one closed.
  */
 uint8_t observe_after(const struct tw_addr *local, const struct tw_addr *remote,
-		      uint64_t cookie, obs_ours_fn ours, const void *arg, uint8_t *state,
+		      uint64_t cookie, obs_ours_fn ours, void *arg, uint8_t *state,
 		      uint64_t *found);
 /* the fork child must not share the parent's netlink socket */
 void observe_fork_child(void);
