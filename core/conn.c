@@ -761,10 +761,14 @@ static void observe_close(struct tw_conn *c, int fd, enum tw_via via, struct obs
 	o->at_shutdown = c->state;
 	/*
 	 * Nothing kept, no peek: the state decides, and data left unread makes
-	 * the kernel's close reset (or, deferred, the closer's, at once).
+	 * the kernel's close reset (or, deferred, the closer's, at once). A
+	 * peek would take a pending error (a reset not yet read) that another
+	 * holder, or at exit the program's other threads and later exit
+	 * handlers, may still read: SIOCINQ then, with TCP_INFO for the rest.
 	 */
 	if (!o->linger0 && o->kept != KEPT_NONE)
-		o->unread = observe_unread(fd, c->flags & CONN_PEEKOFF);
+		o->unread = observe_unread(fd, (c->flags & CONN_PEEKOFF) || o->shared ||
+					   o->who == WHO_EXIT);
 }
 
 /* The state and the counters the record keeps (TCP_INFO); for `defer`, what was learned. */

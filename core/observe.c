@@ -27,20 +27,23 @@ static _Atomic int nl_fd = -1;
 static _Atomic bool nl_busy;
 static _Atomic uint32_t nl_seq;
 
-uint8_t observe_unread(int fd, bool peek_off)
+uint8_t observe_unread(int fd, bool quiet)
 {
 	char b;
 	long n;
 
-	/* after SO_PEEK_OFF a peek could skip data: SIOCINQ, which cannot see the end */
-	if (peek_off) {
+	if (quiet) {
 		int q = 0;
 
 		if (syscall(SYS_ioctl, fd, SIOCINQ, &q) < 0)
 			return UNREAD_ERROR;
 		return q > 0 ? UNREAD_DATA : UNREAD_NONE;
 	}
-	/* recvfrom by number: no cancellation point of its own */
+	/*
+	 * recvfrom by number: no cancellation point of its own. A pending
+	 * error is taken (tcp_recvmsg(): sock_error()), as the program's own
+	 * read would: only where nobody else can read it (observe.h).
+	 */
 	n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
 	if (n > 0)
 		return UNREAD_DATA;

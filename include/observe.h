@@ -13,8 +13,13 @@
 
 #include "addr.h"
 
-/* enum obs_unread: nothing, the end of the stream, data, or an error (a reset) */
-uint8_t observe_unread(int fd, bool peek_off);
+/*
+ * enum obs_unread: nothing, the end of the stream, data, or an error (a
+ * reset). quiet: by SIOCINQ, which sees data only (UNREAD_DATA or
+ * UNREAD_NONE) and takes nothing from the socket, where the peek would take
+ * a pending error (another holder's to read) or skip what SO_PEEK_OFF passed.
+ */
+uint8_t observe_unread(int fd, bool quiet);
 /* SIOCATMARK: an urgent byte is next to read (a peek skips it unless SO_OOBINLINE) */
 bool observe_urgent(int fd);
 /* SIOCOUTQ: bytes written and not yet acknowledged, or -1 */

@@ -46,13 +46,17 @@ static const struct allowed allowed[] = {
 };
 #define N_ALLOWED (sizeof(allowed) / sizeof(allowed[0]))
 
-/* The shared library that the scenario exit_handler_in_library loads. */
+/*
+ * The shared library that the scenarios exit_handler_in_library and
+ * reset_read_in_exit_handler load.
+ */
 static const char *exit_lib(const char *scenario)
 {
 	const char *src = lab_source_dir(), *out = lab_path("tw-exit-writer.so");
 	struct lab_proc *p;
 
-	if (strcmp(scenario, "exit_handler_in_library"))
+	if (strcmp(scenario, "exit_handler_in_library") &&
+	    strcmp(scenario, "reset_read_in_exit_handler"))
 		return "";
 	if (!src)
 		cr_skip_test("no source tree here to build tests/programs/lib/tw-exit-writer.c");
@@ -230,6 +234,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(half_close_program) \
 	X(half_close_peer) \
 	X(peer_reset) \
+	X(reset_read_by_forked_holder) \
 	X(large_write_before_close) \
 	X(slow_reader) \
 	X(linger_zero) \
@@ -243,6 +248,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(exit_while_thread_writes) \
 	X(atexit_writes) \
 	X(exit_handler_in_library) \
+	X(reset_read_in_exit_handler) \
 	X(both_client_closes_first) \
 	X(both_server_closes_first) \
 	X(no_tcp_fds) \

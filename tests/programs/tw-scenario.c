@@ -742,6 +742,46 @@ static void wait_child(pid_t pid)
 }
 
 /*
+ * A forked child holds the connection when the peer resets it; the program
+ * closes its copy after the reset came in, then the child reads: the error
+ * is the child's to read (a peek at the close would have taken it).
+ */
+static void reset_read_by_forked_holder_program(void)
+{
+	int fd = connect_peer(), go[2];
+	pid_t pid;
+	char c;
+
+	send_all(fd, "send request", REQ_LEN);
+	if (pipe(go) < 0)
+		fail("pipe");
+	pid = fork();
+	if (pid < 0)
+		fail("fork");
+	if (pid == 0) {
+		int err = -1;
+		socklen_t len = sizeof(err);
+
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(3);
+		say("child: recv after the parent's close %s", RESULT(recv(fd, &c, 1, 0)));
+		say("child: SO_ERROR %s, error %s",
+		    RESULT(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)), err ? ename(err) : "0");
+		say("child: close %s", RESULT(close(fd)));
+		_exit(0);
+	}
+	close(go[0]);
+	ctl_wait("reset");
+	wait_readable(fd);
+	closed(fd, "close while a child holds it, the reset unread");
+	if (write(go[1], "g", 1) != 1)
+		fail("write");
+	close(go[1]);
+	wait_child(pid);
+}
+
+/*
  * inetd: the program hands the accepted socket to a child (posix_spawn,
  * vfork + exec, or system() with the child in the background), closes its
  * own copy and, when it can, waits for the child; the child reads the
@@ -954,24 +994,49 @@ static void atexit_writes_program(void)
  * destructor runs after those of the libraries loaded before it, the
  * preload library among them.
  */
-static void exit_handler_in_library_program(void)
+/* tests/programs/lib/tw-exit-writer.c's function name, loaded with --exit-lib */
+static void (*exit_lib_fn(const char *name))(int)
 {
 	void *h = g.exit_lib ? dlopen(g.exit_lib, RTLD_NOW) : NULL;
-	void (*arm)(int);
-	int fd;
+	void (*fn)(int);
 
 	if (!h) {
 		say("setup failed: dlopen: %s", g.exit_lib ? dlerror() : "no --exit-lib");
 		exit(3);
 	}
-	*(void **)&arm = dlsym(h, "tw_exit_writer_arm");
-	if (!arm) {
-		say("setup failed: dlsym tw_exit_writer_arm");
+	*(void **)&fn = dlsym(h, name);
+	if (!fn) {
+		say("setup failed: dlsym %s", name);
 		exit(3);
 	}
+	return fn;
+}
+
+static void exit_handler_in_library_program(void)
+{
+	void (*arm)(int) = exit_lib_fn("tw_exit_writer_arm");
+	int fd;
+
 	fd = connect_peer();
 	send_all(fd, "send request", REQ_LEN);
 	recv_exact(fd, "recv answer", REQ_LEN);
+	arm(fd);
+	ctl_send("closed", now_ms());
+	exit(0);
+}
+
+/*
+ * The peer resets the connection; the program exits with the reset unread,
+ * and an exit handler that runs after the library's reads it.
+ */
+static void reset_read_in_exit_handler_program(void)
+{
+	void (*arm)(int) = exit_lib_fn("tw_exit_reader_arm");
+	int fd = connect_peer();
+
+	send_all(fd, "send request", REQ_LEN);
+	ctl_wait("reset");
+	wait_readable(fd);
 	arm(fd);
 	ctl_send("closed", now_ms());
 	exit(0);
@@ -1105,6 +1170,8 @@ static const struct scenario scenarios[] = {
 	{ "half_close_program", half_close_program_program, half_close_program_peer, false },
 	{ "half_close_peer", half_close_peer_program, half_close_peer_peer, false },
 	{ "peer_reset", peer_reset_program, peer_reset_peer, false },
+	{ "reset_read_by_forked_holder", reset_read_by_forked_holder_program, peer_reset_peer,
+	  false },
 	{ "large_write_before_close", large_write_before_close_program,
 	  large_write_before_close_peer, false },
 	{ "slow_reader", slow_reader_program, slow_reader_peer, false },
@@ -1123,6 +1190,8 @@ static const struct scenario scenarios[] = {
 	  exit_while_thread_writes_peer, false },
 	{ "atexit_writes", atexit_writes_program, exit_handler_peer, false },
 	{ "exit_handler_in_library", exit_handler_in_library_program, exit_handler_peer, false },
+	{ "reset_read_in_exit_handler", reset_read_in_exit_handler_program, peer_reset_peer,
+	  false },
 	{ "both_client_closes_first", client_closes_first_program, server_reads_to_end_peer, true },
 	{ "both_server_closes_first", server_closes_first_program, client_reads_to_end_peer, true },
 	{ "no_tcp_fds", no_tcp_fds_program, no_tcp_fds_peer, false },

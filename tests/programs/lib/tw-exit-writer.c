@@ -2,7 +2,7 @@
 /*
  * tw-exit-writer: a shared library with an exit handler that writes its last
  * words on a connection and closes it, as a client library's destructor
- * does. tw-scenario's exit_handler_in_library loads it with dlopen(), so
+ * does, or (armed to read) reads from it first, as one that drains it does. tw-scenario's exit_handler_in_library loads it with dlopen(), so
  * its destructor runs after those of the libraries loaded before it (the
  * preload library among them). Built by the differential test:
  *   cc -shared -fPIC -o tw-exit-writer.so tw-exit-writer.c
@@ -15,12 +15,20 @@
 #include <unistd.h>
 
 static int fd = -1;
+static int reads;
 
 __attribute__((visibility("default"))) void tw_exit_writer_arm(int conn);
+__attribute__((visibility("default"))) void tw_exit_reader_arm(int conn);
 
 void tw_exit_writer_arm(int conn)
 {
 	fd = conn;
+}
+
+void tw_exit_reader_arm(int conn)
+{
+	fd = conn;
+	reads = 1;
 }
 
 /* one transcript line, as tw-scenario prints them: "= N" or "= -1 ENAME" */
@@ -41,8 +49,14 @@ __attribute__((destructor)) static void last_words(void)
 {
 	long r;
 
+	char c;
+
 	if (fd < 0)
 		return;
+	if (reads) {
+		r = recv(fd, &c, 1, 0);
+		say("exit handler in a library: recv", r, errno);
+	}
 	r = send(fd, "bye\n", 4, MSG_NOSIGNAL);
 	say("exit handler in a library: send bye", r, errno);
 	r = close(fd);
