@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,10 +27,29 @@ static int op_dup(int newfd, void *arg)
 }
 
 /*
+ * Does dup2/dup3 fail before it touches newfd (ksys_dup3())? Flags it does
+ * not know, a number at or above the soft fd limit (lowered since newfd
+ * was opened), and an invalid oldfd. A connection is ended only by a call
+ * that gets that far: this asks only when newfd may be one.
+ */
+static bool dup_refused(int oldfd, int newfd, int flags, bool three)
+{
+	struct rlimit rl;
+
+	if (three && (flags & ~O_CLOEXEC))
+		return true;
+	if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 &&
+	    (rlim_t)newfd >= rl.rlim_cur)
+		return true;
+	return syscall(SYS_fcntl, oldfd, F_GETFD) < 0;
+}
+
+/*
  * dup2/dup3 close newfd first. When newfd is one of the library's, ours moves
  * away; when it is a connection, that close may end it (via dup2 or dup3).
- * An invalid oldfd makes the call fail without touching newfd, so it is
- * checked before anything is ended.
+ * A call that fails without touching newfd ends nothing, so that is checked
+ * before anything is ended; one that fails after (EBUSY, an open under way
+ * in another thread at that number) cannot be foreseen (README, Limits).
  */
 static int shim_dup23(int oldfd, int newfd, int flags, bool three)
 {
@@ -37,9 +57,11 @@ static int shim_dup23(int oldfd, int newfd, int flags, bool three)
 	uint32_t v;
 	int r;
 
-	if (!rt.tracking || oldfd == newfd || syscall(SYS_fcntl, oldfd, F_GETFD) < 0)
+	if (!rt.tracking || oldfd == newfd)
 		return op_dup(newfd, &a);
 	v = fdtab_get(newfd);
+	if ((fdt_is_lib(v) || fdt_may_be_conn(v)) && dup_refused(oldfd, newfd, flags, three))
+		return op_dup(newfd, &a);
 	if (fdt_is_lib(v) && !rt_foreign() && !sink_evict(newfd) && !observe_evict(newfd))
 		closer_evict(newfd);
 	if (fdt_may_be_conn(v))

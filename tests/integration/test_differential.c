@@ -89,6 +89,11 @@ static char *run(const char *scenario, const char *lib, const char *options, con
 		/* a child holds the socket at the program's close: the FIN is the child's exit */
 		if (!strncmp(scenario, "spawn_before_connect", 20))
 			lab_rec_assert_count(recs, "via=close,end=active", 0);
+		/* a dup2 or dup3 that failed ended nothing: the close does */
+		if (!strcmp(scenario, "dup_onto_connection_fails")) {
+			lab_rec_assert_count(recs, "role=client,via=close", 1);
+			lab_rec_assert_count(recs, "role=client", 1);
+		}
 		json_decref(recs);
 	}
 	return lab_stdout(p);
@@ -227,6 +232,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 #define SCENARIOS(X) \
 	X(client_closes_first) \
 	X(server_closes_first) \
+	X(dup_onto_connection_fails) \
 	X(unread_at_close_client) \
 	X(unread_at_close_server) \
 	X(data_after_close_client) \

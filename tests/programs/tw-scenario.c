@@ -49,6 +49,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -432,6 +433,31 @@ static void server_reads_to_end_peer(void)
 	recv_exact(fd, "recv request", REQ_LEN);
 	send_all(fd, "send answer", REQ_LEN);
 	end_of_stream(fd, "read to the end after program close", 0, 0, -1);
+}
+
+/*
+ * dup3() and dup2() onto the connection's fd fail and leave it open (flags
+ * dup3 does not know; a number at or above a soft fd limit lowered since);
+ * the program then goes on as client_closes_first.
+ */
+static void dup_onto_connection_fails_program(void)
+{
+	int fd = connect_peer();
+	struct rlimit rl, low;
+
+	say("dup3 with unknown flags onto it %s", RESULT(dup3(0, fd, 0x40000000)));
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		fail("getrlimit");
+	low = rl;
+	low.rlim_cur = (rlim_t)fd;
+	if (setrlimit(RLIMIT_NOFILE, &low) < 0)
+		fail("setrlimit");
+	say("dup2 onto it above the soft fd limit %s", RESULT(dup2(0, fd)));
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		fail("setrlimit");
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	closed(fd, "close");
 }
 
 /* The program serves one request and closes; the peer reads the answer to the end. */
@@ -1159,6 +1185,8 @@ struct scenario {
 static const struct scenario scenarios[] = {
 	{ "client_closes_first", client_closes_first_program, server_reads_to_end_peer, false },
 	{ "server_closes_first", server_closes_first_program, client_reads_to_end_peer, false },
+	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
+	  server_reads_to_end_peer, false },
 	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer,
 	  false },
 	{ "unread_at_close_server", unread_at_close_server_program, unread_at_close_server_peer,
