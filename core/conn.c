@@ -1206,32 +1206,6 @@ static int op_close(int fd, void *arg)
 }
 
 /*
- * Before an exec, the connections marked close-on-exec end now: the exec
- * closes them unseen. Then every deferred connection goes to the holder:
- * the closer's fds close at exec too. Should the exec fail, the process
- * goes on with its closer, and nothing deferred. Whether the parent or a
- * child holds them is read from their fds once for all (holders_begin()).
- */
-void conn_exec_all(void)
-{
-	int hi = atomic_load(&fd_hi);
-
-	holders_begin();
-	for (int fd = 0; fd <= hi; fd++) {
-		long fl;
-
-		if (!fdt_may_be_conn(fdtab_get(fd)))
-			continue;
-		fl = syscall(SYS_fcntl, fd, F_GETFD);
-		if (fl < 0 || !(fl & FD_CLOEXEC))
-			continue;
-		conn_release(fd, TW_VIA_EXEC, op_close, NULL);
-	}
-	holders_end();
-	hold_all();
-}
-
-/*
  * The process is ending and still holds c on fd. Nothing is closed, shut
  * down or reset under the feet of its other threads and of the exit
  * handlers that run after this one: the kernel closes the fd when the
@@ -1315,22 +1289,36 @@ static void let_go_unconnected(int fd, uint32_t v)
 		syscall(SYS_close, fd);
 }
 
-void conn_exit_all(enum tw_via via)
+/*
+ * The process is ending (exit), or its image is (exec: only the fds marked
+ * close-on-exec, which the exec closes unseen): every connection it holds
+ * is recorded as that close will end it (exit_one()), out of the table, its
+ * fd left open; then every deferred connection goes to the holder, as the
+ * closer's thread and fds end too. Should an exec fail, the program has its
+ * fds as they were and goes on with its closer: their records stand, and
+ * their later closes pass untouched. Whether the parent or a child holds
+ * them is read from their fds once for all (holders_begin()).
+ */
+static void let_go_all(enum tw_via via)
 {
 	int hi = atomic_load(&fd_hi), cancel;
+	bool exec = via == TW_VIA_EXEC;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	holders_begin();
 	for (int fd = 0; fd <= hi; fd++) {
 		uint32_t v = fdtab_get(fd);
+		long fl;
 
 		if (!fdt_may_be_conn(v))
+			continue;
+		if (exec && ((fl = syscall(SYS_fcntl, fd, F_GETFD)) < 0 || !(fl & FD_CLOEXEC)))
 			continue;
 		table_enter();
 		v = fdtab_get(fd);
 		if (fdt_is_forked_tcp(v)) {
 			adopt_forked(fd, v);
-			if (rt.forked && !fdt_is_conn(fdtab_get(fd)))
+			if (!exec && rt.forked && !fdt_is_conn(fdtab_get(fd)))
 				let_go_unconnected(fd, v);
 		}
 		/* out of the table: a close of it after this passes through untouched */
@@ -1343,4 +1331,14 @@ void conn_exit_all(enum tw_via via)
 	holders_end();
 	pthread_setcancelstate(cancel, NULL);
 	hold_all();
+}
+
+void conn_exit_all(enum tw_via via)
+{
+	let_go_all(via);
+}
+
+void conn_exec_all(void)
+{
+	let_go_all(TW_VIA_EXEC);
 }

@@ -121,7 +121,10 @@ void conn_fork_parent(void);
 void conn_fork_child(void);
 /* Before a spawn: its child holds the sockets that are no connection yet, and the connections. */
 void conn_spawn_prepare(void);
-/* Before exec: the connections marked close-on-exec end now, as the exec would end them. */
+/*
+ * Before exec: the connections marked close-on-exec, as at exit, for the
+ * exec's close; left open, should the exec fail.
+ */
 void conn_exec_all(void);
 /*
  * At exit: connections the program still holds are left open for the

@@ -2,10 +2,10 @@
 /*
  * The exec family. A successful exec closes every fd marked close-on-exec
  * inside the kernel, where close() is not interposed, and takes the
- * library's closer with it: connections the program marked so, and those
- * still deferred, end here first, recorded with via "exec". Should the exec
- * fail, the program finds those fds closed, as a successful exec would have
- * left them.
+ * library's closer with it: connections the program marked so are recorded
+ * here first, with via "exec" and the end that close makes, as at exit, and
+ * left open; those still deferred go to the holder. Should the exec fail,
+ * the program has its fds as they were.
  */
 #include <errno.h>
 #include <stdarg.h>

@@ -233,6 +233,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(client_closes_first) \
 	X(server_closes_first) \
 	X(dup_onto_connection_fails) \
+	X(exec_fails) \
 	X(unread_at_close_client) \
 	X(unread_at_close_server) \
 	X(data_after_close_client) \

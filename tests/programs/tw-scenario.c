@@ -460,6 +460,23 @@ static void dup_onto_connection_fails_program(void)
 	closed(fd, "close");
 }
 
+/*
+ * An exec that fails: the program's close-on-exec connection is as it was,
+ * and the program goes on with it (one more byte, then its close).
+ */
+static void exec_fails_program(void)
+{
+	int fd = connect_peer();
+
+	say("FD_CLOEXEC %s", RESULT(fcntl(fd, F_SETFD, FD_CLOEXEC)));
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	say("execl of a missing file %s", RESULT(execl("/nonexistent/tw-scenario", "x", NULL)));
+	say("fcntl(F_GETFD) after it %s", RESULT(fcntl(fd, F_GETFD)));
+	send_all(fd, "send a byte after it", 1);
+	closed(fd, "close");
+}
+
 /* The program serves one request and closes; the peer reads the answer to the end. */
 static void server_closes_first_program(void)
 {
@@ -1187,6 +1204,7 @@ static const struct scenario scenarios[] = {
 	{ "server_closes_first", server_closes_first_program, client_reads_to_end_peer, false },
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
+	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
 	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer,
 	  false },
 	{ "unread_at_close_server", unread_at_close_server_program, unread_at_close_server_peer,
