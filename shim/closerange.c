@@ -5,7 +5,10 @@
  * library's.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/close_range.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,11 +27,46 @@ static int raw_close_range(unsigned first, unsigned last, int flags)
 }
 
 /*
+ * Does the call close fds of this process's table? Not with
+ * CLOSE_RANGE_CLOEXEC (it marks them), nor with flags the kernel does not
+ * know or first > last (EINVAL before anything). CLOSE_RANGE_UNSHARE first
+ * gives the caller a table of its own when another thread, or a child made
+ * with CLONE_FILES, shares it (__close_range(), unshare_fd()), and closes
+ * there: the others keep the connections.
+ */
+static bool closes_nothing(unsigned first, unsigned last, int flags)
+{
+	return first > last || (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) ||
+	       (flags & CLOSE_RANGE_CLOEXEC);
+}
+
+/* The threads of this process (/proc/self/stat), or 0. Raw calls. */
+static long threads(void)
+{
+	char buf[1024], *p;
+	long n, fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	int field = 2;
+
+	if (fd < 0)
+		return 0;
+	n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+	syscall(SYS_close, fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	/* after the command's closing parenthesis: field 3 on; num_threads is field 20 */
+	p = strrchr(buf, ')');
+	for (; p && *p && field < 20; p++)
+		field += *p == ' ';
+	return p && field == 20 ? strtol(p, NULL, 10) : 0;
+}
+
+/*
  * Ends each tracked connection in [first, last] on its own (recorded with
  * via), then lets the kernel close the rest in runs that skip the library's
- * own fds. CLOSE_RANGE_CLOEXEC closes nothing and passes straight through.
+ * own fds. A call that closes none of them passes straight through.
  */
-static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_via via)
+static int close_in_place(unsigned first, unsigned last, int flags, enum tw_via via)
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
 	unsigned hi = (unsigned)atomic_load(&fdtab_hi), from = first;
@@ -36,7 +74,7 @@ static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_vi
 	unsigned top = last < hi ? last : hi;
 	int r = 0, saved = errno;
 
-	if (!rt.tracking || (flags & CLOSE_RANGE_CLOEXEC) || first > last)
+	if (!rt.tracking || closes_nothing(first, last, flags))
 		return fn(first, last, flags);
 	for (unsigned fd = first; fd <= top && fd >= first; fd++) {
 		uint32_t v = fdtab_get((int)fd);
@@ -55,6 +93,37 @@ static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_vi
 		r = fn(from, last, flags);
 	if (r == 0)
 		errno = saved;
+	return r;
+}
+
+/*
+ * With CLOSE_RANGE_UNSHARE, the library's closer thread, which shares the
+ * table, steps aside (as for unshare()): a program with one thread then
+ * closes in place, as without the library. One whose other threads (or a
+ * CLONE_FILES child) share it closes in a table of the caller's own: the
+ * connections stay open for the rest, and the table describes theirs. A
+ * vfork child's table is its own already.
+ */
+static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_via via)
+{
+	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
+	bool paused;
+	int r, saved;
+
+	if (!rt.tracking || !(flags & CLOSE_RANGE_UNSHARE) || closes_nothing(first, last, flags) ||
+	    rt_foreign())
+		return close_in_place(first, last, flags, via);
+	if (atomic_load(&rt_cloned))
+		return fn(first, last, flags);
+	paused = closer_pause();
+	if (threads() == 1)
+		r = close_in_place(first, last, flags, via);
+	else
+		r = fn(first, last, flags);
+	saved = errno;
+	if (paused)
+		closer_resume();
+	errno = saved;
 	return r;
 }
 

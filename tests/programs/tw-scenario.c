@@ -34,6 +34,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -475,6 +476,39 @@ static void exec_fails_program(void)
 	say("fcntl(F_GETFD) after it %s", RESULT(fcntl(fd, F_GETFD)));
 	send_all(fd, "send a byte after it", 1);
 	closed(fd, "close");
+}
+
+static void *close_range_unshared(void *arg)
+{
+	int fd = *(int *)arg;
+
+	say("thread: close_range(fd, fd, CLOSE_RANGE_UNSHARE) %s",
+	    RESULT(close_range((unsigned)fd, (unsigned)fd, CLOSE_RANGE_UNSHARE)));
+	return NULL;
+}
+
+/*
+ * close_range() calls that leave the program's connection open: flags the
+ * kernel does not know (EINVAL), and CLOSE_RANGE_UNSHARE from a second
+ * thread, which closes the fd in that thread's own copy of the fd table
+ * only. The program then goes on as client_closes_first, and closes with
+ * CLOSE_RANGE_UNSHARE, alone again.
+ */
+static void close_range_ends_nothing_program(void)
+{
+	int fd = connect_peer();
+	pthread_t t;
+
+	say("close_range with unknown flags %s", RESULT(close_range((unsigned)fd, (unsigned)fd,
+								     0x40000000)));
+	if (pthread_create(&t, NULL, close_range_unshared, &fd) || pthread_join(t, NULL))
+		fail("pthread");
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	/* one thread again: the table is not shared, and the fd closes in place */
+	say("close_range(fd, fd, CLOSE_RANGE_UNSHARE) %s",
+	    RESULT(close_range((unsigned)fd, (unsigned)fd, CLOSE_RANGE_UNSHARE)));
+	ctl_send("closed", now_ms());
 }
 
 /* The program serves one request and closes; the peer reads the answer to the end. */
@@ -1205,6 +1239,8 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "close_range_ends_nothing", close_range_ends_nothing_program, server_reads_to_end_peer,
+	  false },
 	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer,
 	  false },
 	{ "unread_at_close_server", unread_at_close_server_program, unread_at_close_server_peer,
