@@ -501,7 +501,7 @@ bench_churn() {
 		case $v in
 		*-before) target=-; desc="${v%-before}, the library of BENCH_BEFORE" ;;
 		none2) target=-; desc="A/A: no library in either run" ;;
-		normal-none) target=">= 0.97"; desc="close=normal, log=none (nothing tracked)" ;;
+		normal-none) target=">= 0.98"; desc="close=normal, log=none (nothing tracked)" ;;
 		stats-none) target=">= 0.97"; desc="close=normal, stats=DIR, log=none" ;;
 		normal-log) target=">= 0.95"; desc="close=normal, log=FILE" ;;
 		*) target=-; desc="client close=$v, server close=normal, log=FILE" ;;
