@@ -1092,13 +1092,14 @@ int conn_release(int fd, enum tw_via via, conn_close_fn op, void *arg)
 	uint32_t v;
 
 	/*
-	 * close() and fclose() are cancellation points: a cancel already
-	 * pending acts here, before anything is changed, as in libc's own.
-	 * None may act further in (op, the record's write and the sock_diag
-	 * calls are cancellation points too): it would leave the table's
-	 * entry taken and no record, and fork() held off for good.
+	 * close() is a cancellation point: a cancel already pending acts
+	 * here, before anything is changed, as in libc's own. glibc's fclose()
+	 * is not one (it closes with __close_nocancel()). None may act further
+	 * in (op, the record's write and the sock_diag calls are cancellation
+	 * points too): it would leave the table's entry taken and no record,
+	 * and fork() held off for good.
 	 */
-	if (via == TW_VIA_CLOSE || via == TW_VIA_FCLOSE)
+	if (via == TW_VIA_CLOSE)
 		pthread_testcancel();
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	table_enter();
@@ -1199,6 +1200,14 @@ void conn_note_dup(int oldfd, int newfd)
 	table_leave();
 }
 
+void conn_note_stream(int fd)
+{
+	uint32_t v = fdtab_get(fd);
+
+	if (fdt_is_conn(v))
+		conn_at(fdt_index(v))->stdio = 1;
+}
+
 static int op_close(int fd, void *arg)
 {
 	(void)arg;
@@ -1247,8 +1256,9 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	observe_at_close(c, fd, via, &o);
 	if (shared && !claim_alone(fd))
 		o.before = 0;
+	/* what a stdio stream on it still buffers, exit() writes after this pass */
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
-		o.outq_empty = observe_outq(fd) == 0;
+		o.outq_empty = !c->stdio && observe_outq(fd) == 0;
 	v = decide(&o);
 	if (v.act == DO_HOLD) {
 		libfd = closer_copy(c, fd);

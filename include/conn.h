@@ -42,6 +42,8 @@ struct tw_conn {
 	uint8_t mode : 2;	/* closer: enum tw_close_policy it is waiting under */
 	uint8_t waited : 1;	/* its connect waited for a deferred connection to end */
 	uint8_t unwatched : 1;	/* closer: not in its epoll set (epoll_ctl failed) */
+	/* the program opened a stdio stream on it (fdopen()): glibc may flush it after exit's pass */
+	uint8_t stdio : 1;
 	struct tw_policy pol;
 	int32_t fd;		/* the program's fd number */
 	int32_t libfd;		/* the library's fd while deferred */
@@ -114,6 +116,8 @@ void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen);
 /* The program sent fd to another process (SCM_RIGHTS). */
 void conn_note_sent(int fd);
 /* newfd now refers to what oldfd refers to (dup, dup2, dup3, F_DUPFD). */
+/* fdopen() gave fd a stdio stream, which glibc flushes only after the exit pass */
+void conn_note_stream(int fd);
 void conn_note_dup(int oldfd, int newfd);
 /* fork() waits for changes of the table under way, and holds new ones off */
 void conn_fork_prepare(void);

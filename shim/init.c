@@ -75,6 +75,7 @@ static void bind_all(void)
 	BIND(close_range, false);	/* glibc >= 2.34 */
 	BIND(closefrom, false);	/* glibc >= 2.34 */
 	BIND(fclose, true);
+	BIND(fdopen, true);
 	BIND(_exit, true);
 	BIND(_Exit, true);
 	BIND(setsockopt, true);

@@ -27,6 +27,7 @@ struct real {
 	int (*close_range)(unsigned, unsigned, int);
 	void (*closefrom)(int);
 	int (*fclose)(FILE *);
+	FILE *(*fdopen)(int, const char *);
 	void (*_exit)(int) __attribute__((noreturn));
 	void (*_Exit)(int) __attribute__((noreturn));
 	int (*setsockopt)(int, int, int, const void *, socklen_t);

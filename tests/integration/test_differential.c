@@ -239,6 +239,8 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(server_closes_first) \
 	X(dup_onto_connection_fails) \
 	X(exec_fails) \
+	X(fclose_after_reset) \
+	X(fclose_with_a_cancel_pending) \
 	X(close_range_ends_nothing) \
 	X(unread_at_close_client) \
 	X(unread_at_close_server) \
@@ -260,6 +262,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(spawn_before_connect_vfork) \
 	X(exit_while_thread_writes) \
 	X(atexit_writes) \
+	X(exit_while_a_thread_reads_a_stream) \
 	X(exit_handler_in_library) \
 	X(reset_read_in_exit_handler) \
 	X(both_client_closes_first) \

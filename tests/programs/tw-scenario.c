@@ -511,6 +511,77 @@ static void close_range_ends_nothing_program(void)
 	ctl_send("closed", now_ms());
 }
 
+/*
+ * The peer resets; the program writes into a stdio stream on the
+ * connection and closes it: fclose() reports the write's ECONNRESET.
+ */
+static void fclose_after_reset_program(void)
+{
+	int fd = connect_peer();
+	FILE *f;
+
+	send_all(fd, "send request", REQ_LEN);
+	ctl_wait("reset");
+	wait_readable(fd);
+	if (!(f = fdopen(fd, "w")))
+		fail("fdopen");
+	say("fputs into the stream %s", RESULT(fputs("after the reset", f)));
+	say("fclose %s", RESULT(fclose(f)));
+	ctl_send("closed", now_ms());
+}
+
+static struct {
+	int fd;
+	_Atomic int ready, cancelled;
+	int ret;
+	bool returned;
+} fc;
+
+static void *fclose_cancelled(void *arg)
+{
+	FILE *f;
+	int old;
+
+	(void)arg;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	f = fdopen(fc.fd, "r+");
+	fc.ready = 1;
+	if (!f)
+		return NULL;
+	while (!fc.cancelled)
+		sleep_ms(1);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	fc.ret = fclose(f);
+	fc.returned = true;
+	pthread_testcancel();
+	return NULL;
+}
+
+/*
+ * A thread with a cancel pending closes the connection's stdio stream:
+ * glibc's fclose() is no cancellation point, so it returns, and the
+ * cancel acts after it.
+ */
+static void fclose_with_a_cancel_pending_program(void)
+{
+	pthread_t t;
+
+	fc.fd = connect_peer();
+	send_all(fc.fd, "send request", REQ_LEN);
+	recv_exact(fc.fd, "recv answer", REQ_LEN);
+	if (pthread_create(&t, NULL, fclose_cancelled, NULL))
+		fail("pthread_create");
+	while (!fc.ready)
+		sleep_ms(1);
+	pthread_cancel(t);
+	fc.cancelled = 1;
+	pthread_join(t, NULL);
+	say("fclose in the cancelled thread: %s %s", fc.returned ? "returned" : "did not return",
+	    result(fc.ret, errno));
+	say("the fd after it %s", RESULT(fcntl(fc.fd, F_GETFD)));
+	ctl_send("closed", now_ms());
+}
+
 /* The program serves one request and closes; the peer reads the answer to the end. */
 static void server_closes_first_program(void)
 {
@@ -1060,6 +1131,33 @@ static void exits_after_answer(void)
 	exit(0);
 }
 
+static void *read_stream(void *arg)
+{
+	char buf[64];
+
+	while (fgets(buf, sizeof(buf), arg))
+		;
+	return NULL;
+}
+
+/*
+ * A thread is blocked in fgets() on a pipe nobody writes to (it holds the
+ * stream's lock) when the program exits: exit() flushes without taking it.
+ */
+static void exit_while_a_thread_reads_a_stream_program(void)
+{
+	FILE *f;
+	pthread_t t;
+	int p[2];
+
+	if (pipe(p) < 0 || !(f = fdopen(p[0], "r")))
+		fail("pipe");
+	if (pthread_create(&t, NULL, read_stream, f))
+		fail("pthread_create");
+	sleep_ms(50);
+	exits_after_answer();
+}
+
 static void atexit_writes_program(void)
 {
 	atexit(last_words);
@@ -1239,6 +1337,9 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "fclose_after_reset", fclose_after_reset_program, peer_reset_peer, false },
+	{ "fclose_with_a_cancel_pending", fclose_with_a_cancel_pending_program,
+	  server_reads_to_end_peer, false },
 	{ "close_range_ends_nothing", close_range_ends_nothing_program, server_reads_to_end_peer,
 	  false },
 	{ "unread_at_close_client", unread_at_close_client_program, unread_at_close_client_peer,
@@ -1271,6 +1372,8 @@ static const struct scenario scenarios[] = {
 	{ "exit_while_thread_writes", exit_while_thread_writes_program,
 	  exit_while_thread_writes_peer, false },
 	{ "atexit_writes", atexit_writes_program, exit_handler_peer, false },
+	{ "exit_while_a_thread_reads_a_stream", exit_while_a_thread_reads_a_stream_program,
+	  exit_handler_peer, false },
 	{ "exit_handler_in_library", exit_handler_in_library_program, exit_handler_peer, false },
 	{ "reset_read_in_exit_handler", reset_read_in_exit_handler_program, peer_reset_peer,
 	  false },
