@@ -1172,6 +1172,9 @@ void conn_note_sent(int fd)
 
 	if (fdt_is_conn(v))
 		conn_at(fdt_index(v))->flags |= CONN_SHARED;
+	else if (fdt_is_tcp(v))
+		/* not connected yet: the receiver holds it as a forked child would */
+		fdtab_replace(fd, v, v | FDT_TCP_FORKED);
 }
 
 void conn_note_dup(int oldfd, int newfd)

@@ -45,11 +45,12 @@ static int shim_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flag
 	uint32_t mark;
 
 	/*
-	 * An address buffer without its length: the kernel fails the call with
-	 * EFAULT (after taking the connection off the queue). The program
-	 * must see exactly that, not a connection.
+	 * An address buffer without its length, or with a negative one (an
+	 * uninitialized variable): the kernel fails the call with EFAULT or
+	 * EINVAL, after taking the connection off the queue and closing it.
+	 * The program must see exactly that, not a connection.
 	 */
-	if (!rt.tracking || (addr && !len))
+	if (!rt.tracking || (addr && (!len || (int)*len < 0)))
 		return four ? REAL(accept4)(lfd, addr, len, flags) : REAL(accept)(lfd, addr, len);
 	fd = four ? REAL(accept4)(lfd, (struct sockaddr *)&ss, &sl, flags) :
 		    REAL(accept)(lfd, (struct sockaddr *)&ss, &sl);

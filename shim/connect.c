@@ -71,7 +71,9 @@ static int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 	uint32_t mark = fdtab_get(fd);
 	bool waited = false;
 
+	/* the kernel read addr for these (a failure before may be a bad pointer) */
 	if (!rt.tracking || !fdt_is_tcp(mark) || !addr ||
+	    (r < 0 && saved != EADDRNOTAVAIL && saved != EINPROGRESS && saved != EINTR) ||
 	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
 		return r;
 	if (r < 0 && saved == EADDRNOTAVAIL && closer_count()) {

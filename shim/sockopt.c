@@ -24,25 +24,34 @@ static int shim_setsockopt(int fd, int level, int name, const void *val, socklen
 	return r;
 }
 
-/* Connections passed away with SCM_RIGHTS get a second holder the library cannot see. */
+/*
+ * Sockets passed away with SCM_RIGHTS get a second holder the library
+ * cannot see. The control data is read only after the kernel took it: a
+ * message it refuses (a bad pointer, a bad length) fails as it would,
+ * and sends nothing.
+ */
 static ssize_t shim_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	if (rt.tracking && msg && msg->msg_controllen) {
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-			size_t n;
+	ssize_t r = REAL(sendmsg)(fd, msg, flags);
+	int saved = errno;
 
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < n; i++) {
-				int sent;
+	if (r < 0 || !rt.tracking || !msg->msg_controllen)
+		return r;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		size_t n;
 
-				__builtin_memcpy(&sent, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				conn_note_sent(sent);
-			}
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int sent;
+
+			__builtin_memcpy(&sent, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			conn_note_sent(sent);
 		}
 	}
-	return REAL(sendmsg)(fd, msg, flags);
+	errno = saved;
+	return r;
 }
 
 SHIM_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)

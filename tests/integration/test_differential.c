@@ -239,6 +239,8 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(server_closes_first) \
 	X(dup_onto_connection_fails) \
 	X(exec_fails) \
+	X(bad_arguments) \
+	X(sent_before_connect) \
 	X(fclose_after_reset) \
 	X(fclose_with_a_cancel_pending) \
 	X(close_range_ends_nothing) \

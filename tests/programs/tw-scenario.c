@@ -582,6 +582,111 @@ static void fclose_with_a_cancel_pending_program(void)
 	ctl_send("closed", now_ms());
 }
 
+static void wait_child(pid_t pid);
+
+/*
+ * Calls the kernel refuses for their arguments (a pointer to memory that
+ * cannot be read, a negative address length) fail as they would; then the
+ * program goes on as client_closes_first.
+ */
+static void bad_arguments_program(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	void *none = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct msghdr m = { .msg_control = none, .msg_controllen = 64 };
+	struct iovec iov = { .iov_base = (void *)"x", .iov_len = 1 };
+	socklen_t len = sizeof(a), bad = (socklen_t)-1;
+	int s = socket(AF_INET, SOCK_STREAM, 0), l = socket(AF_INET, SOCK_STREAM, 0), sp[2], c, fd;
+	char b;
+
+	if (none == MAP_FAILED || s < 0 || l < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0 ||
+	    bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 4) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) < 0)
+		fail("setup");
+	say("connect to an address that cannot be read %s", RESULT(connect(s, none, 16)));
+	say("sendmsg of a message that cannot be read %s", RESULT(sendmsg(sp[0], none, 0)));
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	say("sendmsg with control data that cannot be read %s", RESULT(sendmsg(sp[0], &m, 0)));
+	c = socket(AF_INET, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
+		fail("connect to self");
+	say("accept with a negative address length %s",
+	    RESULT(accept(l, (struct sockaddr *)&a, &bad)));
+	say("recv on the side it would have accepted %s", RESULT(recv(c, &b, 1, 0)));
+	close(c);
+	close(l);
+	close(s);
+	fd = connect_peer();
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	closed(fd, "close");
+}
+
+/*
+ * A socket sent with SCM_RIGHTS to another process before it connects: the
+ * program connects it, sends its request and closes its copy; the other
+ * process, which holds the connection still, then sends its own.
+ */
+static void sent_before_connect_program(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 }, go;
+	struct iovec iov = { .iov_base = &go, .iov_len = 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	int sp[2], fd;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
+		fail("socketpair");
+	pid = fork();
+	if (pid < 0)
+		fail("fork");
+	if (pid == 0) {
+		int held = -1;
+
+		close(sp[0]);
+		if (recvmsg(sp[1], &m, 0) != 1 || !(cm = CMSG_FIRSTHDR(&m)))
+			_exit(3);
+		memcpy(&held, CMSG_DATA(cm), sizeof(int));
+		if (read(sp[1], &go, 1) != 1)
+			_exit(3);
+		send_all(held, "other process: send its request", REQ_LEN);
+		say("other process: close %s", RESULT(close(held)));
+		_exit(0);
+	}
+	close(sp[1]);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		fail("socket");
+	cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	go = 's';
+	say("send the unconnected socket away %s", RESULT(sendmsg(sp[0], &m, 0)));
+	a.sin_port = htons((uint16_t)ctl_wait("port"));
+	say("connect %s", RESULT(connect(fd, (struct sockaddr *)&a, sizeof(a))));
+	send_all(fd, "send request", REQ_LEN);
+	say("close own copy %s", RESULT(close(fd)));
+	if (write(sp[0], "g", 1) != 1)
+		fail("write");
+	wait_child(pid);
+	ctl_send("closed", now_ms());
+}
+
+static void two_requests_peer(void)
+{
+	int fd = serve_one();
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	recv_exact(fd, "recv the other process's request", REQ_LEN);
+	end_of_stream(fd, "read to the end after program close", 0, 0, -1);
+}
+
 /* The program serves one request and closes; the peer reads the answer to the end. */
 static void server_closes_first_program(void)
 {
@@ -1337,6 +1442,8 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "bad_arguments", bad_arguments_program, server_reads_to_end_peer, false },
+	{ "sent_before_connect", sent_before_connect_program, two_requests_peer, false },
 	{ "fclose_after_reset", fclose_after_reset_program, peer_reset_peer, false },
 	{ "fclose_with_a_cancel_pending", fclose_with_a_cancel_pending_program,
 	  server_reads_to_end_peer, false },
