@@ -9,6 +9,7 @@
 #include <link.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -101,12 +102,24 @@ void shim_symbols(void)
 }
 
 /*
+ * The signal mask of the thread that forks, while it holds the closer's
+ * locks: a handler that exits or execs (which take them) would wait for
+ * ever on its own thread. Signals are held from there until the fork
+ * handlers after the fork let them in (the child's mask is the parent's).
+ */
+static __thread sigset_t fork_mask __attribute__((tls_model("initial-exec")));
+
+/*
  * The table first: no change of it may be under way when the closer's locks
  * are taken (a connect starting the closer holds its start lock).
  */
 static void fork_prepare(void)
 {
+	sigset_t all;
+
 	conn_fork_prepare();
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &fork_mask);
 	closer_fork_prepare();
 	libfd_fork_prepare();
 }
@@ -117,6 +130,7 @@ static void fork_parent(void)
 	atomic_fetch_add(&rt.forkgen, 1);
 	libfd_fork_parent();
 	closer_fork_parent();
+	pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
 	conn_fork_parent();
 }
 
@@ -130,6 +144,7 @@ static void fork_child(void)
 	libfd_fork_child();
 	conn_fork_child();
 	closer_fork_child();
+	pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
 	sink_fork_child();
 	rnd_fork_child();
 	if (rt.conf)

@@ -151,6 +151,24 @@ Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60)
 	cr_assert(strstr(lab_stdout(c), "unshare=0"), "%s", lab_stdout(c));
 }
 
+/*
+ * A signal handler that calls _exit() while its thread forks: the fork
+ * handlers hold the closer's locks, which the exit takes. 40 children each
+ * fork in a loop until an alarm 1 to 21 ms away ends them; before, about
+ * one in four waited for ever on its own thread.
+ */
+Test(runtime, exit_in_a_handler_that_interrupts_a_fork, .timeout = 180)
+{
+	struct lab_proc *c;
+
+	lab_enter(100);
+	c = lab_run("client", lab_traced(lab_path("tw.jsonl"), "close=defer,defer_ms=3000"), RUN_MS,
+		    host(), "fork-signal-exit", "40", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "hung"), 0, "%s", lab_stdout(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "exit3"), 40, "%s", lab_stdout(c));
+}
+
 /* A forking server: the child that closes the connection defers it, as the parent would */
 Test(runtime, forking_server_child_defers, .timeout = 60)
 {

@@ -28,6 +28,12 @@
  *   hold FD           (after exec-client) closes FD and exits
  *   fds N             at RLIMIT_NOFILE: opens N connections, closes them,
  *                     then opens /dev/null until EMFILE: opened=
+ *   fork-signal-exit N
+ *                     one deferred connection; then N children, each of
+ *                     which forks (and reaps) in a loop until a SIGALRM
+ *                     1 to 21 ms away runs a handler that calls _exit(3):
+ *                     exit3= the children that ended so, hung= those still
+ *                     there after 3 s (killed)
  *   dup2-eventfd FILE one deferred connection; with every fd taken, dup2s
  *                     FILE (which holds "data\n") onto the closer's eventfd;
  *                     then a second deferred connection: size= FILE's size
@@ -41,12 +47,14 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -163,6 +171,44 @@ static int raw_close_anon(void)
 	for (int i = 0; i < n; i++)
 		syscall(SYS_close_range, fds[i], fds[i], 0);
 	return n;
+}
+
+static void exit3(int sig)
+{
+	(void)sig;
+	_exit(3);
+}
+
+/* forks and reaps until the alarm's handler ends the process */
+static void fork_until_alarm(unsigned seed)
+{
+	struct itimerval t = { .it_value = { 0, 1000 + (long)(rand_r(&seed) % 20000) } };
+
+	signal(SIGALRM, exit3);
+	setitimer(ITIMER_REAL, &t, NULL);
+	for (;;) {
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(0);
+		if (pid > 0)
+			waitpid(pid, NULL, 0);
+	}
+}
+
+/* waits up to ms for pid: its status, or -1 (then it is killed and reaped) */
+static int wait_bounded(pid_t pid, int ms)
+{
+	int st;
+
+	for (int i = 0; i < ms; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return -1;
 }
 
 static int run(int argc, char **argv)
@@ -314,6 +360,26 @@ static int run(int argc, char **argv)
 		printf("opened=%d errno=%s\n", opened, strerrorname_np(errno));
 		for (int i = 0; i < n; i++)
 			close(s[i]);
+		return 0;
+	}
+	if (!strcmp(mode, "fork-signal-exit") && argc > 2) {
+		int n = atoi(argv[2]), ok = 0, hung = 0;
+
+		one(l);
+		fflush(stdout);
+		for (int i = 0; i < n; i++) {
+			pid_t pid = fork();
+			int st;
+
+			if (pid < 0)
+				fail("fork");
+			if (pid == 0)
+				fork_until_alarm((unsigned)getpid() * 2654435761u + (unsigned)i);
+			st = wait_bounded(pid, 3000);
+			ok += st == 3;
+			hung += st < 0;
+		}
+		printf("exit3=%d hung=%d\n", ok, hung);
 		return 0;
 	}
 	if (!strcmp(mode, "dup2-eventfd") && argc > 2) {
