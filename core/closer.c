@@ -606,9 +606,23 @@ static bool renew_evfd(void)
 	return true;
 }
 
+/*
+ * Is this thread the process's last? The program's main thread left with
+ * pthread_exit() (the leader is a zombie until the group ends) and no
+ * other thread of the program is left: glibc ends the process with exit(0)
+ * when its last thread ends, and with this one counted, it never would.
+ */
+static bool last_thread(void)
+{
+	bool leader_gone;
+
+	return rt_threads(&leader_gone) == 2 && leader_gone;
+}
+
 static void *closer_main(void *arg)
 {
 	struct epoll_event ev[CLOSER_EVENTS];
+	uint64_t alone_check = 0;
 	uint32_t seen;
 	bool gone, nap;
 
@@ -664,6 +678,14 @@ static void *closer_main(void *arg)
 		now = clock_mono_ns();
 		while (cl.heap_n && key(0) <= now)
 			on_deadline(conn_at(cl.heap[0]), now);
+		/* once a second: the program's threads all gone, this one ends it as glibc would */
+		if (now >= alone_check) {
+			alone_check = now + CLOSER_IDLE_MS * 1000000ull;
+			if (last_thread()) {
+				pthread_mutex_unlock(&cl.lock);
+				exit(0);
+			}
+		}
 		nap = before_sleep(&seen);
 	}
 	atomic_store(&cl.napping, false);

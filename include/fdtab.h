@@ -208,6 +208,12 @@ void libfd_fork_parent(void);
 void libfd_fork_child(void);
 int libfd_move(int fd, uint32_t mark);
 void libfd_close(int fd);
+/*
+ * The process's threads as /proc/self/stat counts them (a zombie leader,
+ * whose thread left with pthread_exit(), included; *leader_gone then), or
+ * 0. Raw calls.
+ */
+long rt_threads(bool *leader_gone);
 uint64_t clock_mono_ns(void);
 uint64_t clock_real_us(void);
 uint64_t rnd_next(void);

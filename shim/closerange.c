@@ -5,10 +5,7 @@
  * library's.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/close_range.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -38,27 +35,6 @@ static bool closes_nothing(unsigned first, unsigned last, int flags)
 {
 	return first > last || (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) ||
 	       (flags & CLOSE_RANGE_CLOEXEC);
-}
-
-/* The threads of this process (/proc/self/stat), or 0. Raw calls. */
-static long threads(void)
-{
-	char buf[1024], *p;
-	long n, fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	int field = 2;
-
-	if (fd < 0)
-		return 0;
-	n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
-	syscall(SYS_close, fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	/* after the command's closing parenthesis: field 3 on; num_threads is field 20 */
-	p = strrchr(buf, ')');
-	for (; p && *p && field < 20; p++)
-		field += *p == ' ';
-	return p && field == 20 ? strtol(p, NULL, 10) : 0;
 }
 
 /*
@@ -107,7 +83,7 @@ static int close_in_place(unsigned first, unsigned last, int flags, enum tw_via 
 static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_via via)
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
-	bool paused;
+	bool paused, gone;
 	int r, saved;
 
 	if (!rt.tracking || !(flags & CLOSE_RANGE_UNSHARE) || closes_nothing(first, last, flags) ||
@@ -116,7 +92,7 @@ static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_vi
 	if (atomic_load(&rt_cloned))
 		return fn(first, last, flags);
 	paused = closer_pause();
-	if (threads() == 1)
+	if (rt_threads(&gone) == 1)
 		r = close_in_place(first, last, flags, via);
 	else
 		r = fn(first, last, flags);

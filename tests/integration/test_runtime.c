@@ -169,6 +169,25 @@ Test(runtime, exit_in_a_handler_that_interrupts_a_fork, .timeout = 180)
 	cr_assert_eq(lab_value_long(lab_stdout(c), "exit3"), 40, "%s", lab_stdout(c));
 }
 
+/*
+ * The main thread leaves with pthread_exit() and the program's last thread
+ * ends: glibc ends the process then (exit(0), with its exit handlers). The
+ * closer's thread, counted among the threads, found itself the last one
+ * within a second; before, the process never ended, nor did SIGTERM end it.
+ */
+Test(runtime, main_thread_exit_then_the_last_thread_ends_the_process, .timeout = 60)
+{
+	struct lab_proc *c;
+
+	lab_enter(100);
+	/* killed after 10 s otherwise */
+	c = lab_run("client", lab_traced(lab_path("tw.jsonl"), "close=defer,defer_ms=3000"), 10000,
+		    host(), "main-exits", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "exit %d: %s%s", lab_exit_code(c), lab_stdout(c),
+		     lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "atexit"), 1, "%s", lab_stdout(c));
+}
+
 /* A forking server: the child that closes the connection defers it, as the parent would */
 Test(runtime, forking_server_child_defers, .timeout = 60)
 {

@@ -34,6 +34,10 @@
  *                     1 to 21 ms away runs a handler that calls _exit(3):
  *                     exit3= the children that ended so, hung= those still
  *                     there after 3 s (killed)
+ *   main-exits        one deferred connection; a thread that returns after
+ *                     100 ms; then the main thread's pthread_exit(): the
+ *                     last thread's end ends the process (exit(0)), whose
+ *                     exit handler prints atexit=1
  *   dup2-eventfd FILE one deferred connection; with every fd taken, dup2s
  *                     FILE (which holds "data\n") onto the closer's eventfd;
  *                     then a second deferred connection: size= FILE's size
@@ -46,6 +50,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -209,6 +214,18 @@ static int wait_bounded(pid_t pid, int ms)
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	return -1;
+}
+
+static void *sleep_100ms(void *arg)
+{
+	usleep(100000);
+	return arg;
+}
+
+static void say_atexit(void)
+{
+	printf("atexit=1\n");
+	fflush(stdout);
 }
 
 static int run(int argc, char **argv)
@@ -381,6 +398,15 @@ static int run(int argc, char **argv)
 		}
 		printf("exit3=%d hung=%d\n", ok, hung);
 		return 0;
+	}
+	if (!strcmp(mode, "main-exits")) {
+		pthread_t t;
+
+		one(l);
+		atexit(say_atexit);
+		if (pthread_create(&t, NULL, sleep_100ms, NULL))
+			fail("pthread_create");
+		pthread_exit(NULL);
 	}
 	if (!strcmp(mode, "dup2-eventfd") && argc > 2) {
 		int evfd = -1, data, nul[4096], n = 0, a2, b2;
