@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <linux/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/single_threaded.h>
@@ -874,6 +875,50 @@ static bool claim_alone(int fd)
 	return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0 || shared_claim(cookie);
 }
 
+/*
+ * The program's epoll instances (epoll_create wrappers), by fd number: a
+ * number closed since, or reused by another file, is dropped at the first
+ * EPOLL_CTL_DEL that finds it no epoll (EBADF, EINVAL). Past PROGRAM_EPOLLS
+ * at once, the newest go unseen (README, Limits).
+ */
+#define PROGRAM_EPOLLS	64
+static _Atomic int program_epolls[PROGRAM_EPOLLS] = { [0 ... PROGRAM_EPOLLS - 1] = -1 };
+
+void conn_note_epoll(int epfd)
+{
+	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
+		int free = -1;
+
+		if (atomic_load(&program_epolls[i]) == epfd ||
+		    atomic_compare_exchange_strong(&program_epolls[i], &free, epfd))
+			return;
+	}
+}
+
+/*
+ * Before the library keeps a copy of what the program closes: what the
+ * close of its last fd would have done to the program's own watchers,
+ * which the copy would keep on. Its epoll instances forget the socket
+ * (the kernel's eventpoll_release() at the last close; an epoll_wait
+ * would report the peer's data or FIN on an fd number the program may
+ * have reused), and an O_ASYNC owner gets no SIGIO from it (its fasync
+ * entry goes, as __fput() takes it). Raw calls.
+ */
+static void unwatch(int fd)
+{
+	long fl = syscall(SYS_fcntl, fd, F_GETFL);
+
+	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
+		int ep = atomic_load(&program_epolls[i]);
+
+		if (ep >= 0 && syscall(SYS_epoll_ctl, ep, EPOLL_CTL_DEL, fd, NULL) < 0 &&
+		    (errno == EBADF || errno == EINVAL))
+			atomic_compare_exchange_strong(&program_epolls[i], &ep, -1);
+	}
+	if (fl >= 0 && (fl & O_ASYNC))
+		syscall(SYS_fcntl, fd, F_SETFL, fl & ~(long)O_ASYNC);
+}
+
 /* The library's copy of c's socket for the closer (marked in the table), or -1. */
 static int closer_copy(struct tw_conn *c, int fd)
 {
@@ -999,6 +1044,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		return give_back(c, fd, op, arg);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
 		/* the library keeps a copy; the program's number is free at once */
+		unwatch(fd);
 		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
 			ret = op(fd, arg);

@@ -116,6 +116,8 @@ void conn_note_sockopt(int fd, int name, const void *optval, socklen_t optlen);
 /* The program sent fd to another process (SCM_RIGHTS). */
 void conn_note_sent(int fd);
 /* newfd now refers to what oldfd refers to (dup, dup2, dup3, F_DUPFD). */
+/* the program made an epoll instance: a socket it closes leaves it before a deferral */
+void conn_note_epoll(int epfd);
 /* fdopen() gave fd a stdio stream, which glibc flushes only after the exit pass */
 void conn_note_stream(int fd);
 void conn_note_dup(int oldfd, int newfd);

@@ -17,6 +17,7 @@
 #include <linux/tcp.h>
 #include <sys/auxv.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -77,6 +78,8 @@ static void bind_all(void)
 	BIND(closefrom, false);	/* glibc >= 2.34 */
 	BIND(fclose, true);
 	BIND(fdopen, true);
+	BIND(epoll_create, true);
+	BIND(epoll_create1, true);
 	BIND(_exit, true);
 	BIND(_Exit, true);
 	BIND(setsockopt, true);

@@ -28,6 +28,8 @@ struct real {
 	void (*closefrom)(int);
 	int (*fclose)(FILE *);
 	FILE *(*fdopen)(int, const char *);
+	int (*epoll_create)(int);
+	int (*epoll_create1)(int);
 	void (*_exit)(int) __attribute__((noreturn));
 	void (*_Exit)(int) __attribute__((noreturn));
 	int (*setsockopt)(int, int, int, const void *, socklen_t);

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -781,6 +782,38 @@ static void data_after_close_server_peer(void)
 	writes_after_close_peer(fd);
 }
 
+static int sigios;
+static void on_sigio(int sig);
+
+/*
+ * The program's own epoll (level-triggered) and O_ASYNC owner watch the
+ * connection when it closes it without EPOLL_CTL_DEL, as most event loops
+ * do; the peer's data after the close must reach neither.
+ */
+static void epoll_and_sigio_after_close_program(void)
+{
+	int fd = connect_peer(), ep = epoll_create1(EPOLL_CLOEXEC), n = 0;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = fd }, out[4];
+	double until;
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	signal(SIGIO, on_sigio);
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ||
+	    fcntl(fd, F_SETOWN, getpid()) < 0 ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0)
+		fail("epoll, O_ASYNC");
+	closed(fd, "close, still in the epoll set");
+	for (until = now_ms() + 300; now_ms() < until;) {
+		int k = epoll_wait(ep, out, 4, 50);
+
+		n += k > 0 ? k : 0;
+	}
+	say("epoll events in the 300 ms after the close: %d", n);
+	say("SIGIO in the 300 ms after the close: %d", sigios);
+	close(ep);
+}
+
 /* The program shuts down writing first, reads the answer to the end, closes. */
 static void half_close_program_program(void)
 {
@@ -1442,6 +1475,8 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "epoll_and_sigio_after_close", epoll_and_sigio_after_close_program,
+	  data_after_close_client_peer, false },
 	{ "bad_arguments", bad_arguments_program, server_reads_to_end_peer, false },
 	{ "sent_before_connect", sent_before_connect_program, two_requests_peer, false },
 	{ "fclose_after_reset", fclose_after_reset_program, peer_reset_peer, false },
