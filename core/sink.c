@@ -256,8 +256,8 @@ static uint64_t now_sec(void)
 	return (uint64_t)ts.tv_sec;
 }
 
-/* RLIMIT_FSIZE, read at start-up, at a first open and once a second */
-static void fsize_refresh(void)
+/* RLIMIT_FSIZE, read at start-up, at a first open, once a second and when the program sets it */
+void sink_fsize_refresh(void)
 {
 	struct rlimit rl;
 
@@ -305,7 +305,7 @@ static int sink_check(struct sink *s, int fd)
 	struct stat fst, pst;
 	int nfd;
 
-	fsize_refresh();
+	sink_fsize_refresh();
 	if (s->kind != SINK_FILE || fd < 0)
 		return fd;
 	if (atomic_load(&s->retired) != RETIRED_NONE)
@@ -365,7 +365,7 @@ int sink_open_all(const struct conf *c)
 		else if (s->path_err)
 			warn_once(s, "cannot open", strerrordesc_np(-s->path_err));
 	}
-	fsize_refresh();
+	sink_fsize_refresh();
 	return 0;
 }
 
@@ -408,7 +408,7 @@ static int sink_first_open(struct sink *s)
 
 	if (now_sec() < atomic_load(&s->open_retry))
 		return -EAGAIN;	/* failed less than a second ago */
-	fsize_refresh();
+	sink_fsize_refresh();
 	fd = sink_open(s);
 	if (fd < 0) {
 		atomic_store(&s->open_retry, now_sec() + 1);

@@ -11,6 +11,8 @@ struct conf;
 int sink_open_all(const struct conf *c);
 void sink_write(unsigned sink, const char *buf, size_t len);
 void sink_fork_child(void);
+/* reads RLIMIT_FSIZE again (the program set it): its writes then take no SIGXFSZ */
+void sink_fsize_refresh(void);
 /* opens the destinations not open yet (closer start, hand-off to the holder) */
 void sink_open_pending(void);
 /*

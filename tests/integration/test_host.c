@@ -98,6 +98,28 @@ Test(host, log_larger_than_the_file_size_limit_kills_nothing, .timeout = 60)
 	cr_assert(strstr(lab_stderr(c), "RLIMIT_FSIZE"), "stderr: %s", lab_stderr(c));
 }
 
+/*
+ * The program lowers its own RLIMIT_FSIZE below the log's size between two
+ * closes: the next records are dropped, the program goes on. Before, the
+ * library wrote with the limit it had read (unlimited, up to a second ago),
+ * and the kernel's SIGXFSZ killed the program (exit 153).
+ */
+Test(host, program_lowers_its_file_size_limit_kills_nothing, .timeout = 60)
+{
+	const char *log;
+	struct lab_proc *c;
+
+	lab_enter(100);
+	log = lab_path("tw.jsonl");
+	c = lab_run("client", lab_traced(log, NULL), RUN_MS, host(), "fsize", "3", "100", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "exit %d (153: SIGXFSZ): %s%s", lab_exit_code(c),
+		     lab_stdout(c), lab_stderr(c));
+	cr_assert_eq(lab_value_long(lab_stdout(c), "ok"), 6, "%s", lab_stdout(c));
+	json_decref(lab_records_expect(log, 6, NULL));
+	/* stderr is a file here: the limit cuts the line short too */
+	cr_assert(strstr(lab_stderr(c), "cannot write to"), "stderr: %s", lab_stderr(c));
+}
+
 /* log=stderr, stderr a pipe with no reader: no SIGPIPE (exit 141) */
 Test(host, log_to_stderr_a_broken_pipe_kills_nothing, .timeout = 60)
 {

@@ -11,6 +11,9 @@
  *                     log=stderr nothing may arrive on the first one
  *                     (leaked=0)
  *   connect N         makes and closes N connections (for records)
+ *   fsize N BYTES     makes and closes N connections, sets its own
+ *                     RLIMIT_FSIZE to BYTES, and makes and closes N more
+ *                     at once (ok=2N)
  *
  * Every wait is bounded. Exit status: 0 done, 1 a call failed, 2 usage.
  */
@@ -21,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,16 +102,24 @@ int main(int argc, char **argv)
 		printf("afd=%d leaked=%zd\n", a, n < 0 ? 0 : n);
 		return 0;
 	}
-	if (!strcmp(argv[1], "connect") && argc > 2) {
-		int n = atoi(argv[2]);
+	if ((!strcmp(argv[1], "connect") && argc > 2) || (!strcmp(argv[1], "fsize") && argc > 3)) {
+		int n = atoi(argv[2]), rounds = argc > 3 ? 2 : 1;
 
-		for (int i = 0; i < n; i++) {
-			a = dial();
-			b = take(l);
-			close(a);
-			close(b);
+		for (int r = 0; r < rounds; r++) {
+			struct rlimit rl = { strtoul(argc > 3 ? argv[3] : "0", NULL, 10), RLIM_INFINITY };
+
+			if (r && setrlimit(RLIMIT_FSIZE, &rl) < 0) {
+				printf("error=setrlimit errno=%s\n", strerrorname_np(errno));
+				return 1;
+			}
+			for (int i = 0; i < n; i++) {
+				a = dial();
+				b = take(l);
+				close(a);
+				close(b);
+			}
 		}
-		printf("ok=%d\n", n);
+		printf("ok=%d\n", n * rounds);
 		return 0;
 	}
 	return 2;
