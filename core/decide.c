@@ -162,7 +162,8 @@ static struct verdict closer_rules(const struct observed *o)
  *   orphan left by a plain close resets data that arrives after it
  *   (TCPAbortOnData); the kernel may acknowledge that data first. A close
  *   that lingers (SO_LINGER with a time) waits for the same states. Only a
- *   connection known to be ESTABLISHED (connect() returned 0, accept(), or
+ *   connection known to be ESTABLISHED (connect() returned 0 without
+ *   TCP_FASTOPEN_CONNECT in the process, accept(), or
  *   TCP_INFO said so): in SYN_SENT the shutdown gives the connect up through
  *   tcp_disconnect(), which reports an error to the socket and so signals an
  *   O_ASYNC owner (SIGIO), where the close does not.

@@ -81,7 +81,8 @@ static int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 		saved = errno;
 	}
 	if (r == 0 || saved == EINPROGRESS || saved == EINTR) {
-		conn_open(fd, mark, TW_ROLE_CLIENT, addr, len, r == 0);
+		conn_open(fd, mark, TW_ROLE_CLIENT, addr, len,
+			  r == 0 && !atomic_load(&shim_fastopen));
 		mark = fdtab_get(fd);
 		if (waited && fdt_is_conn(mark))
 			conn_at(fdt_index(mark))->waited = 1;

@@ -7,6 +7,8 @@
 #define TWSHIM_SHIM_H
 
 #include <spawn.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -56,6 +58,9 @@ struct real {
 };
 
 extern struct real real;
+
+/* the program set TCP_FASTOPEN_CONNECT on a socket (shim/sockopt.c) */
+extern _Atomic bool shim_fastopen;
 
 /* Resolves every real function once; safe to call from any wrapper but close. */
 void shim_symbols(void);

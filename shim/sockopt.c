@@ -7,10 +7,20 @@
  * will hold it).
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 #include "runtime.h"
 #include "shim.h"
+
+/*
+ * A connect() of a socket with TCP_FASTOPEN_CONNECT returns 0 before the
+ * handshake (the SYN goes with the first write): from then on, a connect
+ * that returned 0 is not taken to mean ESTABLISHED in this process.
+ */
+_Atomic bool shim_fastopen;
 
 static int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
@@ -21,6 +31,8 @@ static int shim_setsockopt(int fd, int level, int name, const void *val, socklen
 		conn_note_sockopt(fd, name, val, len);
 		errno = saved;
 	}
+	if (r == 0 && level == IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT)
+		atomic_store(&shim_fastopen, true);
 	return r;
 }
 

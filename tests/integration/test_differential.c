@@ -239,6 +239,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(server_closes_first) \
 	X(dup_onto_connection_fails) \
 	X(exec_fails) \
+	X(fastopen_connect_closed_unused) \
 	X(epoll_and_sigio_after_close) \
 	X(bad_arguments) \
 	X(sent_before_connect) \

@@ -37,6 +37,7 @@
 #include <linux/close_range.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1462,6 +1463,67 @@ static void async_connect_given_up_program(void)
 	ctl_send("closed", now_ms());
 }
 
+/* a socket with TCP_FASTOPEN_CONNECT, connected to a; says how the connect went */
+static int fastopen_connect(const struct sockaddr_in *a)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+
+	if (fd < 0 || setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &on, sizeof(on)) < 0)
+		fail("TCP_FASTOPEN_CONNECT");
+	say("connect with TCP_FASTOPEN_CONNECT %s",
+	    RESULT(connect(fd, (const struct sockaddr *)a, sizeof(*a))));
+	return fd;
+}
+
+/*
+ * connect() of a socket with TCP_FASTOPEN_CONNECT and a cookie from an
+ * earlier connection returns 0 at once and sends nothing until the first
+ * write; the program closes it unused. Its O_ASYNC owner gets no SIGIO
+ * from that close.
+ */
+static void fastopen_connect_closed_unused_program(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sigaction sa = { .sa_handler = on_sigio };
+	int fd, before;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGIO, &sa, NULL);
+	a.sin_port = htons((uint16_t)ctl_wait("port"));
+	/* the first brings the cookie back */
+	fd = fastopen_connect(&a);
+	say("close the first %s", RESULT(close(fd)));
+	fd = fastopen_connect(&a);
+	if (fcntl(fd, F_SETOWN, getpid()) < 0 ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0)
+		fail("an O_ASYNC socket");
+	before = sigios;
+	say("close unused %s", RESULT(close(fd)));
+	sleep_ms(100);
+	say("SIGIO after the close: %d", sigios - before);
+	ctl_send("closed", now_ms());
+}
+
+/* Listens with TCP Fast Open on (both sides in this namespace), and accepts nothing. */
+static void fastopen_listens_only_peer(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), qlen = 16, sys;
+
+	sys = open("/proc/sys/net/ipv4/tcp_fastopen", O_WRONLY | O_CLOEXEC);
+	if (sys < 0 || write(sys, "3\n", 2) != 2)
+		fail("net.ipv4.tcp_fastopen");
+	close(sys);
+	if (lfd < 0 || setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)) < 0 ||
+	    bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 16) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &len) < 0)
+		fail("listener");
+	ctl_send("port", ntohs(a.sin_port));
+	ctl_wait("closed");
+	say("close the listener %s", RESULT(close(lfd)));
+}
+
 struct scenario {
 	const char *name;
 	void (*program)(void);
@@ -1475,6 +1537,8 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "fastopen_connect_closed_unused", fastopen_connect_closed_unused_program,
+	  fastopen_listens_only_peer, false },
 	{ "epoll_and_sigio_after_close", epoll_and_sigio_after_close_program,
 	  data_after_close_client_peer, false },
 	{ "bad_arguments", bad_arguments_program, server_reads_to_end_peer, false },
