@@ -7,8 +7,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdbool.h>
-#include <stdlib.h>
-#include <string.h>
 #include <pthread.h>
 #include <time.h>
 #include <sys/resource.h>
@@ -16,6 +14,7 @@
 #include <sys/syscall.h>
 
 #include "runtime.h"
+#include "stats.h"
 
 /*
  * Indexed by fd. It lives in .bss: 4 MiB of address space whose pages the
@@ -191,26 +190,11 @@ void libfd_close(int fd)
 
 long rt_threads(bool *leader_gone)
 {
-	char buf[1024], *p;
-	long fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/stat", O_RDONLY | O_CLOEXEC), n;
-	int field = 3;
+	char st;
+	long n = (long)proc_stat_field(0, 20, &st);
 
-	*leader_gone = false;
-	if (fd < 0)
-		return 0;
-	n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
-	syscall(SYS_close, fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	/* after the command's closing parenthesis: field 3, the state, then on to field 20 */
-	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ')
-		return 0;
-	*leader_gone = p[2] == 'Z';
-	for (p += 2; *p && field < 20; p++)
-		field += *p == ' ';
-	return field == 20 ? strtol(p, NULL, 10) : 0;
+	*leader_gone = st == 'Z';
+	return n;
 }
 
 uint64_t clock_mono_ns(void)

@@ -30,16 +30,22 @@ static struct tw_stats_file *page;	/* NULL until made; read with an acquire load
 static _Atomic int state;
 static _Atomic bool atfork_set;
 
-uint64_t stats_start_ticks(int pid)
+uint64_t proc_stat_field(int pid, int field, char *st)
 {
 	char path[64], buf[1024], *p, *end = path + sizeof(path) - 1;
 	unsigned long long v = 0;
 	long fd, n;
-	int field;
+	int at;
 
+	*st = 0;
 	memcpy(path, "/proc/", 6);
 	p = path + 6;
-	p += fmt_u64(p, (uint64_t)pid);
+	if (pid) {
+		p += fmt_u64(p, (uint64_t)pid);
+	} else {
+		memcpy(p, "self", 4);
+		p += 4;
+	}
 	if (p + 5 > end)
 		return 0;
 	memcpy(p, "/stat", 6);
@@ -53,14 +59,24 @@ uint64_t stats_start_ticks(int pid)
 	buf[n] = 0;
 	/* comm, field 2, may hold spaces and parentheses: count from the last ')' */
 	p = strrchr(buf, ')');
-	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-		return 0;	/* gone, or a zombie: it has ended, only its parent has not reaped it */
-	for (field = 2; *p && field < 22; p++)
+	if (!p || p[1] != ' ')
+		return 0;
+	*st = p[2];
+	for (at = 2; *p && at < field; p++)
 		if (*p == ' ')
-			field++;
+			at++;
 	while (*p >= '0' && *p <= '9')
 		v = v * 10 + (unsigned)(*p++ - '0');
 	return v;
+}
+
+uint64_t stats_start_ticks(int pid)
+{
+	char st;
+	uint64_t v = proc_stat_field(pid, 22, &st);
+
+	/* gone, or a zombie: it has ended, only its parent has not reaped it */
+	return st == 'Z' || st == 'X' ? 0 : v;
 }
 
 /* dir/PID-START[-N].twstats into path; 0 or -ENAMETOOLONG */
