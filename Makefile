@@ -35,7 +35,8 @@ EXAMPLE_SRC = $(wildcard examples/*.c)
 UNIT_SRC = $(wildcard tests/unit/*.c)
 INTEG_SRC = $(wildcard tests/integration/*.c)
 BENCH_SRC = $(wildcard bench/*.c)
-HDRS = $(wildcard include/*.h) $(wildcard tests/integration/*.h) $(wildcard tools/*.h)
+HDRS = $(wildcard include/*.h) $(wildcard shim/*.h) $(wildcard tests/integration/*.h) \
+       $(wildcard tools/*.h)
 
 CORE_OBJ = $(CORE_SRC:%.c=$(B)/obj/%.o)
 SHIM_OBJ = $(SHIM_SRC:%.c=$(B)/obj/%.o)
