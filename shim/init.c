@@ -80,10 +80,6 @@ static void bind_all(void)
 	BIND(fdopen, true);
 	BIND(epoll_create, true);
 	BIND(epoll_create1, true);
-	BIND(setrlimit, true);
-	BIND(setrlimit64, true);
-	BIND(prlimit, true);
-	BIND(prlimit64, true);
 	BIND(_exit, true);
 	BIND(_Exit, true);
 	BIND(setsockopt, true);

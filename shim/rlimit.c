@@ -7,38 +7,47 @@
  */
 #include <errno.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "runtime.h"
 #include "shim.h"
 
-static int set(int r, int resource)
+_Static_assert(sizeof(struct rlimit) == sizeof(struct rlimit64), "one layout for both");
+
+static int set(long r, int resource)
 {
 	int saved = errno;
 
 	if (r == 0 && resource == RLIMIT_FSIZE && rt.tracking)
 		sink_fsize_refresh();
 	errno = saved;
-	return r;
+	return (int)r;
 }
 
+/*
+ * By the system call, as glibc makes them (prlimit64, struct rlimit and
+ * struct rlimit64 the same on 64-bit): a sanitizer's runtime sets limits
+ * before anything is resolved, and dlsym() there would crash it.
+ */
 SHIM_EXPORT int setrlimit(__rlimit_resource_t resource, const struct rlimit *rl)
 {
-	return set(REAL(setrlimit)(resource, rl), resource);
+	return set(syscall(SYS_prlimit64, 0, resource, rl, NULL), resource);
 }
 
 SHIM_EXPORT int setrlimit64(__rlimit_resource_t resource, const struct rlimit64 *rl)
 {
-	return set(REAL(setrlimit64)(resource, rl), resource);
+	return set(syscall(SYS_prlimit64, 0, resource, rl, NULL), resource);
 }
 
 SHIM_EXPORT int prlimit(pid_t pid, __rlimit_resource_t resource, const struct rlimit *rl,
 			struct rlimit *old)
 {
-	return set(REAL(prlimit)(pid, resource, rl, old), resource);
+	return set(syscall(SYS_prlimit64, pid, resource, rl, old), resource);
 }
 
 SHIM_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t resource, const struct rlimit64 *rl,
 			  struct rlimit64 *old)
 {
-	return set(REAL(prlimit64)(pid, resource, rl, old), resource);
+	return set(syscall(SYS_prlimit64, pid, resource, rl, old), resource);
 }

@@ -10,7 +10,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
@@ -33,10 +32,6 @@ struct real {
 	FILE *(*fdopen)(int, const char *);
 	int (*epoll_create)(int);
 	int (*epoll_create1)(int);
-	int (*setrlimit)(__rlimit_resource_t, const struct rlimit *);
-	int (*setrlimit64)(__rlimit_resource_t, const struct rlimit64 *);
-	int (*prlimit)(pid_t, __rlimit_resource_t, const struct rlimit *, struct rlimit *);
-	int (*prlimit64)(pid_t, __rlimit_resource_t, const struct rlimit64 *, struct rlimit64 *);
 	void (*_exit)(int) __attribute__((noreturn));
 	void (*_Exit)(int) __attribute__((noreturn));
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
