@@ -902,12 +902,20 @@ void conn_note_epoll(int epfd)
  * (the kernel's eventpoll_release() at the last close; an epoll_wait
  * would report the peer's data or FIN on an fd number the program may
  * have reused), and an O_ASYNC owner gets no SIGIO from it (its fasync
- * entry goes, as __fput() takes it). Raw calls.
+ * entry goes, as __fput() takes it). Raw calls. At exit or exec, only the
+ * latter (unwatch_async()): the holder's copy would otherwise signal a pid
+ * that is gone, or reused, or the exec'd image, whose SIGIO ends it.
  */
-static void unwatch(int fd)
+static void unwatch_async(int fd)
 {
 	long fl = syscall(SYS_fcntl, fd, F_GETFL);
 
+	if (fl >= 0 && (fl & O_ASYNC))
+		syscall(SYS_fcntl, fd, F_SETFL, fl & ~(long)O_ASYNC);
+}
+
+static void unwatch(int fd)
+{
 	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
 		int ep = atomic_load(&program_epolls[i]);
 
@@ -915,8 +923,7 @@ static void unwatch(int fd)
 		    (errno == EBADF || errno == EINVAL))
 			atomic_compare_exchange_strong(&program_epolls[i], &ep, -1);
 	}
-	if (fl >= 0 && (fl & O_ASYNC))
-		syscall(SYS_fcntl, fd, F_SETFL, fl & ~(long)O_ASYNC);
+	unwatch_async(fd);
 }
 
 /* The library's copy of c's socket for the closer (marked in the table), or -1. */
@@ -1305,11 +1312,22 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	observe_at_close(c, fd, via, &o);
 	if (shared && !claim_alone(fd))
 		o.before = 0;
-	/* what a stdio stream on it still buffers, exit() writes after this pass */
 	if (o.before == TW_ESTABLISHED && o.unread == UNREAD_NONE && o.mode != TW_CLOSE_NORMAL)
-		o.outq_empty = !c->stdio && observe_outq(fd) == 0;
+		o.outq_empty = observe_outq(fd) == 0;
+	/*
+	 * What a stdio stream on it still buffers (stdin, stdout and stderr
+	 * for an inetd-style program; a stream from fdopen()), exit() writes
+	 * after this pass: no reset may be armed before it, nor in the holder,
+	 * which cannot see it. Not known to be all acknowledged: a close.
+	 */
+	if (o.mode == TW_CLOSE_ABORT && (c->stdio || fd <= STDERR_FILENO)) {
+		o.outq_empty = false;
+		o.closer_why = WHY_UNACKED;
+	}
 	v = decide(&o);
 	if (v.act == DO_HOLD) {
+		/* the fd may stay the program's a while (exit handlers, a failed exec) */
+		unwatch_async(fd);
 		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
 			c->libfd = libfd;

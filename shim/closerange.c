@@ -42,17 +42,27 @@ static bool closes_nothing(unsigned first, unsigned last, int flags)
  * via), then lets the kernel close the rest in runs that skip the library's
  * own fds. A call that closes none of them passes straight through.
  */
+/* up to the highest fd the table knows (the whole table is 4 MiB to fault in) */
+static unsigned table_top(unsigned last)
+{
+	unsigned hi = (unsigned)atomic_load(&fdtab_hi);
+
+	return last < hi ? last : hi;
+}
+
 static int close_in_place(unsigned first, unsigned last, int flags, enum tw_via via)
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
-	unsigned hi = (unsigned)atomic_load(&fdtab_hi), from = first;
-	/* up to the highest fd the table knows: the whole table is 4 MiB to fault in */
-	unsigned top = last < hi ? last : hi;
+	unsigned from = first;
 	int r = 0, saved = errno;
 
 	if (!rt.tracking || closes_nothing(first, last, flags))
 		return fn(first, last, flags);
-	for (unsigned fd = first; fd <= top && fd >= first; fd++) {
+	/*
+	 * The top is read again at each step: a connection ended on the way
+	 * may have left the library a copy (defer), above all the others.
+	 */
+	for (unsigned fd = first; fd <= table_top(last) && fd >= first; fd++) {
 		uint32_t v = fdtab_get((int)fd);
 
 		if (v == FDT_NONE)
@@ -73,30 +83,32 @@ static int close_in_place(unsigned first, unsigned last, int flags, enum tw_via 
 }
 
 /*
- * With CLOSE_RANGE_UNSHARE, the library's closer thread, which shares the
- * table, steps aside (as for unshare()): a program with one thread then
- * closes in place, as without the library. One whose other threads (or a
- * CLONE_FILES child) share it closes in a table of the caller's own: the
- * connections stay open for the rest, and the table describes theirs. A
- * vfork child's table is its own already.
+ * With CLOSE_RANGE_UNSHARE: in a program with one thread (the library's
+ * closer is none of its own), the closer steps aside (as for unshare()),
+ * the table is then not shared, and the fds close in place, as without the
+ * library. Where the program's other threads (or a CLONE_FILES child) share
+ * it, the kernel gives the caller a table of its own and closes there: the
+ * others keep the connections, the table describes theirs, and the closer
+ * is left alone (restarted from the caller, it would share the caller's
+ * table). A vfork child's table is its own already. Without /proc to count
+ * threads, the program is taken for one with one.
  */
 static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_via via)
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
+	int r, saved, e0 = errno;
 	bool paused, gone;
-	int r, saved;
+	long n;
 
 	if (!rt.tracking || !(flags & CLOSE_RANGE_UNSHARE) || closes_nothing(first, last, flags) ||
 	    rt_foreign())
 		return close_in_place(first, last, flags, via);
-	if (atomic_load(&rt_cloned))
+	n = rt_threads(&gone);
+	if (atomic_load(&rt_cloned) || n > 1 + (long)closer_running())
 		return fn(first, last, flags);
 	paused = closer_pause();
-	if (rt_threads(&gone) == 1)
-		r = close_in_place(first, last, flags, via);
-	else
-		r = fn(first, last, flags);
-	saved = errno;
+	r = close_in_place(first, last, flags, via);
+	saved = r == 0 ? e0 : errno;
 	if (paused)
 		closer_resume();
 	errno = saved;

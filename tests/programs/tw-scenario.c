@@ -689,6 +689,17 @@ static void two_requests_peer(void)
 	end_of_stream(fd, "read to the end after program close", 0, 0, -1);
 }
 
+/* As client_closes_first, closing with close_range(fd, ~0U, 0), as a daemon closes all. */
+static void close_range_over_a_connection_program(void)
+{
+	int fd = connect_peer();
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	say("close_range(fd, ~0U, 0) %s", RESULT(close_range((unsigned)fd, ~0U, 0)));
+	ctl_send("closed", now_ms());
+}
+
 /* The program serves one request and closes; the peer reads the answer to the end. */
 static void server_closes_first_program(void)
 {
@@ -1297,6 +1308,36 @@ static void exit_while_a_thread_reads_a_stream_program(void)
 	exits_after_answer();
 }
 
+/*
+ * The program's answer is in a fully buffered stdio stream on the
+ * connection when it exits: exit() writes it after the library's pass,
+ * and the peer gets every byte before the end.
+ */
+static void stream_flushed_at_exit_program(void)
+{
+	int fd = connect_peer();
+	FILE *f = fdopen(fd, "w");
+	static char buf[8192];
+
+	if (!f || setvbuf(f, buf, _IOFBF, sizeof(buf)))
+		fail("fdopen");
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	for (int i = 0; i < 100; i++)
+		fputs("forty bytes of a buffered last word....\n", f);
+	ctl_send("closed", now_ms());
+	exit(0);
+}
+
+static void stream_flushed_at_exit_peer(void)
+{
+	int fd = serve_one();
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	send_all(fd, "send answer", REQ_LEN);
+	end_of_stream(fd, "read to the end after program exit", 0, 0, 4000);
+}
+
 static void atexit_writes_program(void)
 {
 	atexit(last_words);
@@ -1537,6 +1578,8 @@ static const struct scenario scenarios[] = {
 	{ "dup_onto_connection_fails", dup_onto_connection_fails_program,
 	  server_reads_to_end_peer, false },
 	{ "exec_fails", exec_fails_program, server_reads_to_end_peer, false },
+	{ "close_range_over_a_connection", close_range_over_a_connection_program,
+	  server_reads_to_end_peer, false },
 	{ "fastopen_connect_closed_unused", fastopen_connect_closed_unused_program,
 	  fastopen_listens_only_peer, false },
 	{ "epoll_and_sigio_after_close", epoll_and_sigio_after_close_program,
@@ -1578,6 +1621,8 @@ static const struct scenario scenarios[] = {
 	{ "exit_while_thread_writes", exit_while_thread_writes_program,
 	  exit_while_thread_writes_peer, false },
 	{ "atexit_writes", atexit_writes_program, exit_handler_peer, false },
+	{ "stream_flushed_at_exit", stream_flushed_at_exit_program, stream_flushed_at_exit_peer,
+	  false },
 	{ "exit_while_a_thread_reads_a_stream", exit_while_a_thread_reads_a_stream_program,
 	  exit_handler_peer, false },
 	{ "exit_handler_in_library", exit_handler_in_library_program, exit_handler_peer, false },
