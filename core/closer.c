@@ -682,7 +682,12 @@ static void *closer_main(void *arg)
 		if (now >= alone_check) {
 			alone_check = now + CLOSER_IDLE_MS * 1000000ull;
 			if (last_thread()) {
+				sigset_t none;
+
+				/* the exit handlers run here: with signals, as in the program's */
+				sigemptyset(&none);
 				pthread_mutex_unlock(&cl.lock);
+				pthread_sigmask(SIG_SETMASK, &none, NULL);
 				exit(0);
 			}
 		}

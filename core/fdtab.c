@@ -188,12 +188,38 @@ void libfd_close(int fd)
 		atomic_compare_exchange_strong(&fdtab[fd], &mark, FDT_NONE);
 }
 
+/*
+ * /proc/self/stat, kept open above the program's fds (an open at each
+ * look would take, for an instant, the lowest free number, which a
+ * program's open in another thread expects). A forked child opens its own:
+ * /proc/self is resolved at the open.
+ */
+static _Atomic int self_stat = -1;
+static _Atomic int self_stat_pid;
+
 long rt_threads(bool *leader_gone)
 {
+	int fd = atomic_load(&self_stat), e0 = errno, pid = rt.pid, expect;
 	char st;
-	long n = (long)proc_stat_field(0, 20, &st);
+	long n;
 
+	if (fd < 0 || atomic_load(&self_stat_pid) != pid) {
+		if (fd >= 0 && (expect = fd, atomic_compare_exchange_strong(&self_stat, &expect, -1)))
+			libfd_close(fd);
+		fd = proc_stat_open(0);
+		if (fd >= 0)
+			fd = libfd_move(fd, FDT_LIB);
+		expect = -1;
+		if (fd >= 0 && !atomic_compare_exchange_strong(&self_stat, &expect, fd)) {
+			libfd_close(fd);
+			fd = expect;
+		} else if (fd >= 0) {
+			atomic_store(&self_stat_pid, pid);
+		}
+	}
+	n = (long)proc_stat_read(fd, 20, &st);
 	*leader_gone = st == 'Z';
+	errno = e0;
 	return n;
 }
 

@@ -30,14 +30,10 @@ static struct tw_stats_file *page;	/* NULL until made; read with an acquire load
 static _Atomic int state;
 static _Atomic bool atfork_set;
 
-uint64_t proc_stat_field(int pid, int field, char *st)
+int proc_stat_open(int pid)
 {
-	char path[64], buf[1024], *p, *end = path + sizeof(path) - 1;
-	unsigned long long v = 0;
-	long fd, n;
-	int at;
+	char path[64], *p, *end = path + sizeof(path) - 1;
 
-	*st = 0;
 	memcpy(path, "/proc/", 6);
 	p = path + 6;
 	if (pid) {
@@ -47,13 +43,20 @@ uint64_t proc_stat_field(int pid, int field, char *st)
 		p += 4;
 	}
 	if (p + 5 > end)
-		return 0;
+		return -ENAMETOOLONG;
 	memcpy(p, "/stat", 6);
-	fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
-	syscall(SYS_close, fd);
+	return (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+}
+
+uint64_t proc_stat_read(int fd, int field, char *st)
+{
+	char buf[1024], *p;
+	unsigned long long v = 0;
+	long n;
+	int at;
+
+	*st = 0;
+	n = fd < 0 ? -1 : syscall(SYS_pread64, fd, buf, sizeof(buf) - 1, 0);
 	if (n <= 0)
 		return 0;
 	buf[n] = 0;
@@ -72,9 +75,12 @@ uint64_t proc_stat_field(int pid, int field, char *st)
 
 uint64_t stats_start_ticks(int pid)
 {
+	int fd = proc_stat_open(pid);
 	char st;
-	uint64_t v = proc_stat_field(pid, 22, &st);
+	uint64_t v = proc_stat_read(fd, 22, &st);
 
+	if (fd >= 0)
+		syscall(SYS_close, fd);
 	/* gone, or a zombie: it has ended, only its parent has not reaped it */
 	return st == 'Z' || st == 'X' ? 0 : v;
 }

@@ -77,11 +77,13 @@ int stats_file_check(const void *buf, size_t len);
 /* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when
  * there is no such process or it has ended (a zombie). */
 uint64_t stats_start_ticks(int pid);
+/* /proc/PID/stat (pid 0: this process) opened, or -errno. Raw calls. */
+int proc_stat_open(int pid);
 /*
- * Numeric field `field` (1-based, as proc(5) counts) of /proc/PID/stat
- * (pid 0: this process), and its state letter in *st (0 when unread), or 0.
- * Raw calls.
+ * Numeric field `field` (1-based, as proc(5) counts) of the stat file open
+ * on fd (read from its start), and its state letter in *st (0 when unread),
+ * or 0. Raw calls.
  */
-uint64_t proc_stat_field(int pid, int field, char *st);
+uint64_t proc_stat_read(int fd, int field, char *st);
 
 #endif
