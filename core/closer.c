@@ -616,7 +616,7 @@ static bool last_thread(void)
 {
 	bool leader_gone;
 
-	return rt_threads(&leader_gone) == 2 && leader_gone;
+	return atomic_load(&rt_main_gone) && rt_threads(&leader_gone) == 2 && leader_gone;
 }
 
 static void *closer_main(void *arg)

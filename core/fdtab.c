@@ -26,6 +26,7 @@ _Atomic int fdtab_hi;
 struct rt rt;
 _Atomic int rt_vforks = RT_VFORKS_BASE;
 _Atomic bool rt_cloned;
+_Atomic bool rt_main_gone;
 _Atomic uint32_t rt_spawns;
 
 /*

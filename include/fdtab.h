@@ -172,6 +172,8 @@ extern _Atomic int rt_vforks;
  * thread glibc may not know of). Set for good, by the clone wrapper.
  */
 extern _Atomic bool rt_cloned;
+/* the main thread left with pthread_exit(): the others may end the process */
+extern _Atomic bool rt_main_gone;
 /*
  * Children that got a copy of this process's fds without a fork handler
  * (vfork, posix_spawn, system, popen, clone without CLONE_FILES): counted,

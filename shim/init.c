@@ -80,6 +80,7 @@ static void bind_all(void)
 	BIND(fdopen, true);
 	BIND(epoll_create, true);
 	BIND(epoll_create1, true);
+	BIND(pthread_exit, true);
 	BIND(_exit, true);
 	BIND(_Exit, true);
 	BIND(setsockopt, true);

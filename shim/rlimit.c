@@ -15,7 +15,13 @@
 
 _Static_assert(sizeof(struct rlimit) == sizeof(struct rlimit64), "one layout for both");
 
-static int set(long r, int resource)
+/*
+ * A sanitizer's runtime sets its limits before it has set itself up: no
+ * access here may be instrumented (an instrumented load then faults).
+ */
+#define UNINSTRUMENTED __attribute__((no_sanitize("address", "thread")))
+
+UNINSTRUMENTED static int set(long r, int resource)
 {
 	int saved = errno;
 
@@ -27,27 +33,29 @@ static int set(long r, int resource)
 
 /*
  * By the system call, as glibc makes them (prlimit64, struct rlimit and
- * struct rlimit64 the same on 64-bit): a sanitizer's runtime sets limits
- * before anything is resolved, and dlsym() there would crash it.
+ * struct rlimit64 the same on 64-bit): nothing to resolve with dlsym(),
+ * which would crash a sanitizer's runtime setting its limits.
  */
-SHIM_EXPORT int setrlimit(__rlimit_resource_t resource, const struct rlimit *rl)
+UNINSTRUMENTED SHIM_EXPORT int setrlimit(__rlimit_resource_t resource,
+					 const struct rlimit *rl)
 {
 	return set(syscall(SYS_prlimit64, 0, resource, rl, NULL), resource);
 }
 
-SHIM_EXPORT int setrlimit64(__rlimit_resource_t resource, const struct rlimit64 *rl)
+UNINSTRUMENTED SHIM_EXPORT int setrlimit64(__rlimit_resource_t resource,
+					   const struct rlimit64 *rl)
 {
 	return set(syscall(SYS_prlimit64, 0, resource, rl, NULL), resource);
 }
 
-SHIM_EXPORT int prlimit(pid_t pid, __rlimit_resource_t resource, const struct rlimit *rl,
-			struct rlimit *old)
+UNINSTRUMENTED SHIM_EXPORT int prlimit(pid_t pid, __rlimit_resource_t resource,
+				       const struct rlimit *rl, struct rlimit *old)
 {
 	return set(syscall(SYS_prlimit64, pid, resource, rl, old), resource);
 }
 
-SHIM_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t resource, const struct rlimit64 *rl,
-			  struct rlimit64 *old)
+UNINSTRUMENTED SHIM_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t resource,
+					 const struct rlimit64 *rl, struct rlimit64 *old)
 {
 	return set(syscall(SYS_prlimit64, pid, resource, rl, old), resource);
 }

@@ -32,6 +32,7 @@ struct real {
 	FILE *(*fdopen)(int, const char *);
 	int (*epoll_create)(int);
 	int (*epoll_create1)(int);
+	void (*pthread_exit)(void *) __attribute__((noreturn));
 	void (*_exit)(int) __attribute__((noreturn));
 	void (*_Exit)(int) __attribute__((noreturn));
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
