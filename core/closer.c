@@ -14,7 +14,6 @@
  * as the kernel's closed socket would answer it. Its fds and its thread come
  * at the first connection that may be deferred, not before.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -763,6 +762,14 @@ static int start_thread(void)
 }
 
 /*
+ * Defined where a ThreadSanitizer runtime is loaded. A weak reference, not
+ * dlsym(): a failed dlsym() leaves its error, allocated, in the thread,
+ * which LeakSanitizer reports when that thread is the main thread and
+ * leaves with pthread_exit().
+ */
+extern void __tsan_init(void) __attribute__((weak));
+
+/*
  * Starts the closer thread. Called from connect/accept, never from close,
  * which must not allocate.
  */
@@ -787,7 +794,7 @@ int closer_start(void)
 	 * ThreadSanitizer kills a child of a threaded process that starts a
 	 * thread (its die_after_fork): under it, children get no closer.
 	 */
-	cl.fork_start = !dlsym(RTLD_DEFAULT, "__tsan_init");
+	cl.fork_start = !__tsan_init;
 	atomic_store(&cl.running, true);
 out:
 	pthread_mutex_unlock(&cl.start_lock);
