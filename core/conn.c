@@ -908,8 +908,12 @@ void conn_note_epoll(int epfd)
  */
 static void unwatch_async(int fd)
 {
-	long fl = syscall(SYS_fcntl, fd, F_GETFL);
+	long fl;
 
+	/* no owner, no SIGIO: a program that set none pays nothing (README, Limits) */
+	if (!atomic_load_explicit(&rt_owner_set, memory_order_relaxed))
+		return;
+	fl = syscall(SYS_fcntl, fd, F_GETFL);
 	if (fl >= 0 && (fl & O_ASYNC))
 		syscall(SYS_fcntl, fd, F_SETFL, fl & ~(long)O_ASYNC);
 }

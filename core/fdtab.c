@@ -27,6 +27,7 @@ struct rt rt;
 _Atomic int rt_vforks = RT_VFORKS_BASE;
 _Atomic bool rt_cloned;
 _Atomic bool rt_main_gone;
+_Atomic bool rt_owner_set;
 _Atomic uint32_t rt_spawns;
 
 /*

@@ -174,6 +174,8 @@ extern _Atomic int rt_vforks;
 extern _Atomic bool rt_cloned;
 /* the main thread left with pthread_exit(): the others may end the process */
 extern _Atomic bool rt_main_gone;
+/* the program set a file's owner (fcntl F_SETOWN, F_SETOWN_EX): SIGIO may go to it */
+extern _Atomic bool rt_owner_set;
 /*
  * Children that got a copy of this process's fds without a fork handler
  * (vfork, posix_spawn, system, popen, clone without CLONE_FILES): counted,

@@ -92,6 +92,8 @@ static int shim_fcntl(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 
 	if (r >= 0 && rt.tracking && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
 		conn_note_dup(fd, r);
+	if (r >= 0 && (cmd == F_SETOWN || cmd == F_SETOWN_EX))
+		atomic_store(&rt_owner_set, true);
 	return r;
 }
 
