@@ -44,6 +44,23 @@ _Atomic uint32_t rt_spawns;
 /* the hard limit last seen: the raise and the read of the old limit are then one call */
 static rlim_t hard_seen;
 
+/*
+ * No room above the soft limit at the last look (soft = hard): that soft
+ * limit, and the second until which it stands. The copies go to its upper
+ * half by one fcntl, without the two prlimit calls that would only find the
+ * same, until a second has passed or the program sets a limit (its
+ * setrlimit and prlimit wrappers). A limit lowered from outside meanwhile
+ * makes the fcntl fail (EINVAL) and the limit is read again at once; one
+ * raised from outside is seen within the second.
+ */
+static _Atomic rlim_t full_soft;
+static uint64_t full_until;
+
+void libfd_limit_changed(void)
+{
+	atomic_store(&full_soft, 0);
+}
+
 /* the copy in the upper half of a soft limit of 1024 or more, else -EMFILE */
 static long dup_upper_half(int fd, rlim_t soft)
 {
@@ -60,7 +77,14 @@ static long dup_placed(int fd)
 	struct rlimit old, up;
 	bool raised = false;
 	long nfd = -1;
+	rlim_t full = atomic_load(&full_soft);
 
+	if (full && clock_mono_s() < full_until) {
+		nfd = dup_upper_half(fd, full);
+		if (nfd != -EINVAL)
+			return nfd;
+		atomic_store(&full_soft, 0);
+	}
 	up.rlim_max = hard_seen;
 	up.rlim_cur = hard_seen < TW_FD_MAX ? hard_seen : TW_FD_MAX;
 	if (hard_seen && syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, &old) == 0) {
@@ -81,6 +105,12 @@ static long dup_placed(int fd)
 			 syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &up, NULL) == 0;
 	}
 	if (raised) {
+		if (up.rlim_cur == old.rlim_cur && up.rlim_max == old.rlim_max) {
+			/* the "raise" set what was there: nothing to put back */
+			atomic_store(&full_soft, old.rlim_cur);
+			full_until = clock_mono_s() + 1;
+			return dup_upper_half(fd, old.rlim_cur);
+		}
 		if (up.rlim_cur > old.rlim_cur)
 			nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, old.rlim_cur);
 		syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &old, NULL);
@@ -231,6 +261,14 @@ uint64_t clock_mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t clock_mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec;
 }
 
 uint64_t clock_real_us(void)

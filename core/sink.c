@@ -248,14 +248,6 @@ static int sink_open(struct sink *s)
 	return fd;
 }
 
-static uint64_t now_sec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec;
-}
-
 /* RLIMIT_FSIZE, read at start-up, at a first open, once a second and when the program sets it */
 void sink_fsize_refresh(void)
 {
@@ -268,7 +260,7 @@ void sink_fsize_refresh(void)
 /* Claims this second's look at s: true for one caller a second. */
 static bool check_due(struct sink *s)
 {
-	uint64_t now = now_sec(), next = atomic_load(&s->next_check);
+	uint64_t now = clock_mono_s(), next = atomic_load(&s->next_check);
 
 	return now >= next && atomic_compare_exchange_strong(&s->next_check, &next, now + 1);
 }
@@ -406,12 +398,12 @@ static int sink_first_open(struct sink *s)
 {
 	int fd;
 
-	if (now_sec() < atomic_load(&s->open_retry))
+	if (clock_mono_s() < atomic_load(&s->open_retry))
 		return -EAGAIN;	/* failed less than a second ago */
 	sink_fsize_refresh();
 	fd = sink_open(s);
 	if (fd < 0) {
-		atomic_store(&s->open_retry, now_sec() + 1);
+		atomic_store(&s->open_retry, clock_mono_s() + 1);
 		warn_once(s, "cannot open", why_text(fd));
 	}
 	return fd;

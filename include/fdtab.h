@@ -212,6 +212,8 @@ void libfd_fork_parent(void);
 void libfd_fork_child(void);
 int libfd_move(int fd, uint32_t mark);
 void libfd_close(int fd);
+/* the program set its RLIMIT_NOFILE: the next copy reads it again */
+void libfd_limit_changed(void);
 /*
  * The process's threads as /proc/self/stat counts them (a zombie leader,
  * whose thread left with pthread_exit(), included; *leader_gone then), or
@@ -219,6 +221,8 @@ void libfd_close(int fd);
  */
 long rt_threads(bool *leader_gone);
 uint64_t clock_mono_ns(void);
+/* whole seconds of CLOCK_MONOTONIC_COARSE: for once-a-second looks */
+uint64_t clock_mono_s(void);
 uint64_t clock_real_us(void);
 uint64_t rnd_next(void);
 void rnd_fork_child(void);

@@ -3,7 +3,9 @@
  * setrlimit() and prlimit(): the record writer reads RLIMIT_FSIZE once a
  * second, and writes without guarding against SIGXFSZ while it is
  * unlimited. A program that lowers its own limit has it read again at
- * once: the next record past it is dropped, not the program killed.
+ * once: the next record past it is dropped, not the program killed. So is
+ * RLIMIT_NOFILE, which the library's copies of deferred sockets stay above
+ * (libfd_dup()).
  */
 #include <errno.h>
 #include <sys/resource.h>
@@ -27,6 +29,8 @@ UNINSTRUMENTED static int set(long r, int resource)
 
 	if (r == 0 && resource == RLIMIT_FSIZE && rt.tracking)
 		sink_fsize_refresh();
+	if (r == 0 && resource == RLIMIT_NOFILE && rt.tracking)
+		libfd_limit_changed();
 	errno = saved;
 	return (int)r;
 }

@@ -271,6 +271,34 @@ static void assert_same_fds(const char *limit, const char *conns)
 		     limit, n1, n0);
 }
 
+/*
+ * No room above the soft limit: the copies go to its upper half, and the
+ * limit found there is not asked again for each one. A limit lowered by
+ * the raw system call in between (no wrapper sees it) still takes the
+ * next copy below it: both connections are deferred.
+ */
+Test(runtime, nofile_lowered_behind_the_library_still_defers, .timeout = 60)
+{
+	const char *log;
+	struct lab_proc *c;
+	json_t *recs;
+	long first, second;
+
+	lab_enter(100);
+	log = lab_path("tw.jsonl");
+	c = lab_run("client", lab_traced(log, "close=defer,defer_ms=2000"), RUN_MS, host(),
+		    "nofile-lowered", NULL);
+	cr_assert_eq(lab_exit_code(c), 0, "%s%s", lab_stdout(c), lab_stderr(c));
+	/* each copy in the upper half of the limit of its moment */
+	first = lab_value_long(lab_stdout(c), "first");
+	second = lab_value_long(lab_stdout(c), "second");
+	cr_assert(first >= 2048 && first < 4096, "%s", lab_stdout(c));
+	cr_assert(second >= 1024 && second < 2048, "%s", lab_stdout(c));
+	recs = lab_records_wait(log, "role=client", 2, 5000);
+	lab_rec_assert_count(recs, "role=client,policy=defer,!why", 2);
+	json_decref(recs);
+}
+
 /* RLIMIT_NOFILE 8: the log and the closer's fds take none of the program's numbers */
 Test(runtime, tiny_fd_limit_leaves_the_program_its_fds, .timeout = 60)
 {

@@ -38,6 +38,10 @@
  *                     100 ms; then the main thread's pthread_exit(): the
  *                     last thread's end ends the process (exit(0)), whose
  *                     exit handler prints atexit=1
+ *   nofile-lowered    soft = hard = 4096 (setrlimit), one connection
+ *                     closed; then soft = hard = 2048 by the raw prlimit64
+ *                     system call, and a second: first= and second= the
+ *                     fd that holds each socket after its close (-1: none)
  *   dup2-eventfd FILE one deferred connection; with every fd taken, dup2s
  *                     FILE (which holds "data\n") onto the closer's eventfd;
  *                     then a second deferred connection: size= FILE's size
@@ -58,6 +62,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -107,6 +112,30 @@ static int take(int l)
 	if (fd < 0)
 		fail("accept");
 	return fd;
+}
+
+/* closes fd; returns the fd that still holds its socket (a deferral's copy), or -1 */
+static long copy_of(int fd)
+{
+	struct stat st, other;
+	long found = -1;
+	DIR *d;
+	struct dirent *e;
+
+	if (fstat(fd, &st) < 0)
+		fail("fstat");
+	close(fd);
+	d = opendir("/proc/self/fd");
+	while (d && (e = readdir(d))) {
+		int n = atoi(e->d_name);
+
+		if (e->d_name[0] != '.' && n != dirfd(d) && fstat(n, &other) == 0 &&
+		    other.st_ino == st.st_ino && other.st_dev == st.st_dev)
+			found = n;
+	}
+	if (d)
+		closedir(d);
+	return found;
 }
 
 /* waits up to ms for fd to become readable; reads what is there */
@@ -361,6 +390,29 @@ static int run(int argc, char **argv)
 		await(b, 3000);
 		close(b);
 		wait(NULL);
+		return 0;
+	}
+	if (!strcmp(mode, "nofile-lowered")) {
+		struct rlimit rl = { 4096, 4096 };
+		int c2, d2;
+		long first, second;
+
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			fail("setrlimit");
+		a = dial();
+		b = take(l);
+		first = copy_of(a);
+		rl.rlim_cur = rl.rlim_max = 2048;
+		if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &rl, NULL) < 0)
+			fail("prlimit64");
+		c2 = dial();
+		d2 = take(l);
+		second = copy_of(c2);
+		printf("first=%ld second=%ld\n", first, second);
+		await(b, 3000);
+		await(d2, 3000);
+		close(b);
+		close(d2);
 		return 0;
 	}
 	if (!strcmp(mode, "fds") && argc > 2) {
