@@ -578,6 +578,8 @@ static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
 		   (uint8_t)(mark & FDT_TCP_OPTS);
+	/* an owner for SIGIO may have been set where the library did not see it */
+	c->watch = CONN_W_OWNER;
 	conf_resolve(rt.conf, (enum tw_role)role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);
@@ -906,19 +908,20 @@ void conn_note_epoll(int epfd)
  * latter (unwatch_async()): the holder's copy would otherwise signal a pid
  * that is gone, or reused, or the exec'd image, whose SIGIO ends it.
  */
-static void unwatch_async(int fd)
+static void unwatch_async(const struct tw_conn *c, int fd)
 {
 	long fl;
 
-	/* no owner, no SIGIO: a program that set none pays nothing (README, Limits) */
-	if (!atomic_load_explicit(&rt_owner_set, memory_order_relaxed))
+	/* no owner, no SIGIO: a connection that has none pays nothing (README, Limits) */
+	if (!(__atomic_load_n(&c->watch, __ATOMIC_RELAXED) & CONN_W_OWNER) &&
+	    !atomic_load_explicit(&rt_owner_set, memory_order_relaxed))
 		return;
 	fl = syscall(SYS_fcntl, fd, F_GETFL);
 	if (fl >= 0 && (fl & O_ASYNC))
 		syscall(SYS_fcntl, fd, F_SETFL, fl & ~(long)O_ASYNC);
 }
 
-static void unwatch(int fd)
+static void unwatch(const struct tw_conn *c, int fd)
 {
 	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
 		int ep = atomic_load(&program_epolls[i]);
@@ -927,7 +930,7 @@ static void unwatch(int fd)
 		    (errno == EBADF || errno == EINVAL))
 			atomic_compare_exchange_strong(&program_epolls[i], &ep, -1);
 	}
-	unwatch_async(fd);
+	unwatch_async(c, fd);
 }
 
 /* The library's copy of c's socket for the closer (marked in the table), or -1. */
@@ -1055,7 +1058,7 @@ static int conn_end(struct tw_conn *c, int fd, enum tw_via via, conn_close_fn op
 		return give_back(c, fd, op, arg);
 	if (v.act == DO_DEFER || v.act == DO_WAIT_ACKED) {
 		/* the library keeps a copy; the program's number is free at once */
-		unwatch(fd);
+		unwatch(c, fd);
 		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
 			ret = op(fd, arg);
@@ -1260,12 +1263,45 @@ void conn_note_dup(int oldfd, int newfd)
 	table_leave();
 }
 
-void conn_note_stream(int fd)
+static void conn_watch_set(int fd, uint8_t bit)
 {
 	uint32_t v = fdtab_get(fd);
 
 	if (fdt_is_conn(v))
-		conn_at(fdt_index(v))->stdio = 1;
+		__atomic_fetch_or(&conn_at(fdt_index(v))->watch, bit, __ATOMIC_RELAXED);
+}
+
+void conn_note_stream(int fd)
+{
+	conn_watch_set(fd, CONN_W_STDIO);
+}
+
+/*
+ * An owner is a file's: an accepted socket gets none from its listener,
+ * and dups share it. On a connection, only that connection's close looks at
+ * O_ASYNC. On a file that is no TCP socket (a pipe, a unix socket: nginx's
+ * channel to its master), none ever does. On a TCP socket not yet
+ * connected, or one the library does not know (made by raw system call,
+ * received), every connection's close does from then on (rt_owner_set).
+ */
+void conn_note_owner(int fd)
+{
+	uint32_t v = fdtab_get(fd);
+	int proto = 0, e0 = errno;
+	socklen_t l = sizeof(proto);
+
+	if (fdt_is_conn(v)) {
+		conn_watch_set(fd, CONN_W_OWNER);
+		return;
+	}
+	if (v == FDT_OTHER || (v == FDT_NONE &&
+			       (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) < 0 ||
+				proto != IPPROTO_TCP))) {
+		errno = e0;
+		return;
+	}
+	errno = e0;
+	atomic_store(&rt_owner_set, true);
 }
 
 static int op_close(int fd, void *arg)
@@ -1324,14 +1360,14 @@ static void exit_one(struct tw_conn *c, int fd, enum tw_via via)
 	 * after this pass: no reset may be armed before it, nor in the holder,
 	 * which cannot see it. Not known to be all acknowledged: a close.
 	 */
-	if (o.mode == TW_CLOSE_ABORT && (c->stdio || fd <= STDERR_FILENO)) {
+	if (o.mode == TW_CLOSE_ABORT && ((c->watch & CONN_W_STDIO) || fd <= STDERR_FILENO)) {
 		o.outq_empty = false;
 		o.closer_why = WHY_UNACKED;
 	}
 	v = decide(&o);
 	if (v.act == DO_HOLD) {
 		/* the fd may stay the program's a while (exit handlers, a failed exec) */
-		unwatch_async(fd);
+		unwatch_async(c, fd);
 		libfd = closer_copy(c, fd);
 		if (libfd >= 0) {
 			c->libfd = libfd;

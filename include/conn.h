@@ -42,8 +42,13 @@ struct tw_conn {
 	uint8_t mode : 2;	/* closer: enum tw_close_policy it is waiting under */
 	uint8_t waited : 1;	/* its connect waited for a deferred connection to end */
 	uint8_t unwatched : 1;	/* closer: not in its epoll set (epoll_ctl failed) */
-	/* the program opened a stdio stream on it (fdopen()): glibc may flush it after exit's pass */
-	uint8_t stdio : 1;
+	/*
+	 * CONN_W_STDIO: the program opened a stdio stream on it (fdopen()):
+	 * glibc may flush it after exit's pass. CONN_W_OWNER: it may have an
+	 * owner for SIGIO (fcntl(F_SETOWN) on one of its fds, or adopted).
+	 * Set with an atomic or.
+	 */
+	uint8_t watch;
 	struct tw_policy pol;
 	int32_t fd;		/* the program's fd number */
 	int32_t libfd;		/* the library's fd while deferred */
@@ -52,6 +57,11 @@ struct tw_conn {
 		uint32_t heap;	/* closer: position in the deadline heap */
 	};
 	uint32_t gen;		/* fork generation when it was opened */
+};
+
+enum conn_watch {
+	CONN_W_STDIO	= 1 << 0,
+	CONN_W_OWNER	= 1 << 1,
 };
 
 enum conn_flags {
@@ -120,6 +130,8 @@ void conn_note_sent(int fd);
 void conn_note_epoll(int epfd);
 /* fdopen() gave fd a stdio stream, which glibc flushes only after the exit pass */
 void conn_note_stream(int fd);
+/* fcntl(F_SETOWN) or F_SETOWN_EX on fd succeeded: its socket may signal SIGIO */
+void conn_note_owner(int fd);
 void conn_note_dup(int oldfd, int newfd);
 /* fork() waits for changes of the table under way, and holds new ones off */
 void conn_fork_prepare(void);

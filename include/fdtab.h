@@ -174,7 +174,11 @@ extern _Atomic int rt_vforks;
 extern _Atomic bool rt_cloned;
 /* the main thread left with pthread_exit(): the others may end the process */
 extern _Atomic bool rt_main_gone;
-/* the program set a file's owner (fcntl F_SETOWN, F_SETOWN_EX): SIGIO may go to it */
+/*
+ * The program set the owner (fcntl F_SETOWN, F_SETOWN_EX) of a TCP socket
+ * that is no connection the library knows: SIGIO may come from any
+ * connection's socket (conn_note_owner())
+ */
 extern _Atomic bool rt_owner_set;
 /*
  * Children that got a copy of this process's fds without a fork handler

@@ -93,7 +93,7 @@ static int shim_fcntl(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 	if (r >= 0 && rt.tracking && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
 		conn_note_dup(fd, r);
 	if (r >= 0 && (cmd == F_SETOWN || cmd == F_SETOWN_EX))
-		atomic_store(&rt_owner_set, true);
+		conn_note_owner(fd);
 	return r;
 }
 

@@ -124,6 +124,26 @@ Test(cost, closer_wakes_for_fins_not_for_each_handover, .timeout = 90)
 		     PAIRS);
 }
 
+/*
+ * A program that set the owner of another file (a pipe here; nginx's
+ * channel to its master) pays no fcntl(F_GETFL) a deferral for O_ASYNC
+ * on sockets that never had an owner.
+ */
+Test(cost, owner_of_a_pipe_costs_deferrals_nothing, .timeout = 90)
+{
+	const char *py, *st, *log, *trace;
+	struct lab_proc *p;
+
+	traced_pairs(&py, &st, &log, &trace);
+	p = lab_run("pairs", lab_traced(log, "close=defer,defer_ms=500"), RUN_MS,
+		    st, "-f", "-e", "trace=fcntl", "-o", trace, py, lab_pairs_script(), "defer-owner",
+		    lab_fmt("%d", PAIRS), NULL);
+	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
+	lab_records_expect(log, 2 * PAIRS, NULL);
+	cr_assert_eq(calls(trace, "F_SETOWN"), 1, "the program's own F_SETOWN");
+	cr_assert_lt(calls(trace, "F_GETFL"), 5, "F_GETFL calls for %d deferrals", PAIRS);
+}
+
 /* A tw-server on a fresh port of a fresh lab, writing its records to slog. */
 static struct lab_proc *tw_server(const char *slog, const char *addr, int n, const char *close_mode,
 				  const char *delay_ms)

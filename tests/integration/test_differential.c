@@ -245,6 +245,8 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(close_range_over_a_connection) \
 	X(fastopen_connect_closed_unused) \
 	X(epoll_and_sigio_after_close) \
+	X(sigio_owner_set_before_connect) \
+	X(sigio_owner_set_on_a_dup) \
 	X(bad_arguments) \
 	X(sent_before_connect) \
 	X(fclose_after_reset) \

@@ -826,6 +826,51 @@ static void epoll_and_sigio_after_close_program(void)
 	close(ep);
 }
 
+/* SIGIO in the 300 ms after the close of fd, whose owner is set */
+static void sigios_after_close(int fd, const char *label)
+{
+	double until;
+
+	closed(fd, label);
+	for (until = now_ms() + 300; now_ms() < until;)
+		poll(NULL, 0, 50);
+	say("SIGIO in the 300 ms after the close: %d", sigios);
+}
+
+/* The owner and O_ASYNC are set on the socket before it connects. */
+static void sigio_owner_set_before_connect_program(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	signal(SIGIO, on_sigio);
+	if (fd < 0 || fcntl(fd, F_SETOWN, getpid()) < 0 ||
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0)
+		fail("O_ASYNC");
+	a.sin_port = htons((uint16_t)ctl_wait("port"));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		fail("connect");
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	sigios_after_close(fd, "close");
+}
+
+/* The owner and O_ASYNC are set through a dup, which is closed first. */
+static void sigio_owner_set_on_a_dup_program(void)
+{
+	int fd = connect_peer(), d;
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	signal(SIGIO, on_sigio);
+	d = dup(fd);
+	if (d < 0 || fcntl(d, F_SETOWN, getpid()) < 0 ||
+	    fcntl(d, F_SETFL, fcntl(d, F_GETFL) | O_ASYNC) < 0)
+		fail("dup, O_ASYNC");
+	say("close the dup %s", RESULT(close(d)));
+	sigios_after_close(fd, "close");
+}
+
 /* The program shuts down writing first, reads the answer to the end, closes. */
 static void half_close_program_program(void)
 {
@@ -1583,6 +1628,10 @@ static const struct scenario scenarios[] = {
 	{ "fastopen_connect_closed_unused", fastopen_connect_closed_unused_program,
 	  fastopen_listens_only_peer, false },
 	{ "epoll_and_sigio_after_close", epoll_and_sigio_after_close_program,
+	  data_after_close_client_peer, false },
+	{ "sigio_owner_set_before_connect", sigio_owner_set_before_connect_program,
+	  data_after_close_client_peer, false },
+	{ "sigio_owner_set_on_a_dup", sigio_owner_set_on_a_dup_program,
 	  data_after_close_client_peer, false },
 	{ "bad_arguments", bad_arguments_program, server_reads_to_end_peer, false },
 	{ "sent_before_connect", sent_before_connect_program, two_requests_peer, false },
