@@ -517,12 +517,16 @@ static void reap(void)
 	errno = saved;
 }
 
-/* Is fd still the socket of c (the program may have reused its number)? */
+/*
+ * Is fd still the socket of c (the program may have reused its number)?
+ * Its local address is compared when it was read (a log line needs it).
+ */
 static bool still_ours(const struct tw_conn *c, int fd)
 {
 	struct tw_addr a;
 
-	return addr_of_fd(&a, fd, false) == 0 && !memcmp(&a, &c->local, sizeof(a)) &&
+	return addr_of_fd(&a, fd, false) == 0 &&
+	       (!c->local.port || !memcmp(&a, &c->local, sizeof(a))) &&
 	       addr_of_fd(&a, fd, true) == 0 && !memcmp(&a, &c->remote, sizeof(a));
 }
 

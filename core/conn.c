@@ -351,11 +351,7 @@ void conn_socket_end(int fd, bool tcp)
 	table_leave();
 }
 
-/*
- * c's local address, read once, when something needs it (a connected
- * socket never has port 0): 0 or -errno.
- */
-static int conn_local(struct tw_conn *c, int fd)
+int conn_local(struct tw_conn *c, int fd)
 {
 	if (c->local.port)
 		return 0;
@@ -465,13 +461,12 @@ static void conn_begin(int fd, uint32_t mark, enum tw_role role, const struct so
 	conf_resolve(rt.conf, role, remote, len, server ? c->local.port : c->remote.port,
 		     rnd_next(), &c->pol);
 	/*
-	 * The local address now for a log line and for the closer, which ask
-	 * for it when the program may have given its fd up; counters alone
-	 * need none, and a close that asks sock_diag reads it then (the fd is
-	 * still open).
+	 * The local address now for a log line, which may be written when the
+	 * program has given its fd up; counters alone need none, and a close
+	 * that asks sock_diag reads it then, from the program's fd or the
+	 * library's copy (both still open).
 	 */
-	if ((c->pol.sink != TW_SINK_NONE || c->pol.close != TW_CLOSE_NORMAL) &&
-	    conn_local(c, fd) < 0) {
+	if (c->pol.sink != TW_SINK_NONE && conn_local(c, fd) < 0) {
 		conn_free(c);
 		return;
 	}

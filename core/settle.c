@@ -56,6 +56,8 @@ void settle_act(struct tw_conn *c, struct observed *o, struct verdict v)
 
 		syscall(SYS_setsockopt, c->libfd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
 	}
+	if (v.act == DO_CLOSE_ASK)
+		conn_local(c, c->libfd);
 	libfd_close(c->libfd);	/* its last reference: epoll forgets it too */
 	if (v.act == DO_CLOSE_ASK) {
 		struct conn_tuple_look look = { .c = c };

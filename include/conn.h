@@ -105,6 +105,11 @@ void conn_socket_begin(void);
 void conn_socket_end(int fd, bool tcp);
 /* FDT_TCP with the options of a TCP socket the library did not see made. */
 uint32_t conn_probe_mark(int fd);
+/*
+ * c's local address, read from fd once, when something needs it (a
+ * connected socket never has port 0): 0 or -errno.
+ */
+int conn_local(struct tw_conn *c, int fd);
 /* Takes over an fd the process inherited (across exec) at start-up. */
 void conn_adopt(int fd);
 

@@ -275,18 +275,16 @@ Test(stats, planted_link_and_stale_file_are_left_alone, .timeout = 60)
 }
 
 /*
- * Counters alone (stats, no log) need no local address: both ends of each
- * connection (in one single-threaded program) are counted exactly, and
- * strace counts as many getsockname() calls as without the library (the
- * program's own; the library read one at every connect and accept before).
+ * Runs the pairs script in mode with n pairs under strace, first without
+ * the library and then with `stats=DIR` and extra options, and fails
+ * unless the library added `added` getsockname() calls. Fills *s from DIR.
  */
-Test(stats, counters_alone_read_no_local_address, .timeout = 60)
+static void pairs_add_getsockname(const char *mode, const char *extra, int n, size_t added,
+				  struct sums *s)
 {
 	const char *dir, *trace, *bare_trace, *py, *pairs;
 	struct lab_opts *o = calloc(1, sizeof(*o)), *bare = calloc(1, sizeof(*bare));
 	struct lab_proc *p;
-	const int n = 40;
-	struct sums s;
 	size_t want;
 
 	if (getenv("TWSHIM_TEST_PRELOAD") && *getenv("TWSHIM_TEST_PRELOAD"))
@@ -303,23 +301,63 @@ Test(stats, counters_alone_read_no_local_address, .timeout = 60)
 	trace = lab_path("strace.out");
 	bare_trace = lab_path("strace-bare.out");
 	p = lab_run("bare", bare, 60000, "/usr/bin/strace", "-f", "--seccomp-bpf", "-e",
-		    "trace=getsockname", "-o", bare_trace, py, pairs, "plain", lab_fmt("%d", n),
+		    "trace=getsockname", "-o", bare_trace, py, pairs, mode, lab_fmt("%d", n),
 		    NULL);
 	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
 	want = lab_lines_with(lab_read_file(bare_trace), "getsockname(");
 	lab_settle(5000);
 	o->preload = true;
-	o->options = lab_fmt("stats=%s", dir);
+	o->options = lab_fmt("stats=%s%s", dir, extra);
 	p = lab_run("pairs", o, 60000, "/usr/bin/strace", "-f", "--seccomp-bpf", "-e",
-		    "trace=getsockname", "-o", trace, py, pairs, "plain", lab_fmt("%d", n), NULL);
+		    "trace=getsockname", "-o", trace, py, pairs, mode, lab_fmt("%d", n), NULL);
 	cr_assert_eq(lab_exit_code(p), 0, "%s%s", lab_stdout(p), lab_stderr(p));
-	stats_sum(dir, &s);
+	stats_sum(dir, s);
+	cr_assert_eq(lab_lines_with(lab_read_file(trace), "getsockname("), want + added,
+		     "getsockname() calls, %zu without the library, %zu more expected: %s", want,
+		     added, lab_read_file(trace));
+}
+
+/*
+ * Counters alone (stats, no log) need no local address: both ends of each
+ * connection (in one single-threaded program) are counted exactly, and
+ * strace counts as many getsockname() calls as without the library (the
+ * program's own; the library read one at every connect and accept before).
+ */
+Test(stats, counters_alone_read_no_local_address, .timeout = 60)
+{
+	const int n = 40;
+	struct sums s;
+
+	pairs_add_getsockname("plain", "", n, 0, &s);
 	cr_expect_eq(s.conns[TW_ROLE_SERVER][TW_CLOSE_NORMAL][TW_END_ACTIVE], (unsigned)n);
 	cr_expect_eq(s.conns[TW_ROLE_CLIENT][TW_CLOSE_NORMAL][TW_END_PASSIVE], (unsigned)n);
 	cr_expect_eq(s.total, 2u * n);
-	cr_assert_eq(lab_lines_with(lab_read_file(trace), "getsockname("), want,
-		     "getsockname() calls, %zu without the library: %s", want,
-		     lab_read_file(trace));
+}
+
+/*
+ * The same under defer, each server end deferred until its client shuts
+ * down: the closer settles it at that FIN and asks nothing, so it never
+ * needs the local address, nor does the client's end, which its shutdown
+ * decided (both read one, at every accept and connect, before). The run
+ * without the library leaves its n TIME_WAIT on the server's side.
+ */
+Test(stats, deferred_counters_alone_read_no_local_address_at_accept, .timeout = 60)
+{
+	const int n = 20;
+	struct sums s;
+	unsigned long long client_active = 0;
+
+	pairs_add_getsockname("defer-peer", ",close=defer,defer_ms=5000", n, 0, &s);
+	cr_expect_eq(s.conns[TW_ROLE_SERVER][TW_CLOSE_DEFER][TW_END_PASSIVE], (unsigned)n,
+		     "server: defer, passive: %llu",
+		     s.conns[TW_ROLE_SERVER][TW_CLOSE_DEFER][TW_END_PASSIVE]);
+	for (int p = 0; p < TW_STATS_POLICIES; p++)
+		client_active += s.conns[TW_ROLE_CLIENT][p][TW_END_ACTIVE];
+	cr_expect_eq(client_active, (unsigned)n);
+	cr_expect_eq(s.timeouts, 0u, "timeouts %llu", s.timeouts);
+	cr_expect_eq(s.total, 2u * n);
+	cr_expect_eq(lab_tw_total(), 2 * n, "TIME_WAIT sockets, as the kernel counts them: %ld",
+		     lab_tw_total());
 }
 
 /*
