@@ -30,6 +30,7 @@
 
 #include "closer.h"
 #include "hold.h"
+#include "observe.h"
 #include "record.h"
 #include "settle.h"
 #include "sink.h"
@@ -142,13 +143,40 @@ struct held {
 	uint32_t n;
 };
 
+/*
+ * What is unread on c, as poll's revents and SIOCINQ show it, for a
+ * connection the exiting program still holds (CONN_HELD): its exit
+ * handlers, or the program a failed exec left, may still read it, and a
+ * peek would take a pending error (ECONNRESET) that is theirs to read,
+ * leaving them 0. -1 for the others: a peek.
+ */
+static int held_unread(const struct tw_conn *c, short revents)
+{
+	uint8_t u;
+
+	if (!(c->flags & CONN_HELD))
+		return -1;
+	if (revents & POLLERR)
+		return UNREAD_ERROR;
+	u = observe_unread(c->libfd, true);
+	return u == UNREAD_NONE && (revents & POLLRDHUP) ? UNREAD_EOF : u;
+}
+
+/* settle_look() at the last deadline, nowhere left to wait */
+static struct verdict look_final(struct tw_conn *c, struct observed *o)
+{
+	return settle_look_as(c, WHO_DEADLINE, true, false, held_unread(c, 0), o);
+}
+
 /* Looks at the connection at position i and acts; true when it is over (and gone from h). */
-static bool step(struct held *h, uint32_t i, enum obs_who who, bool err, uint64_t now)
+static bool step(struct held *h, uint32_t i, enum obs_who who, short revents, uint64_t now)
 {
 	struct tw_conn *c = conn_at(h->idx[i]);
 	uint64_t fin = final_ns(c);
 	struct observed o;
-	struct verdict v = settle_look(c, who, stop || now >= fin, err, &o);
+	struct verdict v = settle_look_as(c, who, stop || now >= fin,
+					  (revents & (POLLERR | POLLHUP)) != 0,
+					  held_unread(c, revents), &o);
 
 	if (v.act == DO_KEEP) {
 		if (who == WHO_DEADLINE)
@@ -184,12 +212,11 @@ static void hold_loop(struct held *h)
 
 		/* a connection that ends takes the last one's place, and its revents */
 		for (uint32_t i = 0; n > 0 && i < h->n;)
-			if (!(h->pfd[i].revents &&
-			      step(h, i, WHO_EVENT, h->pfd[i].revents & (POLLERR | POLLHUP), now)))
+			if (!(h->pfd[i].revents && step(h, i, WHO_EVENT, h->pfd[i].revents, now)))
 				i++;
 		for (uint32_t i = 0; i < h->n;)
 			if (!((stop || conn_at(h->idx[i])->deadline_ns <= now) &&
-			      step(h, i, WHO_DEADLINE, false, now)))
+			      step(h, i, WHO_DEADLINE, 0, now)))
 				i++;
 	}
 }
@@ -234,7 +261,7 @@ static void __attribute__((noreturn)) holder_main(uint32_t head, uint32_t count)
 		} else {
 			struct observed o;
 
-			settle_act(c, &o, settle_look(c, WHO_DEADLINE, true, false, &o));
+			settle_act(c, &o, look_final(c, &o));
 		}
 		head = next;
 	}
@@ -299,7 +326,7 @@ void hold_all(void)
 			libfd_close(c->libfd);
 			conn_free(c);
 		} else {
-			settle_act(c, &o, settle_look(c, WHO_DEADLINE, true, false, &o));
+			settle_act(c, &o, look_final(c, &o));
 		}
 	}
 }

@@ -47,8 +47,8 @@ static const struct allowed allowed[] = {
 #define N_ALLOWED (sizeof(allowed) / sizeof(allowed[0]))
 
 /*
- * The shared library that the scenarios exit_handler_in_library and
- * reset_read_in_exit_handler load.
+ * The shared library that the scenarios exit_handler_in_library,
+ * reset_read_in_exit_handler and reset_after_exit_read_in_exit_handler load.
  */
 static const char *exit_lib(const char *scenario)
 {
@@ -56,7 +56,8 @@ static const char *exit_lib(const char *scenario)
 	struct lab_proc *p;
 
 	if (strcmp(scenario, "exit_handler_in_library") &&
-	    strcmp(scenario, "reset_read_in_exit_handler"))
+	    strcmp(scenario, "reset_read_in_exit_handler") &&
+	    strcmp(scenario, "reset_after_exit_read_in_exit_handler"))
 		return "";
 	if (!src)
 		cr_skip_test("no source tree here to build tests/programs/lib/tw-exit-writer.c");
@@ -276,6 +277,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(exit_while_a_thread_reads_a_stream) \
 	X(exit_handler_in_library) \
 	X(reset_read_in_exit_handler) \
+	X(reset_after_exit_read_in_exit_handler) \
 	X(both_client_closes_first) \
 	X(both_server_closes_first) \
 	X(no_tcp_fds) \

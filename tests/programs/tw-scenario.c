@@ -1442,6 +1442,37 @@ static void reset_read_in_exit_handler_program(void)
 	exit(0);
 }
 
+/*
+ * The program exits holding the connection; the peer resets it 100 ms
+ * later, and an exit handler that runs after the library's reads the reset
+ * 300 ms into the exit. Under defer the holder process has its copy by then.
+ */
+static void reset_after_exit_read_in_exit_handler_program(void)
+{
+	void (*arm)(int) = exit_lib_fn("tw_exit_late_reader_arm");
+	int fd = connect_peer();
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	arm(fd);
+	ctl_send("closed", now_ms());
+	exit(0);
+}
+
+/* Answers, and resets the connection 100 ms after the program says it exits. */
+static void reset_at_exit_peer(void)
+{
+	int fd = serve_one();
+	struct linger l = { 1, 0 };
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	send_all(fd, "send answer", REQ_LEN);
+	ctl_wait("closed");
+	sleep_ms(100);
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	say("close with SO_LINGER {1,0} %s", RESULT(close(fd)));
+}
+
 static void exit_handler_peer(void)
 {
 	int fd = serve_one();
@@ -1675,6 +1706,8 @@ static const struct scenario scenarios[] = {
 	{ "exit_while_a_thread_reads_a_stream", exit_while_a_thread_reads_a_stream_program,
 	  exit_handler_peer, false },
 	{ "exit_handler_in_library", exit_handler_in_library_program, exit_handler_peer, false },
+	{ "reset_after_exit_read_in_exit_handler", reset_after_exit_read_in_exit_handler_program,
+	  reset_at_exit_peer, false },
 	{ "reset_read_in_exit_handler", reset_read_in_exit_handler_program, peer_reset_peer,
 	  false },
 	{ "both_client_closes_first", client_closes_first_program, server_reads_to_end_peer, true },

@@ -2,7 +2,9 @@
 /*
  * tw-exit-writer: a shared library with an exit handler that writes its last
  * words on a connection and closes it, as a client library's destructor
- * does, or (armed to read) reads from it first, as one that drains it does. tw-scenario's exit_handler_in_library loads it with dlopen(), so
+ * does, or (armed to read) reads from it first, as one that drains it does
+ * (armed to read late: after 300 ms). tw-scenario's exit_handler_in_library
+ * loads it with dlopen(), so
  * its destructor runs after those of the libraries loaded before it (the
  * preload library among them). Built by the differential test:
  *   cc -shared -fPIC -o tw-exit-writer.so tw-exit-writer.c
@@ -19,6 +21,7 @@ static int reads;
 
 __attribute__((visibility("default"))) void tw_exit_writer_arm(int conn);
 __attribute__((visibility("default"))) void tw_exit_reader_arm(int conn);
+__attribute__((visibility("default"))) void tw_exit_late_reader_arm(int conn);
 
 void tw_exit_writer_arm(int conn)
 {
@@ -29,6 +32,13 @@ void tw_exit_reader_arm(int conn)
 {
 	fd = conn;
 	reads = 1;
+}
+
+/* reads only 300 ms into the handler: what arrives meanwhile waits for it */
+void tw_exit_late_reader_arm(int conn)
+{
+	fd = conn;
+	reads = 2;
 }
 
 /* one transcript line, as tw-scenario prints them: "= N" or "= -1 ENAME" */
@@ -53,6 +63,8 @@ __attribute__((destructor)) static void last_words(void)
 
 	if (fd < 0)
 		return;
+	if (reads == 2)
+		usleep(300000);
 	if (reads) {
 		r = recv(fd, &c, 1, 0);
 		say("exit handler in a library: recv", r, errno);
