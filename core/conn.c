@@ -876,18 +876,35 @@ static bool claim_alone(int fd)
  * The program's epoll instances (epoll_create wrappers), by fd number: a
  * number closed since, or reused by another file, is dropped at the first
  * EPOLL_CTL_DEL that finds it no epoll (EBADF, EINVAL). Past PROGRAM_EPOLLS
- * at once, the newest go unseen (README, Limits).
+ * at once, the newest go unseen (README, Limits). A slot holds the fd + 1
+ * and, above it, the count of the note that put it there: a new epoll
+ * noted under a number that a DEL is just finding closed changes the count,
+ * and that DEL's drop then fails instead of dropping the new one.
  */
 #define PROGRAM_EPOLLS	64
-static _Atomic int program_epolls[PROGRAM_EPOLLS] = { [0 ... PROGRAM_EPOLLS - 1] = -1 };
+static _Atomic uint64_t program_epolls[PROGRAM_EPOLLS];
+static _Atomic uint32_t epoll_notes;
+
+static int epoll_slot_fd(uint64_t v)
+{
+	return (int)(uint32_t)v - 1;
+}
 
 void conn_note_epoll(int epfd)
 {
-	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
-		int free = -1;
+	uint64_t v = (uint64_t)(atomic_fetch_add(&epoll_notes, 1) + 1) << 32 | (uint32_t)(epfd + 1);
 
-		if (atomic_load(&program_epolls[i]) == epfd ||
-		    atomic_compare_exchange_strong(&program_epolls[i], &free, epfd))
+	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
+		uint64_t old = atomic_load(&program_epolls[i]);
+
+		if (old && epoll_slot_fd(old) == epfd &&
+		    atomic_compare_exchange_strong(&program_epolls[i], &old, v))
+			return;
+	}
+	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
+		uint64_t free = 0;
+
+		if (atomic_compare_exchange_strong(&program_epolls[i], &free, v))
 			return;
 	}
 }
@@ -919,11 +936,11 @@ static void unwatch_async(const struct tw_conn *c, int fd)
 static void unwatch(const struct tw_conn *c, int fd)
 {
 	for (int i = 0; i < PROGRAM_EPOLLS; i++) {
-		int ep = atomic_load(&program_epolls[i]);
+		uint64_t v = atomic_load(&program_epolls[i]);
 
-		if (ep >= 0 && syscall(SYS_epoll_ctl, ep, EPOLL_CTL_DEL, fd, NULL) < 0 &&
+		if (v && syscall(SYS_epoll_ctl, epoll_slot_fd(v), EPOLL_CTL_DEL, fd, NULL) < 0 &&
 		    (errno == EBADF || errno == EINVAL))
-			atomic_compare_exchange_strong(&program_epolls[i], &ep, -1);
+			atomic_compare_exchange_strong(&program_epolls[i], &v, 0);
 	}
 	unwatch_async(c, fd);
 }
