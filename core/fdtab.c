@@ -255,6 +255,19 @@ long rt_threads(bool *leader_gone)
 	return n;
 }
 
+bool rt_table_alone(void)
+{
+	long n, mine = 1 + (long)closer_running();
+	bool gone;
+
+	for (int i = 0; (n = rt_threads(&gone)) > mine && i < 10; i++) {
+		struct timespec pause = { 0, 100000 };
+
+		syscall(SYS_nanosleep, &pause, NULL);	/* no cancellation point */
+	}
+	return !atomic_load(&rt_cloned) && n <= mine;
+}
+
 uint64_t clock_mono_ns(void)
 {
 	struct timespec ts;

@@ -224,6 +224,13 @@ void libfd_limit_changed(void);
  * 0. Raw calls.
  */
 long rt_threads(bool *leader_gone);
+/*
+ * Is this process's fd table the calling thread's alone, but for the
+ * library's closer: no other thread of the program (counted again for up
+ * to a millisecond: a thread just joined is counted a moment longer), no
+ * child made with CLONE_FILES? Without /proc to count, taken for yes.
+ */
+bool rt_table_alone(void);
 uint64_t clock_mono_ns(void);
 /* whole seconds of CLOCK_MONOTONIC_COARSE: for once-a-second looks */
 uint64_t clock_mono_s(void);

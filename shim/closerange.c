@@ -98,23 +98,12 @@ static int shim_close_range(unsigned first, unsigned last, int flags, enum tw_vi
 {
 	int (*fn)(unsigned, unsigned, int) = real.close_range ? real.close_range : raw_close_range;
 	int r, saved, e0 = errno;
-	bool paused, gone;
-	long n;
+	bool paused;
 
 	if (!rt.tracking || !(flags & CLOSE_RANGE_UNSHARE) || closes_nothing(first, last, flags) ||
 	    rt_foreign())
 		return close_in_place(first, last, flags, via);
-	/*
-	 * A thread just joined may be counted a moment longer (the kernel lets
-	 * it go from the group after pthread_join() returns): looked at again
-	 * for up to a millisecond before the table is taken for shared.
-	 */
-	for (int i = 0; (n = rt_threads(&gone)) > 1 + (long)closer_running() && i < 10; i++) {
-		struct timespec pause = { 0, 100000 };
-
-		syscall(SYS_nanosleep, &pause, NULL);	/* no cancellation point */
-	}
-	if (atomic_load(&rt_cloned) || n > 1 + (long)closer_running())
+	if (!rt_table_alone())
 		return fn(first, last, flags);
 	paused = closer_pause();
 	r = close_in_place(first, last, flags, via);

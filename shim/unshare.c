@@ -3,7 +3,8 @@
  * unshare() and setns(): the kernel refuses a new or another user namespace
  * (and setns into a mount namespace) to a process with more than one thread
  * (EINVAL, unshare(2), setns(2)). The closer thread is the library's, not
- * the program's: it steps aside for the call and comes back after it.
+ * the program's: it steps aside for the call and comes back after it. So
+ * it does for CLONE_FILES, whose table it shares.
  */
 #include <errno.h>
 #include <sched.h>
@@ -39,9 +40,21 @@ static int call_setns(int fd, int nstype)
 	return REAL(setns)(fd, nstype);
 }
 
+/*
+ * CLONE_FILES gives the caller a table of its own when another thread
+ * shares it. With the closer the only other one, the closer steps aside:
+ * the table is then not shared, and stays the one the library's fds and
+ * the program's are in (a copy made under the closer would keep every
+ * deferred socket open in the caller's table, and take the program's later
+ * copies where the closer cannot see them). With other threads of the
+ * program, the closer stays with them (README, Limits).
+ */
 SHIM_EXPORT int unshare(int flags)
 {
-	return alone(call_unshare, flags, 0, (flags & ONE_THREAD_UNSHARE) != 0);
+	bool files = (flags & CLONE_FILES) && rt.tracking && !rt_foreign() && closer_running() &&
+		     rt_table_alone();
+
+	return alone(call_unshare, flags, 0, (flags & ONE_THREAD_UNSHARE) || files);
 }
 
 /* nstype 0 (any) or a pidfd's flags may name a user or mount namespace */

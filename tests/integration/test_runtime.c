@@ -152,6 +152,21 @@ Test(runtime, unshare_newuser_succeeds_with_the_closer, .timeout = 60)
 }
 
 /*
+ * unshare(CLONE_FILES) with a connection deferred: the closer steps aside,
+ * the table stays the one the library's copy is in, and the copy's close at
+ * the peer's FIN ends the connection. Made under the closer, the caller's
+ * new table kept a copy of it: the peer read no end of the stream until
+ * defer_ms passed (3 s), and the second connection was not seen by the closer.
+ */
+Test(runtime, unshare_files_with_a_deferred_connection, .timeout = 60)
+{
+	struct lab_proc *c = run_two_deferred("unshare-files");
+
+	cr_assert(strstr(lab_stdout(c), "unshare=0"), "%s", lab_stdout(c));
+	cr_assert_lt(lab_value_long(lab_stdout(c), "eof_ms"), 1000, "%s", lab_stdout(c));
+}
+
+/*
  * A signal handler that calls _exit() while its thread forks: the fork
  * handlers hold the closer's locks, which the exit takes. 40 children each
  * fork in a loop until an alarm 1 to 21 ms away ends them; before, about

@@ -17,6 +17,10 @@
  *                     in the next second, and a second connection
  *   unshare           one deferred connection, then unshare(CLONE_NEWUSER):
  *                     unshare=0 or the errno; then a second connection
+ *   unshare-files     one connection closed first (deferred), then
+ *                     unshare(CLONE_FILES): unshare=0 or the errno; then its
+ *                     server end's FIN, and eof_ms= until that end read the
+ *                     end of the stream; then a second connection
  *   fork-server       accepts, forks; the parent closes its copy, the child
  *                     closes the connection and exits; the peer then sends
  *                     its FIN (a forking server)
@@ -136,6 +140,14 @@ static long copy_of(int fd)
 	if (d)
 		closedir(d);
 	return found;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* waits up to ms for fd to become readable; reads what is there */
@@ -328,6 +340,24 @@ static int run(int argc, char **argv)
 		r = unshare(CLONE_NEWUSER);
 		printf("unshare=%s\n", r == 0 ? "0" : strerrorname_np(errno));
 		fflush(stdout);
+		one(l);
+		return 0;
+	}
+	if (!strcmp(mode, "unshare-files")) {
+		double t0;
+		int r;
+
+		a = dial();
+		b = take(l);
+		close(a);
+		r = unshare(CLONE_FILES);
+		printf("unshare=%s\n", r == 0 ? "0" : strerrorname_np(errno));
+		t0 = now_ms();
+		shutdown(b, SHUT_WR);
+		await(b, 3000);
+		printf("eof_ms=%.0f\n", now_ms() - t0);
+		fflush(stdout);
+		close(b);
 		one(l);
 		return 0;
 	}
