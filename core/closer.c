@@ -519,13 +519,15 @@ static void reap(void)
 
 /*
  * Is fd still the socket of c (the program may have reused its number)?
- * Its local address is compared when it was read (a log line needs it).
+ * Still marked as c's copy (a socket the program made or accepted there
+ * since is marked as its own), with c's addresses: the local one compared
+ * when it was read (a log line needs it), else the peer's alone.
  */
 static bool still_ours(const struct tw_conn *c, int fd)
 {
 	struct tw_addr a;
 
-	return addr_of_fd(&a, fd, false) == 0 &&
+	return fdtab_get(fd) == fdt_libconn(conn_index(c)) && addr_of_fd(&a, fd, false) == 0 &&
 	       (!c->local.port || !memcmp(&a, &c->local, sizeof(a))) &&
 	       addr_of_fd(&a, fd, true) == 0 && !memcmp(&a, &c->remote, sizeof(a));
 }
