@@ -785,6 +785,8 @@ int closer_start(void)
 
 	if (atomic_load(&cl.running))
 		return 0;
+	if (atomic_load(&rt_threadless))
+		return -EAGAIN;
 	pthread_mutex_lock(&cl.start_lock);
 	if (atomic_load(&cl.running))
 		goto out;
@@ -1086,7 +1088,7 @@ void closer_fork_child(void)
 	 * child before this handler runs.
 	 */
 	cl.stop = false;
-	if (was_running && cl.fork_start && start_thread() == 0)
+	if (was_running && cl.fork_start && !atomic_load(&rt_threadless) && start_thread() == 0)
 		atomic_store(&cl.running, true);
 	errno = saved;
 }

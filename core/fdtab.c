@@ -28,6 +28,7 @@ _Atomic int rt_vforks = RT_VFORKS_BASE;
 _Atomic bool rt_cloned;
 _Atomic bool rt_main_gone;
 _Atomic bool rt_owner_set;
+_Atomic bool rt_threadless;
 _Atomic uint32_t rt_spawns;
 
 /*

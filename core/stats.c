@@ -168,7 +168,7 @@ fail:
  * the parent's file: the child makes its own, at once, when the parent had
  * one (the connections it inherited end in it).
  */
-static void stats_fork_child(void)
+void stats_fork_child(void)
 {
 	struct tw_stats_file *f = page;
 	const char *dir;

@@ -181,6 +181,12 @@ extern _Atomic bool rt_main_gone;
  */
 extern _Atomic bool rt_owner_set;
 /*
+ * A child made by clone() without CLONE_VM: glibc did not set it up as
+ * fork() does (its thread list and ids are its parent's), so the library
+ * starts no thread in it: no closer (why: no_closer).
+ */
+extern _Atomic bool rt_threadless;
+/*
  * Children that got a copy of this process's fds without a fork handler
  * (vfork, posix_spawn, system, popen, clone without CLONE_FILES): counted,
  * as fork() counts in rt.forkgen, for rt_gen().

@@ -53,6 +53,8 @@ struct tw_stats_file {
  * said once on stderr; the process then keeps no counters.
  */
 void stats_open(void);
+/* In a forked child: a file of its own (a fork handler; clone() calls it too) */
+void stats_fork_child(void);
 /*
  * One connection's end, as recorded: role, policy applied, arm (0: none),
  * end, whether a timeout chose it, and whether it was deferred (handed to the

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "diagmsg.h"
 #include "runtime.h"
+#include "stats.h"
 #include "shim.h"
 
 /*
@@ -153,6 +154,27 @@ static void fork_child(void)
 	rnd_fork_child();
 	if (rt.conf)
 		conf_reseed(rt.conf, rnd_next());
+}
+
+/*
+ * fork()'s handlers around a clone() that copies the memory and the fds
+ * (shim/vfork.c): glibc runs none there. The child starts no thread.
+ */
+void shim_clone_prepare(void)
+{
+	fork_prepare();
+}
+
+void shim_clone_parent(void)
+{
+	fork_parent();
+}
+
+void shim_clone_child(void)
+{
+	atomic_store(&rt_threadless, true);
+	fork_child();
+	stats_fork_child();
 }
 
 /*

@@ -66,18 +66,44 @@ __asm__(
 	".size vfork, .-vfork\n");
 #endif
 
+/* what the child of a fork-like clone() runs: the fork handler, then the program's fn */
+struct clone_call {
+	int (*fn)(void *);
+	void *arg;
+};
+
+static int clone_child(void *p)
+{
+	const struct clone_call *call = p;
+
+	shim_clone_child();
+	return call->fn(call->arg);
+}
+
 /*
  * clone() with CLONE_VM and a fd table of its own: with CLONE_VFORK the
  * caller waits until the child exec'd or exited, and the count comes down;
  * without, the child may run as long as it likes, and the count stays up
  * for the rest of the process. A child that shares the fds too
  * (CLONE_FILES) is one of this process's holders: not counted, and the
- * process is one where another may act on its sockets (rt_cloned). Any
- * other child has a copy of the fds: a spawn (conn_spawn_prepare()).
+ * process is one where another may act on its sockets (rt_cloned). A
+ * child with a copy of both the memory and the fds is a fork that glibc
+ * runs no handler for: the library runs its own around it, so that the
+ * child lets go of the library's copies of deferred connections (which
+ * would keep them open as long as it lives) and of the closer's epoll
+ * (which its parent's closer would then hear the child's sockets in).
+ * The child's copy of the call (on the parent's stack) tells it the
+ * program's fn. With a TLS of its own (CLONE_SETTLS) the child has none of
+ * the handlers' thread state, and with CLONE_VFORK the parent would hold
+ * the handlers' locks until the child execs: a spawn, as any other child
+ * (conn_spawn_prepare()).
  */
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
 	bool counted = (flags & CLONE_VM) && !(flags & CLONE_FILES);
+	bool forks = rt.tracking &&
+		     !(flags & (CLONE_VM | CLONE_FILES | CLONE_SETTLS | CLONE_VFORK));
+	struct clone_call call = { fn, arg };
 	void *ptid, *tls, *ctid;
 	va_list ap;
 	int r, saved;
@@ -87,6 +113,14 @@ SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	tls = va_arg(ap, void *);
 	ctid = va_arg(ap, void *);
 	va_end(ap);
+	if (forks) {
+		shim_clone_prepare();
+		r = REAL(clone)(clone_child, stack, flags, &call, ptid, tls, ctid);
+		saved = errno;
+		shim_clone_parent();
+		errno = saved;
+		return r;
+	}
 	if (counted)
 		atomic_fetch_add(&rt_vforks, 1);
 	if (flags & CLONE_FILES)

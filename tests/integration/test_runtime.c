@@ -167,6 +167,19 @@ Test(runtime, unshare_files_with_a_deferred_connection, .timeout = 60)
 }
 
 /*
+ * A child made by clone() without CLONE_VM or CLONE_FILES is a fork that
+ * glibc runs no handler for: it must not keep the library's copy of a
+ * deferred connection (the peer read its end of the stream only when the
+ * child, which sleeps 1 s, exited), nor share the closer's epoll.
+ */
+Test(runtime, clone_child_keeps_no_deferred_connection_open, .timeout = 60)
+{
+	struct lab_proc *c = run_two_deferred("clone-child");
+
+	cr_assert_lt(lab_value_long(lab_stdout(c), "eof_ms"), 500, "%s", lab_stdout(c));
+}
+
+/*
  * A signal handler that calls _exit() while its thread forks: the fork
  * handlers hold the closer's locks, which the exit takes. 40 children each
  * fork in a loop until an alarm 1 to 21 ms away ends them; before, about

@@ -21,6 +21,10 @@
  *                     unshare(CLONE_FILES): unshare=0 or the errno; then its
  *                     server end's FIN, and eof_ms= until that end read the
  *                     end of the stream; then a second connection
+ *   clone-child       one connection closed first (deferred), then a child
+ *                     made by clone() without CLONE_VM that sleeps 1 s; then
+ *                     the connection's server end sends its FIN: eof_ms= until
+ *                     it read the end of the stream; then a second connection
  *   fork-server       accepts, forks; the parent closes its copy, the child
  *                     closes the connection and exits; the peer then sends
  *                     its FIN (a forking server)
@@ -150,6 +154,13 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+static int sleep_1s(void *arg)
+{
+	(void)arg;
+	usleep(1000000);
+	return 0;
+}
+
 /* waits up to ms for fd to become readable; reads what is there */
 static void await(int fd, int ms)
 {
@@ -174,6 +185,27 @@ static void one(int l)
 	close(a);
 	shutdown(b, SHUT_WR);
 	await(b, 3000);
+	close(b);
+}
+
+/* A connection whose client end is closed first (deferred under defer): its server end. */
+static int deferred_one(int l)
+{
+	int a = dial(), b = take(l);
+
+	close(a);
+	return b;
+}
+
+/* The server end b sends its FIN: eof_ms= until it read the end of the stream; closes it. */
+static void fin_timed(int b)
+{
+	double t0 = now_ms();
+
+	shutdown(b, SHUT_WR);
+	await(b, 3000);
+	printf("eof_ms=%.0f\n", now_ms() - t0);
+	fflush(stdout);
 	close(b);
 }
 
@@ -344,20 +376,27 @@ static int run(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(mode, "unshare-files")) {
-		double t0;
 		int r;
 
-		a = dial();
-		b = take(l);
-		close(a);
+		b = deferred_one(l);
 		r = unshare(CLONE_FILES);
 		printf("unshare=%s\n", r == 0 ? "0" : strerrorname_np(errno));
-		t0 = now_ms();
-		shutdown(b, SHUT_WR);
-		await(b, 3000);
-		printf("eof_ms=%.0f\n", now_ms() - t0);
-		fflush(stdout);
-		close(b);
+		fin_timed(b);
+		one(l);
+		return 0;
+	}
+	if (!strcmp(mode, "clone-child")) {
+		static char stack[256 * 1024];
+		pid_t pid;
+		int st;
+
+		b = deferred_one(l);
+		pid = clone(sleep_1s, stack + sizeof(stack), SIGCHLD, NULL);
+		if (pid < 0)
+			fail("clone");
+		fin_timed(b);
+		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			fail("clone child");
 		one(l);
 		return 0;
 	}
