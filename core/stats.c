@@ -165,10 +165,12 @@ fail:
 
 /*
  * In a forked child the parent's mapping would count the child's ends in
- * the parent's file: the child makes its own, at once, when the parent had
- * one (the connections it inherited end in it).
+ * the parent's file: the child makes its own, at once (now), when the
+ * parent had one (the connections it inherited end in it); or (a child of
+ * clone(), on a stack of the program's that may be small) at its first
+ * connection.
  */
-void stats_fork_child(void)
+void stats_fork_child(bool now)
 {
 	struct tw_stats_file *f = page;
 	const char *dir;
@@ -181,9 +183,18 @@ void stats_fork_child(void)
 		return;
 	}
 	munmap(f, sizeof(*f));
+	if (!now) {
+		atomic_store(&state, ST_NONE);
+		return;
+	}
 	/* the child's own draw of a split=process arm may name no directory */
 	dir = conf_stats_dir(rt.conf);
 	atomic_store(&state, dir && !file_make(dir) ? ST_READY : ST_OFF);
+}
+
+static void stats_forked(void)
+{
+	stats_fork_child(true);
 }
 
 void stats_open(void)
@@ -206,7 +217,7 @@ void stats_open(void)
 		return;
 	}
 	if (!atomic_exchange(&atfork_set, true))
-		pthread_atfork(NULL, NULL, stats_fork_child);
+		pthread_atfork(NULL, NULL, stats_forked);
 	err = file_make(dir);
 	if (err)
 		SHIM_ERR("stats: cannot make a file in %s: %s; no counters are kept", dir,

@@ -53,8 +53,11 @@ struct tw_stats_file {
  * said once on stderr; the process then keeps no counters.
  */
 void stats_open(void);
-/* In a forked child: a file of its own (a fork handler; clone() calls it too) */
-void stats_fork_child(void);
+/*
+ * In a forked child: a file of its own, made now (a fork handler) or at its
+ * first connection (the child of a clone(), which calls it with false)
+ */
+void stats_fork_child(bool now);
 /*
  * One connection's end, as recorded: role, policy applied, arm (0: none),
  * end, whether a timeout chose it, and whether it was deferred (handed to the

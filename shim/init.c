@@ -139,7 +139,8 @@ static void fork_parent(void)
 	conn_fork_parent();
 }
 
-static void fork_child(void)
+/* in a child of fork() or of a fork-like clone(): the library's state is its own now */
+static void child_common(void)
 {
 	rt.pid = (int)syscall(SYS_getpid);
 	/* the children sharing memory were the parent's */
@@ -173,8 +174,15 @@ void shim_clone_parent(void)
 void shim_clone_child(void)
 {
 	atomic_store(&rt_threadless, true);
-	fork_child();
-	stats_fork_child();
+	child_common();
+	stats_fork_child(false);
+}
+
+/* glibc set the child of fork() up as a process of its own: it may start threads */
+static void fork_child(void)
+{
+	atomic_store(&rt_threadless, false);
+	child_common();
 }
 
 /*

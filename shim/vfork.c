@@ -93,7 +93,10 @@ static int clone_child(void *p)
  * would keep them open as long as it lives) and of the closer's epoll
  * (which its parent's closer would then hear the child's sockets in).
  * The child's copy of the call (on the parent's stack) tells it the
- * program's fn. With a TLS of its own (CLONE_SETTLS) the child has none of
+ * program's fn; the handler runs on the program's stack for the child,
+ * which may be small, and uses little of it (stats makes the child's file
+ * later, at its first connection). A call glibc refuses (no fn, no stack:
+ * EINVAL) goes to it as it is. With a TLS of its own (CLONE_SETTLS) the child has none of
  * the handlers' thread state, and with CLONE_VFORK the parent would hold
  * the handlers' locks until the child execs: a spawn, as any other child
  * (conn_spawn_prepare()).
@@ -101,7 +104,7 @@ static int clone_child(void *p)
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
 	bool counted = (flags & CLONE_VM) && !(flags & CLONE_FILES);
-	bool forks = rt.tracking &&
+	bool forks = rt.tracking && fn && stack &&
 		     !(flags & (CLONE_VM | CLONE_FILES | CLONE_SETTLS | CLONE_VFORK));
 	struct clone_call call = { fn, arg };
 	void *ptid, *tls, *ctid;

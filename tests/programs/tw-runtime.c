@@ -21,8 +21,10 @@
  *                     unshare(CLONE_FILES): unshare=0 or the errno; then its
  *                     server end's FIN, and eof_ms= until that end read the
  *                     end of the stream; then a second connection
- *   clone-child       one connection closed first (deferred), then a child
- *                     made by clone() without CLONE_VM that sleeps 1 s; then
+ *   clone-child       clone() with no fn: clone_null= its errno; then one
+ *                     connection closed first (deferred), then a child made
+ *                     by clone() without CLONE_VM, on a 4 KiB stack, that
+ *                     sleeps 1 s; then
  *                     the connection's server end sends its FIN: eof_ms= until
  *                     it read the end of the stream; then a second connection
  *   fork-server       accepts, forks; the parent closes its copy, the child
@@ -386,10 +388,13 @@ static int run(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(mode, "clone-child")) {
-		static char stack[256 * 1024];
+		/* a small stack, as runc's clone_parent() gives its child */
+		static char stack[4096] __attribute__((aligned(16)));
 		pid_t pid;
-		int st;
+		int st, r;
 
+		r = clone(NULL, stack + sizeof(stack), SIGCHLD, NULL);
+		printf("clone_null=%s\n", r < 0 ? strerrorname_np(errno) : "a child");
 		b = deferred_one(l);
 		pid = clone(sleep_1s, stack + sizeof(stack), SIGCHLD, NULL);
 		if (pid < 0)
