@@ -527,7 +527,9 @@ static bool still_ours(const struct tw_conn *c, int fd)
 {
 	struct tw_addr a;
 
-	return fdtab_get(fd) == fdt_libconn(conn_index(c)) && addr_of_fd(&a, fd, false) == 0 &&
+	/* the table ends at TW_FD_MAX: a copy above it (a limit past fs.nr_open's default) has no mark */
+	return ((unsigned)fd >= TW_FD_MAX || fdtab_get(fd) == fdt_libconn(conn_index(c))) &&
+	       addr_of_fd(&a, fd, false) == 0 &&
 	       (!c->local.port || !memcmp(&a, &c->local, sizeof(a))) &&
 	       addr_of_fd(&a, fd, true) == 0 && !memcmp(&a, &c->remote, sizeof(a));
 }

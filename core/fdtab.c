@@ -54,12 +54,19 @@ static rlim_t hard_seen;
  * makes the fcntl fail (EINVAL) and the limit is read again at once; one
  * raised from outside is seen within the second.
  */
-static _Atomic rlim_t full_soft;
+/*
+ * The count of the program's changes above, the soft limit below (0: not
+ * known): a look that read the limit before a change publishes nothing.
+ */
+static _Atomic uint64_t full_soft;
 static uint64_t full_until;
 
 void libfd_limit_changed(void)
 {
-	atomic_store(&full_soft, 0);
+	uint64_t v = atomic_load(&full_soft);
+
+	while (!atomic_compare_exchange_weak(&full_soft, &v, ((v >> 32) + 1) << 32))
+		;
 }
 
 /* the copy in the upper half of a soft limit of 1024 or more, else -EMFILE */
@@ -78,13 +85,14 @@ static long dup_placed(int fd)
 	struct rlimit old, up;
 	bool raised = false;
 	long nfd = -1;
-	rlim_t full = atomic_load(&full_soft);
+	uint64_t full = atomic_load(&full_soft);
 
-	if (full && clock_mono_s() < full_until) {
-		nfd = dup_upper_half(fd, full);
+	if ((uint32_t)full && clock_mono_s() < full_until) {
+		nfd = dup_upper_half(fd, (uint32_t)full);
 		if (nfd != -EINVAL)
 			return nfd;
-		atomic_store(&full_soft, 0);
+		atomic_compare_exchange_strong(&full_soft, &full, full & ~0xffffffffull);
+		full &= ~0xffffffffull;
 	}
 	up.rlim_max = hard_seen;
 	up.rlim_cur = hard_seen < TW_FD_MAX ? hard_seen : TW_FD_MAX;
@@ -108,8 +116,11 @@ static long dup_placed(int fd)
 	if (raised) {
 		if (up.rlim_cur == old.rlim_cur && up.rlim_max == old.rlim_max) {
 			/* the "raise" set what was there: nothing to put back */
-			atomic_store(&full_soft, old.rlim_cur);
 			full_until = clock_mono_s() + 1;
+			if (old.rlim_cur <= UINT32_MAX)
+				atomic_compare_exchange_strong(&full_soft, &full,
+							       (full & ~0xffffffffull) |
+							       old.rlim_cur);
 			return dup_upper_half(fd, old.rlim_cur);
 		}
 		if (up.rlim_cur > old.rlim_cur)
