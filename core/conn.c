@@ -924,9 +924,13 @@ static void unwatch_async(const struct tw_conn *c, int fd)
 {
 	long fl;
 
-	/* no owner, no SIGIO: a connection that has none pays nothing (README, Limits) */
+	/*
+	 * No owner, no SIGIO: a connection that has none pays nothing (README,
+	 * Limits). One another process held (open across a fork or a spawn,
+	 * sent away, inherited) may have been given one there.
+	 */
 	if (!(__atomic_load_n(&c->watch, __ATOMIC_RELAXED) & CONN_W_OWNER) &&
-	    !atomic_load_explicit(&rt_owner_set, memory_order_relaxed))
+	    !atomic_load_explicit(&rt_owner_set, memory_order_relaxed) && !maybe_shared(c))
 		return;
 	fl = syscall(SYS_fcntl, fd, F_GETFL);
 	if (fl >= 0 && (fl & O_ASYNC))

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "closer.h"
@@ -148,7 +149,9 @@ struct held {
  * connection the exiting program still holds (CONN_HELD): its exit
  * handlers, or the program a failed exec left, may still read it, and a
  * peek would take a pending error (ECONNRESET) that is theirs to read,
- * leaving them 0. -1 for the others: a peek.
+ * leaving them 0. SIOCINQ counts nothing from an urgent byte at the head
+ * on (tcp_inq()): one there is data too, which the kernel's close resets
+ * for. -1 for the others: a peek.
  */
 static int held_unread(const struct tw_conn *c, short revents)
 {
@@ -159,13 +162,24 @@ static int held_unread(const struct tw_conn *c, short revents)
 	if (revents & POLLERR)
 		return UNREAD_ERROR;
 	u = observe_unread(c->libfd, true);
+	if (u == UNREAD_NONE && (revents & (POLLIN | POLLRDHUP)) && observe_urgent(c->libfd))
+		return UNREAD_DATA;
 	return u == UNREAD_NONE && (revents & POLLRDHUP) ? UNREAD_EOF : u;
 }
 
-/* settle_look() at the last deadline, nowhere left to wait */
+/*
+ * settle_look() at the last deadline, nowhere left to wait: what poll
+ * shows of c now, for a FIN or a reset already in.
+ */
 static struct verdict look_final(struct tw_conn *c, struct observed *o)
 {
-	return settle_look_as(c, WHO_DEADLINE, true, false, held_unread(c, 0), o);
+	static const struct timespec now;
+	struct pollfd p = { .fd = c->libfd, .events = POLLIN | POLLRDHUP };
+
+	/* by number: it may run in the exiting program, where poll() is a cancellation point */
+	if (!(c->flags & CONN_HELD) || syscall(SYS_ppoll, &p, 1, &now, NULL, 8) != 1)
+		p.revents = 0;
+	return settle_look_as(c, WHO_DEADLINE, true, false, held_unread(c, p.revents), o);
 }
 
 /* Looks at the connection at position i and acts; true when it is over (and gone from h). */

@@ -37,6 +37,14 @@ struct verdict settle_look_as(struct tw_conn *c, enum obs_who who, bool final, b
 		.held = (c->flags & CONN_HELD) != 0,
 	};
 	o->unread = unread >= 0 ? (uint8_t)unread : observe_unread(c->libfd, c->flags & CONN_PEEKOFF);
+	/*
+	 * Readable, and the peek found nothing: an urgent byte alone at the
+	 * head, which the peek skips (SO_OOBINLINE off). Data all the same:
+	 * the kernel's close resets for it, and level-triggered epoll would
+	 * report it again at once for as long as it is kept.
+	 */
+	if (o->unread == UNREAD_NONE && who == WHO_EVENT && observe_urgent(c->libfd))
+		o->unread = UNREAD_DATA;
 	if (who == WHO_DEADLINE && o->unread == UNREAD_NONE) {
 		o->final = final;
 		o->outq_empty = observe_outq(c->libfd) == 0;

@@ -43,6 +43,8 @@ static const struct allowed allowed[] = {
 	  "abort ends the connection with a reset where a close sends a FIN" },
 	{ "abort", "peer: ", ": EPIPE, ", ": ECONNRESET, ",
 	  "the same reset, seen by a write after the program's close" },
+	{ "abort", "peer: send an urgent byte", " = 1", " = -1 ECONNRESET",
+	  "the same reset, met by the peer's first write" },
 };
 #define N_ALLOWED (sizeof(allowed) / sizeof(allowed[0]))
 
@@ -248,6 +250,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(epoll_and_sigio_after_close) \
 	X(sigio_owner_set_before_connect) \
 	X(sigio_owner_set_on_a_dup) \
+	X(sigio_owner_set_in_a_child) \
 	X(bad_arguments) \
 	X(sent_before_connect) \
 	X(fclose_after_reset) \
@@ -278,6 +281,7 @@ static void differ(const char *scenario, const char *options, const char *rules)
 	X(exit_handler_in_library) \
 	X(reset_read_in_exit_handler) \
 	X(reset_after_exit_read_in_exit_handler) \
+	X(urgent_after_exit) \
 	X(both_client_closes_first) \
 	X(both_server_closes_first) \
 	X(no_tcp_fds) \

@@ -871,6 +871,47 @@ static void sigio_owner_set_on_a_dup_program(void)
 	sigios_after_close(fd, "close");
 }
 
+/*
+ * A forked child sets itself the owner of the connection with O_ASYNC and
+ * closes its copy; then the parent closes: the peer's data after that
+ * reaches no one, and the child gets no SIGIO.
+ */
+static void sigio_owner_set_in_a_child_program(void)
+{
+	int fd = connect_peer(), done[2];
+	pid_t pid;
+	char c;
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	if (pipe(done) < 0)
+		fail("pipe");
+	pid = fork();
+	if (pid < 0)
+		fail("fork");
+	if (pid == 0) {
+		double until;
+
+		signal(SIGIO, on_sigio);
+		if (fcntl(fd, F_SETOWN, getpid()) < 0 ||
+		    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0)
+			_exit(3);
+		close(fd);
+		if (write(done[1], "c", 1) != 1)
+			_exit(3);
+		for (until = now_ms() + 500; now_ms() < until;)
+			poll(NULL, 0, 50);
+		say("child: SIGIO in the 500 ms after its close: %d", sigios);
+		_exit(0);
+	}
+	close(done[1]);
+	if (read(done[0], &c, 1) != 1)
+		fail("read");
+	closed(fd, "close after the child closed its copy");
+	if (waitpid(pid, NULL, 0) != pid)
+		fail("waitpid");
+}
+
 /* The program shuts down writing first, reads the answer to the end, closes. */
 static void half_close_program_program(void)
 {
@@ -1459,6 +1500,38 @@ static void reset_after_exit_read_in_exit_handler_program(void)
 	exit(0);
 }
 
+/* The program exits holding the connection, which the peer then writes to. */
+static void urgent_after_exit_program(void)
+{
+	int fd = connect_peer();
+
+	send_all(fd, "send request", REQ_LEN);
+	recv_exact(fd, "recv answer", REQ_LEN);
+	ctl_send("closed", now_ms());
+	exit(0);
+}
+
+/*
+ * 100 ms after the program began to exit, an urgent byte (MSG_OOB), then a
+ * byte every 10 ms until a send fails: the exited program's socket, or the
+ * holder's copy of it, resets at the first.
+ */
+static void urgent_after_exit_peer(void)
+{
+	int fd = serve_one();
+	double t0, when = 0;
+	int err;
+
+	recv_exact(fd, "recv request", REQ_LEN);
+	send_all(fd, "send answer", REQ_LEN);
+	t0 = ctl_wait("closed");
+	sleep_ms(100);
+	say("send an urgent byte %s", RESULT(send(fd, "!", 1, MSG_OOB | MSG_NOSIGNAL)));
+	err = send_until_error(fd, 1, 10, &when);
+	say_send_error("then send a byte every 10 ms after program close", err, when, t0 + 100);
+	say("close %s", RESULT(close(fd)));
+}
+
 /* Answers, and resets the connection 100 ms after the program says it exits. */
 static void reset_at_exit_peer(void)
 {
@@ -1664,6 +1737,8 @@ static const struct scenario scenarios[] = {
 	  data_after_close_client_peer, false },
 	{ "sigio_owner_set_on_a_dup", sigio_owner_set_on_a_dup_program,
 	  data_after_close_client_peer, false },
+	{ "sigio_owner_set_in_a_child", sigio_owner_set_in_a_child_program,
+	  data_after_close_client_peer, false },
 	{ "bad_arguments", bad_arguments_program, server_reads_to_end_peer, false },
 	{ "sent_before_connect", sent_before_connect_program, two_requests_peer, false },
 	{ "fclose_after_reset", fclose_after_reset_program, peer_reset_peer, false },
@@ -1706,6 +1781,7 @@ static const struct scenario scenarios[] = {
 	{ "exit_while_a_thread_reads_a_stream", exit_while_a_thread_reads_a_stream_program,
 	  exit_handler_peer, false },
 	{ "exit_handler_in_library", exit_handler_in_library_program, exit_handler_peer, false },
+	{ "urgent_after_exit", urgent_after_exit_program, urgent_after_exit_peer, false },
 	{ "reset_after_exit_read_in_exit_handler", reset_after_exit_read_in_exit_handler_program,
 	  reset_at_exit_peer, false },
 	{ "reset_read_in_exit_handler", reset_read_in_exit_handler_program, peer_reset_peer,
