@@ -573,8 +573,6 @@ static struct tw_conn *take_over(int fd, int role, uint32_t mark)
 	c->t_open_ns = clock_mono_ns();
 	c->flags = CONN_INHERITED | (role == TW_ROLE_SERVER ? CONN_SERVER : 0) |
 		   (uint8_t)(mark & FDT_TCP_OPTS);
-	/* an owner for SIGIO may have been set where the library did not see it */
-	c->watch = CONN_W_OWNER;
 	conf_resolve(rt.conf, (enum tw_role)role, (struct sockaddr *)&ps, pl,
 		     role == TW_ROLE_SERVER ? c->local.port : c->remote.port, rnd_next(), &c->pol);
 	conn_track(c, fd);

@@ -47,16 +47,14 @@ static rlim_t hard_seen;
 
 /*
  * No room above the soft limit at the last look (soft = hard): that soft
- * limit, and the second until which it stands. The copies go to its upper
- * half by one fcntl, without the two prlimit calls that would only find the
- * same, until a second has passed or the program sets a limit (its
- * setrlimit and prlimit wrappers). A limit lowered from outside meanwhile
- * makes the fcntl fail (EINVAL) and the limit is read again at once; one
- * raised from outside is seen within the second.
- */
-/*
- * The count of the program's changes above, the soft limit below (0: not
- * known): a look that read the limit before a change publishes nothing.
+ * limit (low 32 bits; 0: not known), and the second until which it stands.
+ * The copies go to its upper half by one fcntl, without the two prlimit
+ * calls that would only find the same, until a second has passed or the
+ * program sets a limit (its setrlimit and prlimit wrappers), which counts
+ * up the high 32 bits: a look that read the limit before that change
+ * publishes nothing. A limit lowered from outside meanwhile makes the
+ * fcntl fail (EINVAL) and the limit is read again at once; one raised from
+ * outside is seen within the second.
  */
 static _Atomic uint64_t full_soft;
 static uint64_t full_until;

@@ -41,9 +41,11 @@ struct verdict settle_look_as(struct tw_conn *c, enum obs_who who, bool final, b
 	 * Readable, and the peek found nothing: an urgent byte alone at the
 	 * head, which the peek skips (SO_OOBINLINE off). Data all the same:
 	 * the kernel's close resets for it, and level-triggered epoll would
-	 * report it again at once for as long as it is kept.
+	 * report it again at once for as long as it is kept. (A caller that
+	 * knew what is unread looked for it already.)
 	 */
-	if (o->unread == UNREAD_NONE && who == WHO_EVENT && observe_urgent(c->libfd))
+	if (unread < 0 && o->unread == UNREAD_NONE && who == WHO_EVENT &&
+	    observe_urgent(c->libfd))
 		o->unread = UNREAD_DATA;
 	if (who == WHO_DEADLINE && o->unread == UNREAD_NONE) {
 		o->final = final;

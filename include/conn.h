@@ -44,8 +44,8 @@ struct tw_conn {
 	uint8_t unwatched : 1;	/* closer: not in its epoll set (epoll_ctl failed) */
 	/*
 	 * CONN_W_STDIO: the program opened a stdio stream on it (fdopen()):
-	 * glibc may flush it after exit's pass. CONN_W_OWNER: it may have an
-	 * owner for SIGIO (fcntl(F_SETOWN) on one of its fds, or adopted).
+	 * glibc may flush it after exit's pass. CONN_W_OWNER: the program set
+	 * an owner for SIGIO on one of its fds (fcntl(F_SETOWN)).
 	 * Set with an atomic or.
 	 */
 	uint8_t watch;

@@ -118,7 +118,7 @@ static __thread sigset_t fork_mask __attribute__((tls_model("initial-exec")));
  * The table first: no change of it may be under way when the closer's locks
  * are taken (a connect starting the closer holds its start lock).
  */
-static void fork_prepare(void)
+void shim_fork_prepare(void)
 {
 	sigset_t all;
 
@@ -129,7 +129,7 @@ static void fork_prepare(void)
 	libfd_fork_prepare();
 }
 
-static void fork_parent(void)
+void shim_fork_parent(void)
 {
 	/* every connection open now may have a second holder: the child */
 	atomic_fetch_add(&rt.forkgen, 1);
@@ -158,19 +158,9 @@ static void child_common(void)
 }
 
 /*
- * fork()'s handlers around a clone() that copies the memory and the fds
- * (shim/vfork.c): glibc runs none there. The child starts no thread.
+ * The child of a clone() that copies the memory and the fds (shim/vfork.c),
+ * which glibc runs no handler for: it starts no thread.
  */
-void shim_clone_prepare(void)
-{
-	fork_prepare();
-}
-
-void shim_clone_parent(void)
-{
-	fork_parent();
-}
-
 void shim_clone_child(void)
 {
 	atomic_store(&rt_threadless, true);
@@ -376,7 +366,7 @@ __attribute__((constructor)) static void shim_init(void)
 	}
 	rt.conf = c;
 	rt.reuseaddr = conf_reuseaddr(c);
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	pthread_atfork(shim_fork_prepare, shim_fork_parent, fork_child);
 	if (!conf_tracking(c))
 		return;
 	r = conn_slots_init();

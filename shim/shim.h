@@ -58,9 +58,9 @@ extern struct real real;
 /* the program set TCP_FASTOPEN_CONNECT on a socket (shim/sockopt.c) */
 extern _Atomic bool shim_fastopen;
 
-/* fork()'s handlers, for clone() without CLONE_VM or CLONE_FILES (shim/init.c) */
-void shim_clone_prepare(void);
-void shim_clone_parent(void);
+/* fork()'s handlers (shim/init.c), which clone() without CLONE_VM or CLONE_FILES runs too */
+void shim_fork_prepare(void);
+void shim_fork_parent(void);
 void shim_clone_child(void);
 
 /* Resolves every real function once; safe to call from any wrapper but close. */

@@ -96,10 +96,10 @@ static int clone_child(void *p)
  * program's fn; the handler runs on the program's stack for the child,
  * which may be small, and uses little of it (stats makes the child's file
  * later, at its first connection). A call glibc refuses (no fn, no stack:
- * EINVAL) goes to it as it is. With a TLS of its own (CLONE_SETTLS) the child has none of
- * the handlers' thread state, and with CLONE_VFORK the parent would hold
- * the handlers' locks until the child execs: a spawn, as any other child
- * (conn_spawn_prepare()).
+ * EINVAL) goes to it as it is. With a TLS of its own (CLONE_SETTLS) the
+ * child has none of the handlers' thread state, and with CLONE_VFORK the
+ * parent would hold the handlers' locks until the child execs: a spawn, as
+ * any other child (conn_spawn_prepare()).
  */
 SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 {
@@ -117,10 +117,10 @@ SHIM_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	ctid = va_arg(ap, void *);
 	va_end(ap);
 	if (forks) {
-		shim_clone_prepare();
+		shim_fork_prepare();
 		r = REAL(clone)(clone_child, stack, flags, &call, ptid, tls, ctid);
 		saved = errno;
-		shim_clone_parent();
+		shim_fork_parent();
 		errno = saved;
 		return r;
 	}
